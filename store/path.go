@@ -1,0 +1,266 @@
+// Package store defines the vocabulary every nbuild store speaks: a store
+// Path (a comparable digest and name), PathInfo (what a store knows about a
+// valid path), the small interfaces a build engine consumes, and the
+// sentinel errors shared by all implementations.
+//
+// A store path is "<StoreDir>/<hash>-<name>": hash is 32 characters of Nix's
+// base32 (20 bytes), name is 1 to 211 bytes of [A-Za-z0-9+-._?=]. Path keeps
+// the decoded 20-byte digest and the name, so it can be a map key and
+// compared with ==.
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+)
+
+// StoreDir is the only store directory nbuild supports; chroot stores keep
+// this logical directory and place it under another root.
+const StoreDir = "/nix/store"
+
+// DigestSize is the size in bytes of a store path's hash part.
+const DigestSize = 20
+
+// HashPartLen is the length of the base32 hash part of a store path.
+const HashPartLen = 32
+
+// MaxNameLen is the longest name Nix accepts (2.8 src/libstore/path.cc).
+const MaxNameLen = 211
+
+// ErrInvalidPath is wrapped by every store path parse error.
+var ErrInvalidPath = errors.New("store: invalid store path")
+
+// PathError reports a malformed store path and why it was rejected.
+type PathError struct {
+	Path   string
+	Reason string
+}
+
+func (e *PathError) Error() string {
+	return fmt.Sprintf("store: invalid store path %q: %s", e.Path, e.Reason)
+}
+
+func (e *PathError) Unwrap() error { return ErrInvalidPath }
+
+// Path is a store path: a 20-byte digest and a name. The zero Path is not a
+// valid path; use IsZero to test for it.
+type Path struct {
+	digest [DigestSize]byte
+	name   string
+}
+
+// NewPath builds a Path from its parts, validating the name.
+func NewPath(digest [DigestSize]byte, name string) (Path, error) {
+	if reason := checkName(name); reason != "" {
+		return Path{}, &PathError{Path: nixbase32.EncodeToString(digest[:]) + "-" + name, Reason: reason}
+	}
+	return Path{digest: digest, name: name}, nil
+}
+
+// ParsePath parses a full store path such as "/nix/store/<hash>-<name>".
+// A trailing "/..." inside the path is rejected: use SplitPath for that.
+func ParsePath(s string) (Path, error) {
+	base, ok := strings.CutPrefix(s, StoreDir+"/")
+	if !ok {
+		return Path{}, &PathError{Path: s, Reason: "not in " + StoreDir}
+	}
+	p, err := ParseBase(base)
+	if err != nil {
+		return Path{}, &PathError{Path: s, Reason: err.(*PathError).Reason}
+	}
+	return p, nil
+}
+
+// SplitPath parses a path that may point inside a store object, such as
+// "/nix/store/<hash>-foo/bin/foo", and returns the store path and the rest
+// ("/bin/foo", or "").
+func SplitPath(s string) (Path, string, error) {
+	base, ok := strings.CutPrefix(s, StoreDir+"/")
+	if !ok {
+		return Path{}, "", &PathError{Path: s, Reason: "not in " + StoreDir}
+	}
+	rest := ""
+	if i := strings.IndexByte(base, '/'); i >= 0 {
+		base, rest = base[:i], base[i:]
+	}
+	p, err := ParseBase(base)
+	if err != nil {
+		return Path{}, "", &PathError{Path: s, Reason: err.(*PathError).Reason}
+	}
+	return p, rest, nil
+}
+
+// ParseBase parses a store path's base name "<hash>-<name>".
+func ParseBase(base string) (Path, error) {
+	if len(base) < HashPartLen+2 {
+		return Path{}, &PathError{Path: base, Reason: "too short"}
+	}
+	if base[HashPartLen] != '-' {
+		return Path{}, &PathError{Path: base, Reason: "no '-' after the hash part"}
+	}
+	var p Path
+	if err := decodeHashPart(p.digest[:], base[:HashPartLen]); err != nil {
+		return Path{}, &PathError{Path: base, Reason: err.Error()}
+	}
+	p.name = base[HashPartLen+1:]
+	if reason := checkName(p.name); reason != "" {
+		return Path{}, &PathError{Path: base, Reason: reason}
+	}
+	return p, nil
+}
+
+// MustParsePath is ParsePath for constants in tests and examples; it panics
+// on error and must not be used on input.
+func MustParsePath(s string) Path {
+	p, err := ParsePath(s)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+func decodeHashPart(dst []byte, s string) error {
+	for i := 0; i < len(s); i++ {
+		if !nixbase32.Is(s[i]) {
+			return fmt.Errorf("invalid character %q in hash part", s[i])
+		}
+	}
+	b, err := nixbase32.DecodeString(s)
+	if err != nil {
+		return fmt.Errorf("invalid hash part: %v", err)
+	}
+	copy(dst, b)
+	return nil
+}
+
+// checkName mirrors 2.8 src/libstore/path.cc checkName and returns the reason
+// a name is rejected, or "".
+func checkName(name string) string {
+	if name == "" {
+		return "empty name"
+	}
+	if len(name) > MaxNameLen {
+		return fmt.Sprintf("name longer than %d bytes", MaxNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '+', c == '-', c == '.', c == '_', c == '?', c == '=':
+		default:
+			return fmt.Sprintf("invalid character %q in name", c)
+		}
+	}
+	return ""
+}
+
+// IsZero reports whether p is the zero Path.
+func (p Path) IsZero() bool { return p.name == "" }
+
+// Digest returns the 20-byte hash part.
+func (p Path) Digest() [DigestSize]byte { return p.digest }
+
+// Name returns the name part, e.g. "hello-2.12.drv".
+func (p Path) Name() string { return p.name }
+
+// HashPart returns the 32-character base32 hash part.
+func (p Path) HashPart() string { return nixbase32.EncodeToString(p.digest[:]) }
+
+// Base returns "<hash>-<name>".
+func (p Path) Base() string { return p.HashPart() + "-" + p.name }
+
+// String returns the full path "/nix/store/<hash>-<name>"; "" for the zero Path.
+func (p Path) String() string {
+	if p.IsZero() {
+		return ""
+	}
+	return StoreDir + "/" + p.Base()
+}
+
+// IsDerivation reports whether p names a store derivation (".drv").
+func (p Path) IsDerivation() bool { return strings.HasSuffix(p.name, ".drv") }
+
+// Compare orders paths as Nix's StorePathSet does: byte-wise on the base
+// name, which is the same as byte-wise on the full path.
+func (p Path) Compare(q Path) int {
+	return strings.Compare(p.Base(), q.Base())
+}
+
+// SortPaths sorts paths in Nix's StorePathSet order.
+func SortPaths(ps []Path) {
+	keys := make([]string, len(ps))
+	for i, p := range ps {
+		keys[i] = p.Base()
+	}
+	sort.Sort(byKey{ps, keys})
+}
+
+type byKey struct {
+	ps   []Path
+	keys []string
+}
+
+func (s byKey) Len() int           { return len(s.ps) }
+func (s byKey) Less(i, j int) bool { return s.keys[i] < s.keys[j] }
+func (s byKey) Swap(i, j int) {
+	s.ps[i], s.ps[j] = s.ps[j], s.ps[i]
+	s.keys[i], s.keys[j] = s.keys[j], s.keys[i]
+}
+
+// MakePath computes a store path from its fingerprint parts, as
+// 2.8 src/libstore/store-api.cc makeStorePath: the digest is the SHA-256 of
+// "<typ>:sha256:<hex(inner)>:/nix/store:<name>" XOR-folded to 20 bytes.
+func MakePath(typ string, inner [sha256.Size]byte, name string) (Path, error) {
+	h := sha256.New()
+	h.Write([]byte(typ))
+	h.Write([]byte(":sha256:"))
+	var hx [2 * sha256.Size]byte
+	hex.Encode(hx[:], inner[:])
+	h.Write(hx[:])
+	h.Write([]byte(":" + StoreDir + ":"))
+	h.Write([]byte(name))
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	var d [DigestSize]byte
+	for i, b := range sum {
+		d[i%DigestSize] ^= b
+	}
+	return NewPath(d, name)
+}
+
+// MakeTextPath computes the path of a text object (a .drv file, or
+// builtins.toFile) with contents hash inner and the given references, as
+// 2.8 makeTextPath: type "text:<ref>:<ref>..." with references sorted.
+func MakeTextPath(name string, inner [sha256.Size]byte, refs []Path) (Path, error) {
+	return MakePath(typeWithRefs("text", refs, false), inner, name)
+}
+
+// MakeSourcePath computes the path of a NAR-hashed (recursive sha256)
+// content-addressed object with references and an optional self reference.
+func MakeSourcePath(name string, narHash [sha256.Size]byte, refs []Path, self bool) (Path, error) {
+	return MakePath(typeWithRefs("source", refs, self), narHash, name)
+}
+
+func typeWithRefs(typ string, refs []Path, self bool) string {
+	strs := make([]string, len(refs))
+	for i, r := range refs {
+		strs[i] = r.String()
+	}
+	sort.Strings(strs)
+	var b strings.Builder
+	b.WriteString(typ)
+	for _, s := range strs {
+		b.WriteByte(':')
+		b.WriteString(s)
+	}
+	if self {
+		b.WriteString(":self")
+	}
+	return b.String()
+}

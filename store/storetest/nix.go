@@ -1,0 +1,50 @@
+// Package storetest holds what store tests share: the conformance suite
+// every store.Store implementation passes, and the gates that tie tests to
+// the real Nix installed by scripts/test-deps.sh.
+package storetest
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// DaemonSocket is where the local nix-daemon listens.
+const DaemonSocket = "/nix/var/nix/daemon-socket/socket"
+
+// RequireNix skips the test when Nix's command-line tools are missing, or
+// fails it when CI=true: in CI a missing Nix is a broken setup, not a
+// reason to run fewer tests. Run `make test` to install Nix.
+func RequireNix(t testing.TB) {
+	t.Helper()
+	for _, tool := range []string{"nix-store", "nix-instantiate", "nix-daemon"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing(t, tool+" not on PATH (run scripts/test-deps.sh)")
+		}
+	}
+}
+
+// RequireDaemon is RequireNix plus a listening local nix-daemon.
+func RequireDaemon(t testing.TB) {
+	t.Helper()
+	RequireNix(t)
+	if fi, err := os.Stat(DaemonSocket); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		missing(t, "no nix-daemon socket at "+DaemonSocket+" (run scripts/test-deps.sh)")
+	}
+}
+
+// RequireRoot gates tests that create mount namespaces or chroot stores.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		missing(t, "needs root (mount namespaces, sshd)")
+	}
+}
+
+func missing(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true and %s", why)
+	}
+	t.Skip(why)
+}
