@@ -1,0 +1,52 @@
+// Package drv is nbuild's model of a Nix store derivation (a ".drv" file):
+// the Derivation value, its one-pass ATerm codec, hashDerivationModulo, and
+// the computation of output paths and of the .drv's own store path.
+//
+// Vocabulary (see ../../shared NIX-PROTOCOLS.md §2):
+//   - output: a named result; its kind is input-addressed (path known from
+//     hashes of inputs), fixed-output (path from a declared content hash),
+//     CA floating (path known only after the build), deferred (input-
+//     addressed but depending on a floating output), or impure.
+//   - inputDrvs: other derivations and which of their outputs are needed.
+//   - inputSrcs: plain store paths (sources) used as inputs.
+//
+// Strings are kept exactly as in the file (unescaped), so writing a parsed
+// derivation gives back the same bytes.
+package drv
+
+// Output is one entry of a derivation's outputs, in ATerm order
+// (name, path, hashAlgo, hash). Path is "" for floating, deferred and
+// impure outputs; HashAlgo is "" for input-addressed and deferred ones;
+// Hash is lowercase hex for fixed outputs, "impure" for impure ones.
+type Output struct {
+	Name     string
+	Path     string
+	HashAlgo string
+	Hash     string
+}
+
+// InputDrv names an input derivation and the outputs of it that are used.
+// Outputs are sorted.
+type InputDrv struct {
+	Path    string
+	Outputs []string
+}
+
+// EnvVar is one environment entry.
+type EnvVar struct {
+	Key   string
+	Value string
+}
+
+// Derivation is a parsed store derivation. Slices are in the canonical
+// order Nix writes: Outputs by name, InputDrvs by path, InputSrcs sorted,
+// Env by key; Args keep their order.
+type Derivation struct {
+	Outputs   []Output
+	InputDrvs []InputDrv
+	InputSrcs []string
+	Platform  string
+	Builder   string
+	Args      []string
+	Env       []EnvVar
+}
