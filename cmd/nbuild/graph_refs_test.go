@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nbuild/nbuild/store/storetest"
+)
+
+// refsExpr has the shapes that make --tree and --graph interesting: a
+// diamond, a source shared by several derivations, a multi-output input,
+// and a drvPath string context, which puts a .drv and its closure into
+// inputSrcs without making it a build input.
+const refsExpr = `
+let
+  mk = name: deps: derivation { inherit name; system = "x86_64-linux"; builder = "/bin/sh"; args = ["-c" "echo ${name} ${toString deps} > $out"]; };
+  src = builtins.toFile "src.txt" "hello";
+  a = mk "a" [ src ];
+  b = mk "b" [ a ];
+  c = mk "c" [ a b ];
+  d = derivation { name = "d"; system = "x86_64-linux"; builder = "/bin/sh"; outputs = ["out" "dev"]; args = ["-c" "echo ${c} ${b.drvPath} > $out; echo > $dev"]; };
+in { top = mk "top" [ d d.dev c ]; }
+`
+
+// instantiateChroot writes expr to a file and instantiates attr into a
+// fresh chroot store, returning the store root and the .drv path.
+func instantiateChroot(t *testing.T, expr, attr string) (root, drvPath string) {
+	t.Helper()
+	storetest.RequireNix(t)
+	dir := t.TempDir()
+	root = filepath.Join(dir, "store")
+	f := filepath.Join(dir, "expr.nix")
+	if err := os.WriteFile(f, []byte(expr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("nix-instantiate", "--store", root, f, "-A", attr).Output()
+	if err != nil {
+		t.Fatalf("nix-instantiate: %v", err)
+	}
+	return root, strings.TrimSpace(string(out))
+}
+
+func nixStoreOut(t *testing.T, root string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("nix-store", append([]string{"--store", root}, args...)...).Output()
+	if err != nil {
+		t.Fatalf("nix-store %v: %v", args, err)
+	}
+	return string(out)
+}
+
+// TestRefGraphMatchesNixStore feeds the reference relation Nix itself
+// reports into writeTree and writeDot and requires byte-identical output
+// to nix-store -q --tree and --graph.
+func TestRefGraphMatchesNixStore(t *testing.T) {
+	root, top := instantiateChroot(t, refsExpr, "top")
+	g := &refGraph{refs: map[string][]string{}}
+	for _, p := range strings.Fields(nixStoreOut(t, root, "-qR", top)) {
+		refs := strings.Fields(nixStoreOut(t, root, "-q", "--references", p))
+		sortByBase(refs)
+		g.refs[p] = refs
+	}
+	var tree, dot bytes.Buffer
+	if err := g.writeTree(&tree, []string{top}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if want := nixStoreOut(t, root, "-q", "--tree", top); tree.String() != want {
+		t.Errorf("tree differs from nix-store -q --tree:\n got:\n%s\nwant:\n%s", tree.String(), want)
+	}
+	if err := g.writeDot(&dot, []string{top}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if want := nixStoreOut(t, root, "-q", "--graph", top); dot.String() != want {
+		t.Errorf("dot differs from nix-store -q --graph:\n got:\n%s\nwant:\n%s", dot.String(), want)
+	}
+}
+
+func TestTopoSortCycle(t *testing.T) {
+	a, b := "/nix/store/00000000000000000000000000000000-a", "/nix/store/11111111111111111111111111111111-b"
+	g := &refGraph{refs: map[string][]string{a: {b}, b: {a}}}
+	_, err := g.topoSort([]string{a, b})
+	if err == nil || !strings.Contains(err.Error(), "cycle detected") {
+		t.Fatalf("want a cycle error, got %v", err)
+	}
+}
