@@ -1,0 +1,1 @@
+export NIX_CROSS=1
