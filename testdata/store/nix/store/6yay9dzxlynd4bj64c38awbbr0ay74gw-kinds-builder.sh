@@ -1,0 +1,1 @@
+for o in $outputs; do eval "/bin/mkdir -p \$$o"; done
