@@ -143,27 +143,43 @@ func TestHashMatchesNixHash(t *testing.T) {
 	}
 }
 
-// storePaths returns up to n valid store paths the local Nix knows.
+// buildExpr is a tiny derivation with every entry kind, built by the real
+// nix-build (no nixpkgs: /bin/sh and absolute coreutils).
+const buildExpr = `derivation {
+  name = "nbuild-nar-test";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" ''
+    /bin/mkdir -p $out/bin $out/share/empty $out/lib
+    echo '#!/bin/sh' > $out/bin/hello
+    /bin/chmod +x $out/bin/hello
+    printf 1234567 > $out/lib/seven
+    : > $out/lib/empty
+    /bin/ln -s ../bin/hello $out/lib/link
+    /bin/ln -s /dangling/abs $out/lib/abs
+    /bin/ln -s $out/lib/seven $out/self-ref
+  '' ];
+}`
+
+// storePaths builds the test derivation and returns it with up to n-1
+// other valid store paths.
 func storePaths(t testing.TB, n int) []string {
 	t.Helper()
 	storetest.RequireDaemon(t)
-	// Make sure at least one path exists: add the fixture tree to the store.
-	root := makeFixture(t)
-	out, err := exec.Command("nix-store", "--add", root).Output()
+	out, err := exec.Command("nix-build", "--no-out-link", "-E", buildExpr).Output()
 	if err != nil {
-		t.Fatalf("nix-store --add: %v", stderrOf(err))
+		t.Fatalf("nix-build: %v", stderrOf(err))
 	}
 	paths := []string{strings.TrimSpace(string(out))}
-	entries, _ := os.ReadDir("/nix/store")
-	for _, e := range entries {
+	out, err = exec.Command("nix", "--extra-experimental-features", "nix-command", "path-info", "--all").Output()
+	if err != nil {
+		t.Fatalf("nix path-info --all: %v", stderrOf(err))
+	}
+	for _, p := range strings.Fields(string(out)) {
 		if len(paths) >= n {
 			break
 		}
-		name := e.Name()
-		if strings.HasSuffix(name, ".lock") || strings.HasPrefix(name, ".") || len(name) < 33 {
-			continue
-		}
-		paths = append(paths, "/nix/store/"+name)
+		paths = append(paths, p)
 	}
 	return paths
 }
@@ -189,6 +205,16 @@ func TestStorePathsMatchNarHash(t *testing.T) {
 	if checked == 0 {
 		t.Fatal("no valid store path checked")
 	}
+	// The built path byte for byte, and restored from Nix's dump.
+	want := nixDump(t, paths[0])
+	if got := dump(t, paths[0]); !bytes.Equal(got, want) {
+		t.Errorf("%s: DumpPath differs from nix-store --dump at byte %d", paths[0], firstDiff(got, want))
+	}
+	dst := filepath.Join(t.TempDir(), "out")
+	if err := nar.Restore(bytes.NewReader(want), dst, nar.RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	treeEqual(t, paths[0], dst)
 	t.Logf("%d store paths hash like nix-store -q --hash", checked)
 }
 

@@ -95,8 +95,19 @@ func (w *Writer) WriteHeader(h *Header) error {
 		parent, name = path[:i], path[i+1:]
 	}
 	w.path = path
-	if !validName([]byte(name)) {
-		return w.fail(fmt.Errorf("%w %q", ErrInvalidName, name))
+	for rest := path; rest != ""; {
+		elem := rest
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			elem, rest = rest[:i], rest[i+1:]
+			if rest == "" {
+				elem = "" // trailing slash
+			}
+		} else {
+			rest = ""
+		}
+		if !validName([]byte(elem)) {
+			return w.fail(fmt.Errorf("%w %q in %q", ErrInvalidName, elem, h.Path))
+		}
 	}
 	for len(w.stack) > 0 && w.stack[len(w.stack)-1].path != parent {
 		w.closeDir()
