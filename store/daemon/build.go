@@ -176,68 +176,37 @@ func appendBasicDerivation(b []byte, d *drv.Derivation) []byte {
 // optional microseconds], [≥1.28 builtOutputs as DrvOutput id → Realisation
 // JSON].
 func readBuildResult(r *wire.Reader, v uint64) (*store.BuildResult, error) {
-	status, err := r.ReadUint64()
-	if err != nil {
-		return nil, err
-	}
-	msg, err := r.ReadString()
-	if err != nil {
-		return nil, err
-	}
-	res := &store.BuildResult{Status: store.BuildStatus(status), ErrorMsg: StripANSI(msg)}
+	d := decoder{r: r}
+	res := &store.BuildResult{Status: store.BuildStatus(d.u64()), ErrorMsg: StripANSI(d.str())}
 	if v >= 1<<8|29 {
-		if res.TimesBuilt, err = r.ReadUint64(); err != nil {
-			return nil, err
-		}
-		if res.IsNonDeterministic, err = r.ReadBool(); err != nil {
-			return nil, err
-		}
-		start, err := r.ReadUint64()
-		if err != nil {
-			return nil, err
-		}
-		stop, err := r.ReadUint64()
-		if err != nil {
-			return nil, err
-		}
-		res.StartTime, res.StopTime = int64(start), int64(stop)
+		res.TimesBuilt = d.u64()
+		res.IsNonDeterministic = d.bool()
+		res.StartTime = int64(d.u64())
+		res.StopTime = int64(d.u64())
 	}
 	if v >= 1<<8|37 {
 		for _, dst := range []*int64{&res.CPUUser, &res.CPUSystem} {
-			tag, err := r.ReadUint64()
-			if err != nil {
-				return nil, err
-			}
-			switch tag {
+			switch tag := d.u64(); tag {
 			case 0:
 			case 1:
-				us, err := r.ReadUint64()
-				if err != nil {
-					return nil, err
-				}
-				*dst = int64(us)
+				*dst = int64(d.u64())
 			default:
-				return nil, fmt.Errorf("%w: optional tag %d", ErrProtocol, tag)
+				if d.err == nil {
+					d.err = fmt.Errorf("%w: optional tag %d", ErrProtocol, tag)
+				}
 			}
 		}
 	}
 	if v < 1<<8|28 {
-		return res, nil
+		return res, d.err
 	}
-	n, err := r.ReadUint64()
-	if err != nil {
-		return nil, err
-	}
-	if n > 1<<16 {
-		return nil, &wire.LengthError{What: "built outputs", Len: n, Limit: 1 << 16}
-	}
+	n := d.count("built outputs", 1<<16)
 	raw := make([]string, 0, 2*n)
 	for range 2 * n {
-		s, err := r.ReadString()
-		if err != nil {
-			return nil, err
-		}
-		raw = append(raw, s)
+		raw = append(raw, d.str())
+	}
+	if d.err != nil {
+		return nil, d.err
 	}
 	if n > 0 {
 		res.BuiltOutputs = make(map[string]store.Path, n)

@@ -269,38 +269,19 @@ func readOptionalPathInfo(r *wire.Reader, p store.Path) (*store.PathInfo, error)
 // daemon.cc wopQueryPathInfo, ValidPathInfo::write): deriver, narHash
 // (base16), references, registrationTime, narSize, ultimate, sigs, ca.
 func readPathInfo(r *wire.Reader, p store.Path) (*store.PathInfo, error) {
-	deriver, err := r.ReadString()
-	if err != nil {
-		return nil, err
+	d := decoder{r: r}
+	deriver := d.str()
+	narHash := d.str()
+	refs := d.strs()
+	regTime := d.u64()
+	narSize := d.u64()
+	ultimate := d.bool()
+	sigs := d.strs()
+	ca := d.str()
+	if d.err != nil {
+		return nil, d.err
 	}
-	narHash, err := r.ReadString()
-	if err != nil {
-		return nil, err
-	}
-	refs, err := r.ReadStrings()
-	if err != nil {
-		return nil, err
-	}
-	regTime, err := r.ReadUint64()
-	if err != nil {
-		return nil, err
-	}
-	narSize, err := r.ReadUint64()
-	if err != nil {
-		return nil, err
-	}
-	ultimate, err := r.ReadBool()
-	if err != nil {
-		return nil, err
-	}
-	sigs, err := r.ReadStrings()
-	if err != nil {
-		return nil, err
-	}
-	ca, err := r.ReadString()
-	if err != nil {
-		return nil, err
-	}
+	var err error
 	info := &store.PathInfo{
 		Path:             p,
 		NarSize:          narSize,

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-
-	"github.com/nbuild/nbuild/nar/wire"
 )
 
 // Message tags of the stderr loop (2.8 src/libstore/worker-protocol.hh).
@@ -172,27 +170,12 @@ func (c *Conn) processStderr(op Op, tail *logTail) (*logTail, error) {
 			e.LogTail = tail.lines()
 			return tail, e
 		case stderrStartActivity:
-			if !c.has(20) {
-				return tail, fmt.Errorf("%w: activity message before protocol 1.20", ErrProtocol)
-			}
-			var a Activity
-			if a.ID, err = r.ReadUint64(); err != nil {
-				return tail, err
-			}
-			if a.Level, err = r.ReadUint64(); err != nil {
-				return tail, err
-			}
-			if a.Type, err = r.ReadUint64(); err != nil {
-				return tail, err
-			}
-			if a.Text, err = r.ReadString(); err != nil {
-				return tail, err
-			}
-			if a.Fields, err = c.readFields(); err != nil {
-				return tail, err
-			}
-			if a.Parent, err = r.ReadUint64(); err != nil {
-				return tail, err
+			d := decoder{r: r}
+			a := Activity{ID: d.u64(), Level: d.u64(), Type: d.u64(), Text: d.str()}
+			a.Fields = c.readFields(&d)
+			a.Parent = d.u64()
+			if d.err != nil {
+				return tail, d.err
 			}
 			c.logger.StartActivity(a)
 		case stderrStopActivity:
@@ -202,15 +185,11 @@ func (c *Conn) processStderr(op Op, tail *logTail) (*logTail, error) {
 			}
 			c.logger.StopActivity(id)
 		case stderrResult:
-			var res Result
-			if res.ActivityID, err = r.ReadUint64(); err != nil {
-				return tail, err
-			}
-			if res.Type, err = r.ReadUint64(); err != nil {
-				return tail, err
-			}
-			if res.Fields, err = c.readFields(); err != nil {
-				return tail, err
+			d := decoder{r: r}
+			res := Result{ActivityID: d.u64(), Type: d.u64()}
+			res.Fields = c.readFields(&d)
+			if d.err != nil {
+				return tail, d.err
 			}
 			if res.Type == ResBuildLogLine && len(res.Fields) > 0 && res.Fields[0].IsString {
 				tail.add(res.Fields[0].String)
@@ -235,102 +214,64 @@ func tagName(tag uint64) string {
 
 // readError decodes the body of STDERR_ERROR (2.8 serialise.cc readError).
 func (c *Conn) readError(op Op) (*Error, error) {
-	r := c.r
+	d := decoder{r: c.r}
 	e := &Error{Op: op}
 	if !c.has(26) {
-		msg, err := r.ReadString()
-		if err != nil {
-			return nil, err
-		}
-		e.Message = StripANSI(msg)
-		if e.Status, err = r.ReadUint64(); err != nil {
-			return nil, err
-		}
-		return e, nil
+		e.Message = StripANSI(d.str())
+		e.Status = d.u64()
+		return e, d.err
 	}
-	typ, err := r.ReadString()
-	if err != nil {
-		return nil, err
-	}
-	if typ != "Error" {
+	if typ := d.str(); d.err == nil && typ != "Error" {
 		return nil, fmt.Errorf("%w: error frame of type %q", ErrProtocol, typ)
 	}
-	if _, err := r.ReadUint64(); err != nil { // level
-		return nil, err
-	}
-	if _, err := r.ReadString(); err != nil { // name, unused
-		return nil, err
-	}
-	msg, err := r.ReadString()
-	if err != nil {
-		return nil, err
-	}
-	e.Message = StripANSI(msg)
-	if err := readNoPos(r); err != nil {
-		return nil, err
-	}
-	n, err := r.ReadUint64()
-	if err != nil {
-		return nil, err
-	}
-	if n > 1024 {
-		return nil, &wire.LengthError{What: "error traces", Len: n, Limit: 1024}
-	}
+	d.u64() // level
+	d.str() // name, unused
+	e.Message = StripANSI(d.str())
+	d.noPos()
+	n := d.count("error traces", 1024)
 	for range n {
-		if err := readNoPos(r); err != nil {
-			return nil, err
+		d.noPos()
+		if hint := d.str(); d.err == nil {
+			e.Traces = append(e.Traces, StripANSI(hint))
 		}
-		hint, err := r.ReadString()
-		if err != nil {
-			return nil, err
-		}
-		e.Traces = append(e.Traces, StripANSI(hint))
+	}
+	if d.err != nil {
+		return nil, d.err
 	}
 	return e, nil
 }
 
-// readNoPos reads the position flag of an error or trace, which Nix always
+// noPos reads the position flag of an error or trace, which Nix always
 // sends as 0.
-func readNoPos(r *wire.Reader) error {
-	havePos, err := r.ReadUint64()
-	if err != nil {
-		return err
+func (d *decoder) noPos() {
+	if havePos := d.u64(); d.err == nil && havePos != 0 {
+		d.err = fmt.Errorf("%w: error with a position", ErrProtocol)
 	}
-	if havePos != 0 {
-		return fmt.Errorf("%w: error with a position", ErrProtocol)
-	}
-	return nil
 }
 
-func (c *Conn) readFields() ([]Field, error) {
-	n, err := c.r.ReadUint64()
-	if err != nil {
-		return nil, err
-	}
-	if n > 64 {
-		return nil, &wire.LengthError{What: "fields", Len: n, Limit: 64}
+func (c *Conn) readFields(d *decoder) []Field {
+	n := d.count("fields", 64)
+	if d.err != nil {
+		return nil
 	}
 	fs := make([]Field, n)
 	for i := range fs {
-		kind, err := c.r.ReadUint64()
-		if err != nil {
-			return nil, err
-		}
-		switch kind {
+		switch kind := d.u64(); kind {
 		case 0:
-			if fs[i].Int, err = c.r.ReadUint64(); err != nil {
-				return nil, err
-			}
+			fs[i].Int = d.u64()
 		case 1:
 			fs[i].IsString = true
-			if fs[i].String, err = c.r.ReadString(); err != nil {
-				return nil, err
-			}
+			fs[i].String = d.str()
 		default:
-			return nil, fmt.Errorf("%w: unknown field type %d", ErrProtocol, kind)
+			if d.err == nil {
+				d.err = fmt.Errorf("%w: unknown field type %d", ErrProtocol, kind)
+			}
+		}
+		if d.err != nil {
+			return nil
 		}
 	}
-	return fs, nil
+	return fs
 }
 
 // logTail keeps the last build log lines of an op.
