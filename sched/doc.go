@@ -1,0 +1,27 @@
+// Package sched decides where and when derivations are built: on the local
+// nix-daemon or on remote builders, as Nix 2.8's build hook would allow,
+// in an order that finishes the whole plan as early as it can.
+//
+// Vocabulary:
+//
+//   - Platform: what a derivation needs from a builder, its system and its
+//     required system features; a comparable, normalised value.
+//   - Machine: a builder, parsed from Nix's `builders` syntax
+//     (ParseMachines) or made for the local daemon from nix.conf
+//     (ParseNixConf, LocalMachine). A machine has MaxJobs slots.
+//   - CanBuild / Why: Nix 2.8's matching rule, and why nothing matches.
+//   - Job: one derivation to build, a node of a DAG the caller defines by
+//     dense ids (its index) and dependency ids.
+//   - Plan: jobs checked against machines (every job has a capable
+//     machine, or Plan refuses and lists them all with reasons), with
+//     critical-path priorities.
+//   - Scheduler: an event-driven state machine over a Plan. The caller
+//     asks it for Assignments (job, machine, slot) to start now, and
+//     reports back with Done (finished, failed, or lost because the
+//     machine failed) and MachineDown. It holds no goroutines and reads no
+//     clock: every call takes the current time. Run drives it with real
+//     executors (the Executor interface) and a Clock; Simulate drives the
+//     very same Scheduler with virtual time and known durations.
+//   - Estimator: expected build durations, learned per package name.
+//   - Timeline: what ran where and when, as JSON or an SVG Gantt chart.
+package sched
