@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -33,6 +34,17 @@ func (c *Conn) narFromPath(p store.Path, w io.Writer) error {
 	}
 	if _, err := c.processStderr(OpNarFromPath, nil); err != nil {
 		return err
+	}
+	// 2.8 sends STDERR_LAST before it opens the path, so a failure to dump
+	// it (a path that is not valid) comes as an error frame where the NAR
+	// was due, after which the daemon closes the connection.
+	if head, err := c.br.Peek(8); err == nil && binary.LittleEndian.Uint64(head) == stderrError {
+		c.br.Discard(8)
+		de, err := c.readError(OpNarFromPath)
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %w", ErrBroken, de)
 	}
 	// The NAR follows STDERR_LAST unframed: only parsing it finds its end.
 	sw := &stickyWriter{w: w}

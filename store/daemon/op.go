@@ -90,6 +90,11 @@ func (c *Conn) begin(ctx context.Context, op Op) (end func(err error) error, err
 			return &OpError{Op: op, Err: se.err}
 		}
 		// Anything else left the stream at an unknown position.
+		if errors.Is(err, ErrBroken) {
+			c.broken = err
+			c.rwc.Close()
+			return &OpError{Op: op, Err: err}
+		}
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
