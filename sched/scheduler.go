@@ -1,0 +1,737 @@
+package sched
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// Policy chooses which ready job starts next and on which machine.
+type Policy int
+
+const (
+	// PolicyCriticalPath (the default) starts the ready job with the
+	// longest remaining critical path first, on the machine where it is
+	// expected to finish first: queueing behind running builds, speed
+	// factor and the time to copy the inputs the machine lacks all count.
+	// A job may wait for a busy fast machine rather than take a slow
+	// free one.
+	PolicyCriticalPath Policy = iota
+	// PolicyNix imitates Nix 2.8: ready jobs start in discovery (id)
+	// order, each on the capable remote machine with a free slot and the
+	// least load/speedFactor (integer division; ties: higher speed, then
+	// lower load, then file order), on the local machine only when no
+	// remote one is free, and outputs are copied back to the coordinating
+	// host after every remote build.
+	PolicyNix
+)
+
+func (p Policy) String() string {
+	switch p {
+	case PolicyCriticalPath:
+		return "nbuild"
+	case PolicyNix:
+		return "nix"
+	}
+	return fmt.Sprintf("Policy(%d)", int(p))
+}
+
+// Outcome is how an assignment ended.
+type Outcome int
+
+const (
+	// Built: the job's outputs exist on the machine.
+	Built Outcome = iota
+	// Failed: the build itself failed. It is not retried; dependents are
+	// skipped (with KeepGoing) or the run stops starting new builds.
+	Failed
+	// MachineLost: the machine could not be reached or died. The machine
+	// is marked down for a back-off period and the job is scheduled again.
+	MachineLost
+)
+
+func (o Outcome) String() string {
+	return [...]string{"built", "failed", "machine-lost"}[o]
+}
+
+// JobState is where a job is in a run.
+type JobState uint8
+
+const (
+	Waiting JobState = iota // dependencies not built yet
+	Ready                   // may start
+	Running                 // assigned to a machine
+	Done                    // built
+	Failing                 // build failed, or no machine left to build it
+	Skipped                 // a dependency failed (keep-going)
+)
+
+// Options tunes a Scheduler; the zero value is usable.
+type Options struct {
+	Policy Policy
+	// KeepGoing continues after a failed build with every job that does
+	// not depend on it (nix --keep-going); otherwise no new job starts
+	// after the first failure.
+	KeepGoing bool
+	// Bandwidth estimates the bytes per second between the coordinating
+	// host and machine m. Default: 12.5e6 (100 Mbit/s) for remote
+	// machines; the local machine needs no copies.
+	Bandwidth func(m int) float64
+	// Backoff is how long a machine stays down after its first failure;
+	// each further consecutive failure doubles it, up to MaxBackoff.
+	// Defaults 30 s and 10 min.
+	Backoff, MaxBackoff time.Duration
+	// MaxMachineFailures consecutive failures drop a machine for the rest
+	// of the run. Default 5.
+	MaxMachineFailures int
+}
+
+// Assignment is a decision to build a job on a machine's slot.
+type Assignment struct {
+	Job, Machine, Slot int
+	// Attempt counts the job's assignments; a result for an older attempt
+	// (the machine was declared down meanwhile) is ignored.
+	Attempt int
+	Start   time.Time
+	// Transfer is the expected time to copy the inputs the machine lacks
+	// (and, under PolicyNix, the outputs back); Expected includes it.
+	Transfer, Expected time.Duration
+}
+
+// ErrBuildFailed is wrapped by Scheduler.Err when some job did not build.
+var ErrBuildFailed = errors.New("sched: build failed")
+
+// Scheduler runs a Plan: an event-driven state machine with no goroutines
+// and no clock of its own. Assign says what to start now; Done and
+// MachineDown report what happened. It is not safe for concurrent use.
+type Scheduler struct {
+	plan *Plan
+	opts Options
+
+	state   []JobState
+	pending []int32 // dependencies not yet built
+	attempt []int32
+	startAt []time.Time
+	reason  []string // why a job failed
+	ready   readyHeap
+	held    []uint64 // per job, a bitset of machines holding its outputs
+	words   int      // uint64 words per job in held
+	atHub   []bool   // outputs (or sources) are on the coordinating host
+
+	machines []machineState
+	running  int
+	finished int // jobs in Done, Failing or Skipped
+	stopped  bool
+
+	out     []Assignment
+	skipped []int32
+	booked  [][]time.Time // per machine: this round's slot ends with bookings, or nil
+	bookBuf [][]time.Time
+	scratch []time.Time
+}
+
+type machineState struct {
+	slots     []int32     // job per slot, -1 free
+	slotEnd   []time.Time // expected end per slot
+	free      int
+	failures  int
+	downUntil time.Time
+	dead      bool
+	invBW     float64 // seconds per byte to copy to/from it
+}
+
+// NewScheduler starts a run of plan: jobs without dependencies are ready.
+func NewScheduler(plan *Plan, opts Options) *Scheduler {
+	if opts.Backoff <= 0 {
+		opts.Backoff = 30 * time.Second
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 10 * time.Minute
+	}
+	if opts.MaxMachineFailures <= 0 {
+		opts.MaxMachineFailures = 5
+	}
+	n := len(plan.Jobs)
+	s := &Scheduler{
+		plan:    plan,
+		opts:    opts,
+		state:   make([]JobState, n),
+		pending: make([]int32, n),
+		attempt: make([]int32, n),
+		startAt: make([]time.Time, n),
+		reason:  make([]string, n),
+		words:   (len(plan.Machines) + 63) / 64,
+		atHub:   make([]bool, n),
+	}
+	s.held = make([]uint64, n*s.words)
+	s.ready.key = plan.rank
+	s.ready.byID = opts.Policy == PolicyNix
+	s.machines = make([]machineState, len(plan.Machines))
+	for i := range s.machines {
+		m := &plan.Machines[i]
+		ms := &s.machines[i]
+		ms.slots = make([]int32, m.MaxJobs)
+		for k := range ms.slots {
+			ms.slots[k] = -1
+		}
+		ms.slotEnd = make([]time.Time, m.MaxJobs)
+		ms.free = int(m.MaxJobs)
+		if !m.Local {
+			bw := 12.5e6
+			if opts.Bandwidth != nil {
+				bw = opts.Bandwidth(i)
+			}
+			if bw > 0 {
+				ms.invBW = 1 / bw
+			}
+		}
+	}
+	s.booked = make([][]time.Time, len(s.machines))
+	s.bookBuf = make([][]time.Time, len(s.machines))
+	for id := range plan.Jobs {
+		s.pending[id] = int32(len(plan.Jobs[id].Deps))
+		if s.pending[id] == 0 {
+			s.state[id] = Ready
+			s.ready.push(int32(id))
+		}
+	}
+	return s
+}
+
+// Assign returns the assignments to start at time now, each on a free slot
+// of an up machine. The slice is reused by the next call.
+func (s *Scheduler) Assign(now time.Time) []Assignment {
+	s.out = s.out[:0]
+	if s.stopped || s.ready.len() == 0 {
+		return s.out
+	}
+	totalFree := 0
+	for m := range s.machines {
+		ms := &s.machines[m]
+		if s.up(m, now) {
+			totalFree += ms.free
+		}
+		s.booked[m] = nil
+	}
+	if totalFree == 0 {
+		return s.out
+	}
+	// Jobs that wait (for a busy machine) are set aside and put back; the
+	// scan stops when no slot is free or enough jobs were set aside to
+	// book every slot twice over, which bounds a call's cost.
+	limit := 16
+	for m := range s.machines {
+		limit += 2 * len(s.machines[m].slots)
+	}
+	s.skipped = s.skipped[:0]
+	for totalFree > 0 && s.ready.len() > 0 && len(s.skipped) < limit {
+		id := s.ready.pop()
+		var m int
+		if s.opts.Policy == PolicyNix {
+			m = s.pickNix(int(id), now)
+		} else {
+			m = s.pickEFT(int(id), now)
+		}
+		if m < 0 {
+			s.skipped = append(s.skipped, id)
+			continue
+		}
+		s.start(int(id), m, now)
+		totalFree--
+	}
+	for _, id := range s.skipped {
+		s.ready.push(id)
+	}
+	return s.out
+}
+
+func (s *Scheduler) up(m int, now time.Time) bool {
+	ms := &s.machines[m]
+	return !ms.dead && !now.Before(ms.downUntil)
+}
+
+// pickEFT returns the machine where job id is expected to finish first if
+// that machine has a free slot now, or -1 (having booked the machine's
+// earliest slot for it, so lower-priority jobs of this round see it taken).
+func (s *Scheduler) pickEFT(id int, now time.Time) int {
+	best, bestFree := -1, false
+	var bestEnd time.Time
+	for _, m32 := range s.plan.capable[id] {
+		m := int(m32)
+		if s.machines[m].dead {
+			continue
+		}
+		at, free := s.availableAt(m, now)
+		end := at.Add(s.transfer(id, m) + s.buildTime(id, m))
+		better := best < 0 || end.Before(bestEnd) ||
+			end.Equal(bestEnd) && (free && !bestFree ||
+				free == bestFree && s.plan.Machines[m].SpeedFactor > s.plan.Machines[best].SpeedFactor)
+		if better {
+			best, bestFree, bestEnd = m, free, end
+		}
+	}
+	if best < 0 {
+		return -1
+	}
+	if !bestFree {
+		s.book(best, now, bestEnd)
+		return -1
+	}
+	return best
+}
+
+// availableAt is when machine m can next start a job: now when it has a
+// free slot, else when its earliest running or booked slot is expected to
+// end, or when it comes back up.
+func (s *Scheduler) availableAt(m int, now time.Time) (time.Time, bool) {
+	ms := &s.machines[m]
+	if s.booked[m] == nil && ms.free > 0 && s.up(m, now) {
+		return now, true
+	}
+	var at time.Time
+	for k, end := range s.slotEnds(m, now) {
+		if k == 0 || end.Before(at) {
+			at = end
+		}
+	}
+	return at, false
+}
+
+// slotEnds is when each slot of machine m is expected to be free, with
+// this round's bookings.
+func (s *Scheduler) slotEnds(m int, now time.Time) []time.Time {
+	if s.booked[m] != nil {
+		return s.booked[m]
+	}
+	ms := &s.machines[m]
+	ends := s.scratch[:0]
+	for k, j := range ms.slots {
+		switch {
+		case !s.up(m, now):
+			ends = append(ends, ms.downUntil)
+		case j < 0:
+			ends = append(ends, now)
+		default:
+			ends = append(ends, maxTime(ms.slotEnd[k], now))
+		}
+	}
+	s.scratch = ends
+	return ends
+}
+
+// book reserves machine m's earliest slot until end for this round.
+func (s *Scheduler) book(m int, now, end time.Time) {
+	ends := s.booked[m]
+	if ends == nil {
+		ends = append(s.bookBuf[m][:0], s.slotEnds(m, now)...)
+		s.bookBuf[m] = ends
+		s.booked[m] = ends
+	}
+	k := 0
+	for i := range ends {
+		if ends[i].Before(ends[k]) {
+			k = i
+		}
+	}
+	ends[k] = end
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// pickNix is Nix 2.8 build-remote's choice, or -1 when no capable machine
+// has a free slot.
+func (s *Scheduler) pickNix(id int, now time.Time) int {
+	best := -1
+	var bestLoad uint
+	for _, m32 := range s.plan.capable[id] {
+		m := int(m32)
+		mm := &s.plan.Machines[m]
+		ms := &s.machines[m]
+		if mm.Local || !s.up(m, now) || ms.free == 0 {
+			continue
+		}
+		load := uint(len(ms.slots) - ms.free)
+		if best < 0 {
+			best, bestLoad = m, load
+			continue
+		}
+		bm := &s.plan.Machines[best]
+		a, b := load/mm.SpeedFactor, bestLoad/bm.SpeedFactor
+		if a < b || a == b && (mm.SpeedFactor > bm.SpeedFactor || mm.SpeedFactor == bm.SpeedFactor && load < bestLoad) {
+			best, bestLoad = m, load
+		}
+	}
+	if best < 0 && s.plan.local >= 0 && s.up(s.plan.local, now) && s.machines[s.plan.local].free > 0 {
+		for _, m := range s.plan.capable[id] {
+			if int(m) == s.plan.local {
+				return s.plan.local
+			}
+		}
+	}
+	return best
+}
+
+func (s *Scheduler) buildTime(id, m int) time.Duration {
+	return s.plan.Jobs[id].Expected / time.Duration(s.plan.Machines[m].SpeedFactor)
+}
+
+func (s *Scheduler) holds(id, m int) bool {
+	if m == s.plan.local {
+		return s.atHub[id]
+	}
+	return s.held[id*s.words+m/64]&(1<<(m%64)) != 0
+}
+
+func (s *Scheduler) setHeld(id, m int) {
+	if m == s.plan.local {
+		s.atHub[id] = true
+		return
+	}
+	s.held[id*s.words+m/64] |= 1 << (m % 64)
+}
+
+// transfer estimates the time to bring job id's inputs to machine m: its
+// sources from the coordinating host, and each dependency's outputs from
+// the host, or else through the host from a machine that has them.
+func (s *Scheduler) transfer(id, m int) time.Duration {
+	inv := s.machines[m].invBW
+	j := &s.plan.Jobs[id]
+	secs := float64(j.InputBytes) * inv
+	for _, d := range j.Deps {
+		if s.holds(d, m) {
+			continue
+		}
+		bytes := float64(s.plan.Jobs[d].OutputBytes)
+		secs += bytes * inv
+		if !s.atHub[d] {
+			secs += bytes * s.sourceInvBW(d)
+		}
+	}
+	if s.opts.Policy == PolicyNix {
+		secs += float64(j.OutputBytes) * inv
+	}
+	return time.Duration(secs * float64(time.Second))
+}
+
+// sourceInvBW is the cost per byte of fetching job d's outputs from the
+// cheapest machine holding them.
+func (s *Scheduler) sourceInvBW(d int) float64 {
+	best := math.Inf(1)
+	for m := range s.machines {
+		if s.holds(d, m) {
+			best = min(best, s.machines[m].invBW)
+		}
+	}
+	if math.IsInf(best, 1) {
+		return 0
+	}
+	return best
+}
+
+func (s *Scheduler) start(id, m int, now time.Time) {
+	ms := &s.machines[m]
+	slot := 0
+	for ms.slots[slot] >= 0 {
+		slot++
+	}
+	tr := s.transfer(id, m)
+	exp := tr + s.buildTime(id, m)
+	ms.slots[slot] = int32(id)
+	ms.slotEnd[slot] = now.Add(exp)
+	ms.free--
+	s.running++
+	s.state[id] = Running
+	s.attempt[id]++
+	s.startAt[id] = now
+	// The inputs are on m once it starts; what came from another machine
+	// passed through the host.
+	for _, d := range s.plan.Jobs[id].Deps {
+		if !s.holds(d, m) {
+			s.atHub[d] = true
+			s.setHeld(d, m)
+		}
+	}
+	s.out = append(s.out, Assignment{Job: id, Machine: m, Slot: slot, Attempt: int(s.attempt[id]),
+		Start: now, Transfer: tr, Expected: exp})
+}
+
+// current reports whether a is the job's live assignment.
+func (s *Scheduler) current(a Assignment) bool {
+	return a.Job >= 0 && a.Job < len(s.state) && s.state[a.Job] == Running &&
+		int(s.attempt[a.Job]) == a.Attempt && a.Machine >= 0 && a.Machine < len(s.machines) &&
+		a.Slot >= 0 && a.Slot < len(s.machines[a.Machine].slots) &&
+		int(s.machines[a.Machine].slots[a.Slot]) == a.Job
+}
+
+func (s *Scheduler) release(a Assignment) {
+	ms := &s.machines[a.Machine]
+	ms.slots[a.Slot] = -1
+	ms.free++
+	s.running--
+}
+
+// Done reports how assignment a ended at time now. Reports for assignments
+// that are no longer current (see MachineDown) are ignored. reason
+// describes a failure for Err.
+func (s *Scheduler) Done(a Assignment, o Outcome, reason string, now time.Time) {
+	if !s.current(a) {
+		return
+	}
+	s.release(a)
+	id := a.Job
+	switch o {
+	case Built:
+		s.machines[a.Machine].failures = 0
+		s.state[id] = Done
+		s.finished++
+		s.setHeld(id, a.Machine)
+		if s.opts.Policy == PolicyNix {
+			s.atHub[id] = true
+		}
+		for _, k := range s.plan.dependents[id] {
+			if s.pending[k]--; s.pending[k] == 0 && s.state[k] == Waiting {
+				s.state[k] = Ready
+				s.ready.push(k)
+			}
+		}
+	case Failed:
+		if reason == "" {
+			reason = "build failed"
+		}
+		s.fail(id, fmt.Sprintf("on %s: %s", s.plan.Machines[a.Machine].Name(), reason))
+	default:
+		s.state[id] = Ready
+		s.ready.push(int32(id))
+		s.machineFailed(a.Machine, now)
+	}
+}
+
+// MachineDown marks machine m down at time now (as a failure to reach it)
+// and reschedules every job running on it. It returns their assignments,
+// which the caller should cancel; later reports for them are ignored.
+func (s *Scheduler) MachineDown(m int, now time.Time) []Assignment {
+	var lost []Assignment
+	ms := &s.machines[m]
+	for slot, j := range ms.slots {
+		if j < 0 {
+			continue
+		}
+		a := Assignment{Job: int(j), Machine: m, Slot: slot, Attempt: int(s.attempt[j]), Start: s.startAt[j]}
+		lost = append(lost, a)
+		s.release(a)
+		s.state[j] = Ready
+		s.ready.push(j)
+	}
+	s.machineFailed(m, now)
+	return lost
+}
+
+func (s *Scheduler) machineFailed(m int, now time.Time) {
+	ms := &s.machines[m]
+	ms.failures++
+	if ms.failures >= s.opts.MaxMachineFailures {
+		ms.dead = true
+		s.failOrphans()
+		return
+	}
+	backoff := s.opts.Backoff << (ms.failures - 1)
+	if backoff > s.opts.MaxBackoff || backoff <= 0 {
+		backoff = s.opts.MaxBackoff
+	}
+	ms.downUntil = now.Add(backoff)
+}
+
+// failOrphans fails the unfinished jobs every capable machine of which is
+// dead.
+func (s *Scheduler) failOrphans() {
+	for id := range s.state {
+		if st := s.state[id]; st != Waiting && st != Ready {
+			continue
+		}
+		alive := false
+		for _, m := range s.plan.capable[id] {
+			alive = alive || !s.machines[m].dead
+		}
+		if !alive {
+			if s.state[id] == Ready {
+				s.ready.remove(int32(id))
+			}
+			s.fail(id, "every builder that can build it is down")
+		}
+	}
+}
+
+// fail records job id as failed, then skips its dependents (KeepGoing) or
+// stops the run.
+func (s *Scheduler) fail(id int, reason string) {
+	s.state[id] = Failing
+	s.reason[id] = reason
+	s.finished++
+	if !s.opts.KeepGoing {
+		s.stopped = true
+		return
+	}
+	stack := append([]int32(nil), s.plan.dependents[id]...)
+	for len(stack) > 0 {
+		k := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if s.state[k] != Waiting {
+			continue // already skipped, or failed itself
+		}
+		s.state[k] = Skipped
+		s.finished++
+		stack = append(stack, s.plan.dependents[k]...)
+	}
+}
+
+// Finished reports whether the run is over: every job is built, failed or
+// skipped, or the run stopped after a failure and nothing is running.
+func (s *Scheduler) Finished() bool {
+	return s.running == 0 && (s.stopped || s.finished == len(s.state))
+}
+
+// Running is the number of jobs running now.
+func (s *Scheduler) Running() int { return s.running }
+
+// Wake is the earliest time after now at which a down machine comes back
+// while jobs are ready, or false: when nothing runs, the caller should
+// call Assign again then.
+func (s *Scheduler) Wake(now time.Time) (time.Time, bool) {
+	var at time.Time
+	if s.stopped || s.ready.len() == 0 {
+		return at, false
+	}
+	for m := range s.machines {
+		ms := &s.machines[m]
+		if !ms.dead && ms.downUntil.After(now) && (at.IsZero() || ms.downUntil.Before(at)) {
+			at = ms.downUntil
+		}
+	}
+	return at, !at.IsZero()
+}
+
+// State is job id's state.
+func (s *Scheduler) State(id int) JobState { return s.state[id] }
+
+// Progress counts finished (built, failed or skipped) jobs, and returns
+// the expected critical path still ahead: the largest rank of a job not
+// yet finished.
+func (s *Scheduler) Progress() (finished int, remaining time.Duration) {
+	for id, st := range s.state {
+		if st == Waiting || st == Ready || st == Running {
+			remaining = max(remaining, s.plan.rank[id])
+		}
+	}
+	return s.finished, remaining
+}
+
+// Err summarises the run: nil when every job was built, else an error
+// wrapping ErrBuildFailed that names each failed job and its reason.
+func (s *Scheduler) Err() error {
+	var failed []string
+	var skipped, notRun int
+	for id, st := range s.state {
+		switch st {
+		case Failing:
+			failed = append(failed, fmt.Sprintf("%s (%s)", s.plan.Jobs[id].Name, s.reason[id]))
+		case Skipped:
+			skipped++
+		case Done:
+		default:
+			notRun++
+		}
+	}
+	if len(failed) == 0 && notRun == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s; %d dependent(s) skipped, %d not started", ErrBuildFailed, strings.Join(failed, ", "), skipped, notRun)
+}
+
+// readyHeap orders ready jobs: by rank, longest first (ties: lower id), or
+// by id alone (PolicyNix's discovery order).
+type readyHeap struct {
+	ids  []int32
+	key  []time.Duration
+	byID bool
+}
+
+func (h *readyHeap) len() int { return len(h.ids) }
+
+func (h *readyHeap) less(a, b int32) bool {
+	if !h.byID && h.key[a] != h.key[b] {
+		return h.key[a] > h.key[b]
+	}
+	return a < b
+}
+
+func (h *readyHeap) push(id int32) {
+	h.ids = append(h.ids, id)
+	i := len(h.ids) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if !h.less(h.ids[i], h.ids[p]) {
+			break
+		}
+		h.ids[i], h.ids[p] = h.ids[p], h.ids[i]
+		i = p
+	}
+}
+
+func (h *readyHeap) pop() int32 {
+	top := h.ids[0]
+	h.removeAt(0)
+	return top
+}
+
+func (h *readyHeap) remove(id int32) {
+	for i, x := range h.ids {
+		if x == id {
+			h.removeAt(i)
+			return
+		}
+	}
+}
+
+func (h *readyHeap) removeAt(i int) {
+	last := len(h.ids) - 1
+	h.ids[i] = h.ids[last]
+	h.ids = h.ids[:last]
+	if i == last {
+		return
+	}
+	h.down(i)
+	for i > 0 {
+		p := (i - 1) / 2
+		if !h.less(h.ids[i], h.ids[p]) {
+			break
+		}
+		h.ids[i], h.ids[p] = h.ids[p], h.ids[i]
+		i = p
+	}
+}
+
+func (h *readyHeap) down(i int) {
+	n := len(h.ids)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		c := l
+		if r := l + 1; r < n && h.less(h.ids[r], h.ids[l]) {
+			c = r
+		}
+		if !h.less(h.ids[c], h.ids[i]) {
+			return
+		}
+		h.ids[i], h.ids[c] = h.ids[c], h.ids[i]
+		i = c
+	}
+}

@@ -1,0 +1,495 @@
+package sched
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+var (
+	x86 = MustPlatform("x86_64-linux")
+	arm = MustPlatform("aarch64-linux")
+)
+
+func sec(n float64) time.Duration { return time.Duration(n * float64(time.Second)) }
+
+func durationsOf(jobs []Job) []time.Duration {
+	d := make([]time.Duration, len(jobs))
+	for i, j := range jobs {
+		d[i] = j.Expected
+	}
+	return d
+}
+
+func TestNewPlanRefusesWithAllReasons(t *testing.T) {
+	machines := []Machine{
+		{URI: "daemon", Local: true, Systems: []string{"x86_64-linux"}, MaxJobs: 2, SpeedFactor: 1},
+		{URI: "ssh://big", Systems: []string{"x86_64-linux"}, MaxJobs: 2, SpeedFactor: 1, MandatoryFeatures: []string{"big-parallel"}},
+	}
+	jobs := []Job{
+		{Name: "ok", Platform: x86},
+		{Name: "riscv", Platform: MustPlatform("riscv64-linux")},
+		{Name: "vm", Platform: MustPlatform("x86_64-linux", "kvm"), Deps: []int{0}},
+	}
+	_, err := NewPlan(jobs, machines)
+	var ue *UnbuildableError
+	if !errors.As(err, &ue) || !errors.Is(err, ErrUnbuildable) {
+		t.Fatalf("got %v", err)
+	}
+	want := "2 derivation(s) cannot be built on any builder:\n" +
+		"  riscv: no builder for system riscv64-linux\n" +
+		"  vm: builder local lacks feature kvm; builder ssh://big lacks feature kvm"
+	if err.Error() != want {
+		t.Errorf("got\n%s\nwant\n%s", err, want)
+	}
+	for _, bad := range [][]Job{
+		{{Name: "a", Platform: x86, Deps: []int{1}}},
+		{{Name: "a", Platform: x86, Deps: []int{0}}},
+		{{Name: "a", Platform: x86, Deps: []int{1}}, {Name: "b", Platform: x86, Deps: []int{0}}},
+		{{Name: "a"}},
+	} {
+		if _, err := NewPlan(bad, machines); !errors.Is(err, ErrBadGraph) {
+			t.Errorf("NewPlan(%v): got %v, want ErrBadGraph", bad, err)
+		}
+	}
+}
+
+// mixedMachines: a local x86 machine, a fast x86 builder with kvm, an arm
+// builder, and a big-parallel-only builder.
+func mixedMachines() []Machine {
+	return []Machine{
+		{URI: "daemon", Local: true, Systems: []string{"x86_64-linux"}, MaxJobs: 2, SpeedFactor: 1, SupportedFeatures: []string{"benchmark"}},
+		{URI: "ssh://fast", Systems: []string{"x86_64-linux", "i686-linux"}, MaxJobs: 4, SpeedFactor: 2, SupportedFeatures: []string{"kvm"}},
+		{URI: "ssh://arm", Systems: []string{"aarch64-linux"}, MaxJobs: 2, SpeedFactor: 1},
+		{URI: "ssh://big", Systems: []string{"x86_64-linux"}, MaxJobs: 8, SpeedFactor: 4, MandatoryFeatures: []string{"big-parallel"}},
+	}
+}
+
+// randomJobs makes a seeded random DAG over mixedMachines' platforms.
+func randomJobs(n int, seed uint64) []Job {
+	r := rand.New(rand.NewPCG(seed, 1))
+	platforms := []Platform{x86, x86, x86, arm, MustPlatform("x86_64-linux", "kvm"),
+		MustPlatform("x86_64-linux", "big-parallel"), MustPlatform("builtin"), MustPlatform("i686-linux")}
+	jobs := make([]Job, n)
+	for i := range jobs {
+		jobs[i] = Job{Name: "job", Platform: platforms[r.IntN(len(platforms))], Expected: sec(1 + r.Float64()*100),
+			OutputBytes: int64(r.IntN(50e6)), InputBytes: int64(r.IntN(1e6)), PreferLocal: r.IntN(10) == 0}
+		for k := 0; k < 3 && i > 0; k++ {
+			if r.IntN(2) == 0 {
+				jobs[i].Deps = append(jobs[i].Deps, r.IntN(i))
+			}
+		}
+	}
+	return jobs
+}
+
+func TestSimulateRespectsMatching(t *testing.T) {
+	machines := mixedMachines()
+	jobs := randomJobs(400, 7)
+	for _, policy := range []Policy{PolicyCriticalPath, PolicyNix} {
+		t.Run(policy.String(), func(t *testing.T) {
+			tl, err := Simulate(jobs, machines, durationsOf(jobs), SimOptions{Options: Options{Policy: policy}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			built := map[int]bool{}
+			end := map[int]time.Duration{}
+			for _, e := range tl.Entries {
+				j := jobs[e.Job]
+				m := &machines[e.Machine]
+				if !CanBuild(m, j.Platform) {
+					t.Errorf("%s %s given to %s", j.Name, j.Platform, m.Name())
+				}
+				if m.URI == "ssh://big" && !j.Platform.HasFeature("big-parallel") {
+					t.Errorf("job without big-parallel on the big-parallel-only builder")
+				}
+				if j.Platform.HasFeature("kvm") && m.URI != "ssh://fast" {
+					t.Errorf("kvm job on %s", m.Name())
+				}
+				if j.PreferLocal && CanBuild(&machines[0], j.Platform) && !m.Local {
+					t.Errorf("preferLocalBuild job %d built on %s", e.Job, m.Name())
+				}
+				for _, d := range j.Deps {
+					if !built[d] || end[d] > e.Start {
+						t.Errorf("job %d started before its dependency %d finished", e.Job, d)
+					}
+				}
+				built[e.Job] = true
+				end[e.Job] = e.End
+			}
+			if len(built) != len(jobs) {
+				t.Errorf("%d of %d jobs built", len(built), len(jobs))
+			}
+			if tl.Makespan < tl.LowerBound {
+				t.Errorf("makespan %v below the lower bound %v", tl.Makespan, tl.LowerBound)
+			}
+			// No two builds overlap on a slot (entries are in end order).
+			type slot struct{ m, s int }
+			var spans = map[slot][][2]time.Duration{}
+			for _, e := range tl.Entries {
+				k := slot{e.Machine, e.Slot}
+				for _, sp := range spans[k] {
+					if e.Start < sp[1] && sp[0] < e.End {
+						t.Errorf("overlap on %v: %v and %v-%v", k, sp, e.Start, e.End)
+					}
+				}
+				spans[k] = append(spans[k], [2]time.Duration{e.Start, e.End})
+			}
+		})
+	}
+}
+
+func TestCriticalPathFirst(t *testing.T) {
+	// One slot. "short" is discovered first, but chain-a heads a longer
+	// chain: the critical path starts chain-a, Nix's policy starts short.
+	machines := []Machine{{URI: "ssh://one", Systems: []string{"x86_64-linux"}, MaxJobs: 1, SpeedFactor: 1}}
+	jobs := []Job{
+		{Name: "short", Platform: x86, Expected: sec(10)},
+		{Name: "chain-a", Platform: x86, Expected: sec(10)},
+		{Name: "chain-b", Platform: x86, Expected: sec(10), Deps: []int{1}},
+	}
+	tl, err := Simulate(jobs, machines, durationsOf(jobs), SimOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tl.Entries[0].Name != "chain-a" {
+		t.Errorf("first build %s, want chain-a (longest remaining path)", tl.Entries[0].Name)
+	}
+	tl, _ = Simulate(jobs, machines, durationsOf(jobs), SimOptions{Options: Options{Policy: PolicyNix}})
+	if tl.Entries[0].Name != "short" {
+		t.Errorf("nix policy first build %s, want short (discovery order)", tl.Entries[0].Name)
+	}
+}
+
+func TestEarliestFinishWaitsForFastMachine(t *testing.T) {
+	// A 100 s job and a 10 s job, a speed-10 machine with one slot and a
+	// speed-1 machine: the big job goes to the fast one (10 s), the small
+	// one to the slow one (10 s) rather than queue behind the big one.
+	machines := []Machine{
+		{URI: "ssh://slow", Systems: []string{"x86_64-linux"}, MaxJobs: 1, SpeedFactor: 1},
+		{URI: "ssh://fast", Systems: []string{"x86_64-linux"}, MaxJobs: 1, SpeedFactor: 10},
+	}
+	jobs := []Job{{Name: "big", Platform: x86, Expected: sec(100)}, {Name: "small", Platform: x86, Expected: sec(10)}}
+	tl, err := Simulate(jobs, machines, durationsOf(jobs), SimOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tl.Makespan != sec(10) {
+		t.Errorf("makespan %v, want 10s; %+v", tl.Makespan, tl.Entries)
+	}
+	// Three 100 s jobs: the third should wait for the fast machine (done
+	// at 20 s) rather than take 100 s on the slow one.
+	jobs = []Job{{Name: "a", Platform: x86, Expected: sec(100)}, {Name: "b", Platform: x86, Expected: sec(100)}, {Name: "c", Platform: x86, Expected: sec(100)}}
+	tl, err = Simulate(jobs, machines, durationsOf(jobs), SimOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tl.Makespan != sec(30) {
+		t.Errorf("makespan %v, want 30s; %+v", tl.Makespan, tl.Entries)
+	}
+}
+
+func TestTransferCostCounts(t *testing.T) {
+	// Job 1 depends on job 0's 1 GB output. Built on the local machine,
+	// its consumer should stay local rather than pay 80 s of copying to a
+	// remote twice as fast.
+	machines := []Machine{
+		{URI: "daemon", Local: true, Systems: []string{"x86_64-linux"}, MaxJobs: 1, SpeedFactor: 1},
+		{URI: "ssh://remote", Systems: []string{"x86_64-linux"}, MaxJobs: 1, SpeedFactor: 2},
+	}
+	jobs := []Job{
+		{Name: "producer", Platform: x86, Expected: sec(10), OutputBytes: 1e9, PreferLocal: true},
+		{Name: "consumer", Platform: x86, Expected: sec(10), Deps: []int{0}},
+	}
+	tl, err := Simulate(jobs, machines, durationsOf(jobs), SimOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := tl.Entries[1]; e.Name != "consumer" || e.Machine != 0 || tl.Makespan != sec(20) {
+		t.Errorf("consumer on machine %d, makespan %v", e.Machine, tl.Makespan)
+	}
+}
+
+func TestKeepGoing(t *testing.T) {
+	machines := []Machine{{URI: "ssh://one", Systems: []string{"x86_64-linux"}, MaxJobs: 1, SpeedFactor: 1}}
+	// 0 fails; 1 depends on 0; 2 depends on 1; 3 is independent; 4 on 3.
+	jobs := []Job{
+		{Name: "broken", Platform: x86, Expected: sec(50)},
+		{Name: "needs-broken", Platform: x86, Expected: sec(1), Deps: []int{0}},
+		{Name: "needs-needs", Platform: x86, Expected: sec(1), Deps: []int{1}},
+		{Name: "fine", Platform: x86, Expected: sec(1)},
+		{Name: "needs-fine", Platform: x86, Expected: sec(1), Deps: []int{3}},
+	}
+	fail := func(j int) bool { return j == 0 }
+	plan, err := NewPlan(jobs, machines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl, err := SimulatePlan(plan, durationsOf(jobs), SimOptions{Options: Options{KeepGoing: true}, Fail: fail})
+	if !errors.Is(err, ErrBuildFailed) || !strings.Contains(err.Error(), "broken (on ssh://one: build failed); 2 dependent(s) skipped, 0 not started") {
+		t.Errorf("keep-going error: %v", err)
+	}
+	var names []string
+	for _, e := range tl.Entries {
+		names = append(names, e.Name+":"+e.Outcome)
+	}
+	if got := strings.Join(names, " "); got != "broken:failed fine:built needs-fine:built" {
+		t.Errorf("keep-going ran %s", got)
+	}
+	// Without keep-going nothing starts after the failure.
+	tl, err = SimulatePlan(plan, durationsOf(jobs), SimOptions{Fail: fail})
+	if !errors.Is(err, ErrBuildFailed) || len(tl.Entries) != 1 {
+		t.Errorf("without keep-going: %v, %d entries", err, len(tl.Entries))
+	}
+}
+
+func TestMachineDownReschedules(t *testing.T) {
+	machines := []Machine{
+		{URI: "ssh://a", Systems: []string{"x86_64-linux"}, MaxJobs: 2, SpeedFactor: 2},
+		{URI: "ssh://b", Systems: []string{"x86_64-linux"}, MaxJobs: 2, SpeedFactor: 1},
+		{URI: "ssh://arm", Systems: []string{"aarch64-linux"}, MaxJobs: 1, SpeedFactor: 1},
+	}
+	var jobs []Job
+	for i := 0; i < 8; i++ {
+		jobs = append(jobs, Job{Name: "x", Platform: x86, Expected: sec(100)})
+	}
+	jobs = append(jobs, Job{Name: "only-arm", Platform: arm, Expected: sec(100)})
+	opts := SimOptions{Options: Options{Backoff: sec(1000)}, Outages: []Outage{{Machine: 0, At: sec(10)}, {Machine: 2, At: sec(20)}}}
+	tl, err := Simulate(jobs, machines, durationsOf(jobs), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, builtOn := 0, map[int]int{}
+	for _, e := range tl.Entries {
+		switch e.Outcome {
+		case "machine-lost":
+			lost++
+			if e.End != sec(10) && e.End != sec(20) {
+				t.Errorf("lost entry ends at %v", e.End)
+			}
+		case "built":
+			builtOn[e.Machine]++
+			if e.Machine == 0 && e.Start < sec(1010) {
+				t.Errorf("built on machine a at %v, while it was down", e.Start)
+			}
+		}
+	}
+	if lost != 3 {
+		t.Errorf("%d lost builds, want 3", lost)
+	}
+	// The arm job waits for its only builder to come back.
+	if builtOn[2] != 1 {
+		t.Errorf("arm builds: %d", builtOn[2])
+	}
+	// A machine that keeps failing is dropped and its orphans fail.
+	opts = SimOptions{Options: Options{Backoff: sec(1), MaxMachineFailures: 2},
+		Outages: []Outage{{Machine: 2, At: sec(1)}, {Machine: 2, At: sec(5)}}}
+	jobs = []Job{{Name: "only-arm", Platform: arm, Expected: sec(100)}}
+	_, err = Simulate(jobs, machines, durationsOf(jobs), opts)
+	if !errors.Is(err, ErrBuildFailed) || !strings.Contains(err.Error(), "every builder that can build it is down") {
+		t.Errorf("dropped machine: %v", err)
+	}
+}
+
+func TestNixPolicyChoice(t *testing.T) {
+	// 2.8: least load/speedFactor with integer division, ties to the
+	// faster machine, then the lower load, then file order; remote before
+	// local.
+	machines := []Machine{
+		{URI: "daemon", Local: true, Systems: []string{"x86_64-linux"}, MaxJobs: 4, SpeedFactor: 1},
+		{URI: "ssh://a", Systems: []string{"x86_64-linux"}, MaxJobs: 3, SpeedFactor: 1},
+		{URI: "ssh://b", Systems: []string{"x86_64-linux"}, MaxJobs: 3, SpeedFactor: 3},
+	}
+	var jobs []Job
+	for i := 0; i < 10; i++ {
+		jobs = append(jobs, Job{Name: "x", Platform: x86, Expected: sec(100)})
+	}
+	plan, _ := NewPlan(jobs, machines)
+	s := NewScheduler(plan, Options{Policy: PolicyNix})
+	var got []string
+	for _, a := range s.Assign(time.Unix(0, 0)) {
+		got = append(got, machines[a.Machine].Name())
+	}
+	// b (0/3=0, faster), b (1/3=0), b (2/3=0), then a, a, a, then local.
+	want := "ssh://b ssh://b ssh://b ssh://a ssh://a ssh://a local local local local"
+	if strings.Join(got, " ") != want {
+		t.Errorf("got  %s\nwant %s", strings.Join(got, " "), want)
+	}
+}
+
+func TestTimelineOutputs(t *testing.T) {
+	jobs := randomJobs(60, 3)
+	tl, err := Simulate(jobs, mixedMachines(), durationsOf(jobs), SimOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := tl.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var decoded struct {
+		Policy   string  `json:"policy"`
+		Makespan float64 `json:"makespan"`
+		Entries  []struct {
+			Job        int
+			Start, End float64
+			System     string
+		} `json:"entries"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &decoded); err != nil {
+		t.Fatal(err)
+	}
+	if decoded.Policy != "nbuild" || len(decoded.Entries) != 60 || decoded.Makespan != tl.Makespan.Seconds() {
+		t.Errorf("JSON: %+v", decoded)
+	}
+	buf.Reset()
+	if err := tl.WriteSVG(&buf); err != nil {
+		t.Fatal(err)
+	}
+	// Well-formed XML with an svg root, a bar per entry and a legend.
+	dec := xml.NewDecoder(bytes.NewReader(buf.Bytes()))
+	rects := 0
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("SVG is not well-formed: %v", err)
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "rect" {
+			rects++
+		}
+	}
+	if !bytes.HasPrefix(buf.Bytes(), []byte(`<svg xmlns="http://www.w3.org/2000/svg"`)) || rects < 60 ||
+		!bytes.Contains(buf.Bytes(), []byte(">aarch64-linux</text>")) {
+		t.Errorf("SVG: %d rects\n%.300s", rects, buf.String())
+	}
+}
+
+// fakeExecutor "builds" by sleeping (virtual time under synctest): job
+// durations at speed 1, divided by the machine's speed. Machines listed in
+// flaky fail to connect on their first attempt.
+type fakeExecutor struct {
+	plan  *Plan
+	flaky map[int]bool
+	fail  map[int]bool
+	mu    sync.Mutex
+	tried map[int]bool
+}
+
+func (f *fakeExecutor) Start(ctx context.Context, a Assignment, results chan<- Result) {
+	go func() {
+		f.mu.Lock()
+		first := !f.tried[a.Machine]
+		f.tried[a.Machine] = true
+		f.mu.Unlock()
+		if f.flaky[a.Machine] && first {
+			time.Sleep(time.Second)
+			results <- Result{Assignment: a, Outcome: MachineLost, Reason: "connection refused"}
+			return
+		}
+		d := f.plan.Jobs[a.Job].Expected / time.Duration(f.plan.Machines[a.Machine].SpeedFactor)
+		select {
+		case <-time.After(d):
+			o := Built
+			if f.fail[a.Job] {
+				o = Failed
+			}
+			results <- Result{Assignment: a, Outcome: o, Reason: "exit 1"}
+		case <-ctx.Done():
+			results <- Result{Assignment: a, Outcome: Failed, Reason: "cancelled"}
+		}
+	}()
+}
+
+func TestRunWithExecutor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		machines := []Machine{
+			{URI: "ssh://flaky", Systems: []string{"x86_64-linux"}, MaxJobs: 2, SpeedFactor: 4},
+			{URI: "ssh://steady", Systems: []string{"x86_64-linux"}, MaxJobs: 2, SpeedFactor: 1},
+		}
+		jobs := []Job{
+			{Name: "a", Platform: x86, Expected: sec(40)},
+			{Name: "b", Platform: x86, Expected: sec(40)},
+			{Name: "c", Platform: x86, Expected: sec(40), Deps: []int{0, 1}},
+		}
+		plan, err := NewPlan(jobs, machines)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := NewScheduler(plan, Options{Backoff: sec(5)})
+		tl := NewTimeline(plan)
+		exec := &fakeExecutor{plan: plan, flaky: map[int]bool{0: true}, tried: map[int]bool{}}
+		start := time.Now()
+		if err := s.Run(context.Background(), exec, RunOptions{Timeline: tl}); err != nil {
+			t.Fatal(err)
+		}
+		// t=0: a and b start on flaky (speed 4); the first connection
+		// fails at t=1: that job is lost and flaky is down until t=6,
+		// while the other build there goes on (built at t=10). The lost
+		// job waits for flaky (6+10 = 16 beats 1+40 on steady); c starts
+		// on flaky at 16 and is built at 26.
+		if got := time.Since(start); got != sec(26) {
+			t.Errorf("run took %v, want 26s; timeline %+v", got, tl.Entries)
+		}
+		lost := 0
+		for _, e := range tl.Entries {
+			if e.Outcome == "machine-lost" {
+				lost++
+			}
+		}
+		if lost != 1 || len(tl.Entries) != 4 {
+			t.Errorf("timeline %+v", tl.Entries)
+		}
+	})
+}
+
+func TestRunStopsAfterFailure(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		machines := []Machine{{URI: "ssh://m", Systems: []string{"x86_64-linux"}, MaxJobs: 2, SpeedFactor: 1}}
+		jobs := []Job{
+			{Name: "fails-fast", Platform: x86, Expected: sec(10)},
+			{Name: "long", Platform: x86, Expected: sec(100)},
+			{Name: "after", Platform: x86, Expected: sec(1), Deps: []int{1}},
+		}
+		plan, _ := NewPlan(jobs, machines)
+		s := NewScheduler(plan, Options{})
+		exec := &fakeExecutor{plan: plan, fail: map[int]bool{0: true}, tried: map[int]bool{}}
+		start := time.Now()
+		err := s.Run(context.Background(), exec, RunOptions{})
+		if !errors.Is(err, ErrBuildFailed) || !strings.Contains(err.Error(), "fails-fast (on ssh://m: exit 1)") {
+			t.Errorf("got %v", err)
+		}
+		// The long build is cancelled at t=10 rather than awaited.
+		if got := time.Since(start); got != sec(10) {
+			t.Errorf("run took %v", got)
+		}
+		if s.State(2) != Waiting {
+			t.Errorf("dependent state %v", s.State(2))
+		}
+	})
+}
+
+func TestRunCancelled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		machines := []Machine{{URI: "ssh://m", Systems: []string{"x86_64-linux"}, MaxJobs: 1, SpeedFactor: 1}}
+		jobs := []Job{{Name: "a", Platform: x86, Expected: sec(100)}, {Name: "b", Platform: x86, Expected: sec(100)}}
+		plan, _ := NewPlan(jobs, machines)
+		ctx, cancel := context.WithTimeout(context.Background(), sec(30))
+		defer cancel()
+		err := NewScheduler(plan, Options{}).Run(ctx, &fakeExecutor{plan: plan, tried: map[int]bool{}}, RunOptions{})
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("got %v", err)
+		}
+	})
+}
