@@ -109,7 +109,6 @@ func (s *Scheduler) Run(ctx context.Context, exec Executor, opts RunOptions) err
 	return s.Err()
 }
 
-
 func (s *Scheduler) totalSlots() int {
 	n := 0
 	for m := range s.machines {
