@@ -1,0 +1,332 @@
+package graph
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/nbuild/nbuild/eval/drv"
+	"github.com/nbuild/nbuild/store"
+)
+
+// Options tune Load. The zero value gives the defaults.
+type Options struct {
+	// Concurrency is the number of derivations read and parsed at once;
+	// 0 means twice GOMAXPROCS (reads from a cold disk wait).
+	Concurrency int
+	// KeepDerivations keeps every parsed derivation (Graph.Derivation
+	// then answers from memory). It costs about the size of the .drv
+	// files in memory.
+	KeepDerivations bool
+}
+
+// Load reads the closure of roots (.drv paths) from the store whose files
+// are under storeRoot: "" or "/" for the machine's /nix/store, or the root
+// of a chroot store (files at storeRoot/nix/store/...). Files are read and
+// parsed by a bounded set of goroutines; Load returns when all are done,
+// when one fails, or when ctx is cancelled, and leaves no goroutine behind.
+//
+// Errors: a *LoadError naming the .drv (and which derivation needed it)
+// for a missing, unreadable or corrupt file; a *CycleError for a cycle;
+// ctx.Err() when cancelled.
+func Load(ctx context.Context, storeRoot string, roots []store.Path, opts Options) (*Graph, error) {
+	if storeRoot == "/" {
+		storeRoot = ""
+	}
+	workers := opts.Concurrency
+	if workers <= 0 {
+		workers = 2 * runtime.GOMAXPROCS(0)
+	}
+	l := &loader{
+		keep:  opts.KeepDerivations,
+		index: make(map[string]NodeID),
+	}
+	l.cond.L = &l.mu
+	var rootIDs []NodeID
+	for _, p := range roots {
+		if !p.IsDerivation() {
+			return nil, &LoadError{Path: p, Err: ErrNotDerivation}
+		}
+		id, _ := l.discover(p.String(), -1)
+		if !slices.Contains(rootIDs, id) {
+			rootIDs = append(rootIDs, id)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	dir, err := openStoreDir(storeRoot)
+	if err != nil {
+		return nil, err
+	}
+	defer dir.Close()
+	l.dir = dir
+	stop := context.AfterFunc(ctx, func() { l.fail(ctx.Err()) })
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(l.work)
+	}
+	wg.Wait()
+	stop()
+	if l.err != nil {
+		return nil, l.err
+	}
+	return l.finish(storeRoot, rootIDs)
+}
+
+// loader is the shared state of one Load. Nodes get a discovery number
+// when first seen; finish renumbers them in topological order.
+type loader struct {
+	dir  *storeDir
+	keep bool
+
+	mu     sync.Mutex
+	cond   sync.Cond
+	index  map[string]NodeID // full .drv path -> discovery number
+	recs   []*record
+	queue  []NodeID // discovered, not yet taken by a worker
+	active int      // taken, not yet finished
+	err    error
+}
+
+// record is a node being loaded; its Inputs' To are discovery numbers.
+type record struct {
+	path string // the .drv path as found in the referrer
+	node Node
+	from NodeID // the node that discovered it; -1 for a root
+	drv  *drv.Derivation
+}
+
+// discover returns the discovery number of the .drv path p, queueing it
+// when new. Paths are compared as strings (the text form of a store path
+// is unique) and decoded once, by the worker that loads the node. Called
+// with l.mu held (or before the workers start).
+func (l *loader) discover(p string, from NodeID) (NodeID, bool) {
+	if id, ok := l.index[p]; ok {
+		return id, false
+	}
+	id := NodeID(len(l.recs))
+	// p may alias the parser's buffer of a whole .drv file.
+	p = strings.Clone(p)
+	l.index[p] = id
+	l.recs = append(l.recs, &record{path: p, from: from})
+	l.queue = append(l.queue, id)
+	return id, true
+}
+
+// fail records the first error and wakes every worker so they stop.
+func (l *loader) fail(err error) {
+	l.mu.Lock()
+	if l.err == nil {
+		l.err = err
+	}
+	l.mu.Unlock()
+	l.cond.Broadcast()
+}
+
+// work takes queued derivations until the closure is complete or the load
+// failed. The closure is complete when nothing is queued and no worker
+// holds a derivation that may still add inputs.
+func (l *loader) work() {
+	var w worker
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for {
+		for len(l.queue) == 0 && l.active > 0 && l.err == nil {
+			l.cond.Wait()
+		}
+		if l.err != nil || len(l.queue) == 0 {
+			l.cond.Broadcast()
+			return
+		}
+		id := l.queue[len(l.queue)-1]
+		l.queue = l.queue[:len(l.queue)-1]
+		rec := l.recs[id]
+		l.active++
+		l.mu.Unlock()
+
+		err := w.load(l.dir, rec, l.keep)
+
+		l.mu.Lock()
+		l.active--
+		if err != nil {
+			if l.err == nil {
+				var from store.Path
+				if rec.from >= 0 {
+					from = l.recs[rec.from].node.Path
+				}
+				if rec.node.Path.IsZero() {
+					// Its path did not parse: blame the referrer.
+					err = fmt.Errorf("input derivation %q: %w", rec.path, err)
+					l.err = &LoadError{Path: from, Err: err}
+				} else {
+					l.err = &LoadError{Path: rec.node.Path, From: from, Err: err}
+				}
+			}
+			l.cond.Broadcast()
+			continue
+		}
+		added := 0
+		for i, p := range w.inputs {
+			to, isNew := l.discover(p, id)
+			rec.node.Inputs[i].To = to
+			if isNew {
+				added++
+			}
+		}
+		switch {
+		case added == 1:
+			l.cond.Signal()
+		case added > 1 || l.active == 0:
+			l.cond.Broadcast()
+		}
+	}
+}
+
+// worker is one goroutine's reusable state.
+type worker struct {
+	buf    []byte
+	parser drv.Parser
+	inputs []string              // the last loaded node's input derivations
+	srcs   map[string]store.Path // input sources: drvs share many
+	// strs and lists intern strings and output-name lists; per worker, so
+	// no lock: a string is kept at most once per worker.
+	strs  map[string]string
+	lists map[string][]string
+}
+
+// internString returns the worker's copy of s. A parsed derivation's
+// strings all share one buffer as big as the file, so whatever the graph
+// keeps is copied or interned, never referenced.
+func (w *worker) internString(s string) string {
+	if t, ok := w.strs[s]; ok {
+		return t
+	}
+	if w.strs == nil {
+		w.strs = make(map[string]string)
+	}
+	s = strings.Clone(s)
+	w.strs[s] = s
+	return s
+}
+
+// clonePath returns p with a name of its own.
+func clonePath(p store.Path) store.Path {
+	q, err := store.NewPath(p.Digest(), strings.Clone(p.Name()))
+	if err != nil {
+		return p // cannot happen: p's name was validated
+	}
+	return q
+}
+
+// parsePath parses a store path of a derivation and copies its name.
+func parsePath(s string) (store.Path, error) {
+	p, err := store.ParsePath(s)
+	if err != nil {
+		return p, err
+	}
+	return clonePath(p), nil
+}
+
+// internList returns a shared copy of names.
+func (w *worker) internList(names []string) []string {
+	if len(names) == 1 {
+		if l, ok := w.lists[names[0]]; ok {
+			return l // no allocation for the common case
+		}
+	}
+	key := strings.Join(names, "\x00")
+	if l, ok := w.lists[key]; ok {
+		return l
+	}
+	key = strings.Clone(key)
+	if w.lists == nil {
+		w.lists = make(map[string][]string)
+	}
+	l := make([]string, len(names))
+	for i, n := range names {
+		l[i] = w.internString(n)
+	}
+	w.lists[key] = l
+	return l
+}
+
+func (w *worker) parse(dir *storeDir, base string) (*drv.Derivation, error) {
+	data, err := dir.read(base, w.buf)
+	w.buf = data[:0]
+	if err != nil {
+		return nil, err
+	}
+	return w.parser.Parse(data)
+}
+
+// load reads rec's derivation and fills rec.node, except the inputs' To,
+// which the caller sets from w.inputs.
+func (w *worker) load(dir *storeDir, rec *record, keep bool) error {
+	p, err := store.ParsePath(rec.path)
+	if err != nil {
+		return err
+	}
+	n := &rec.node
+	n.Path = p
+	if !p.IsDerivation() {
+		return ErrNotDerivation
+	}
+	d, err := w.parse(dir, p.Base())
+	if err != nil {
+		return err
+	}
+	n.System = w.internString(d.Platform)
+	n.Outputs = make([]Output, len(d.Outputs))
+	for i, o := range d.Outputs {
+		n.Outputs[i].Name = w.internString(o.Name)
+		if o.Path != "" {
+			p, err := parsePath(o.Path)
+			if err != nil {
+				return fmt.Errorf("output %q: %w", o.Name, err)
+			}
+			n.Outputs[i].Path = p
+		}
+	}
+	w.inputs = w.inputs[:0]
+	n.Inputs = make([]Edge, len(d.InputDrvs))
+	for i, in := range d.InputDrvs {
+		w.inputs = append(w.inputs, in.Path)
+		n.Inputs[i].Outputs = w.internList(in.Outputs)
+	}
+	if len(d.InputSrcs) > 0 {
+		n.InputSrcs = make([]store.Path, len(d.InputSrcs))
+		for i, s := range d.InputSrcs {
+			p, ok := w.srcs[s]
+			if !ok {
+				if p, err = parsePath(s); err != nil {
+					return fmt.Errorf("input source: %w", err)
+				}
+				if w.srcs == nil {
+					w.srcs = make(map[string]store.Path)
+				}
+				w.srcs[p.String()] = p
+			}
+			n.InputSrcs[i] = p
+		}
+	}
+	sched, err := d.Scheduling()
+	if err != nil {
+		return err
+	}
+	if len(sched.RequiredSystemFeatures) > 0 {
+		n.RequiredFeatures = w.internList(sched.RequiredSystemFeatures)
+	}
+	n.PreferLocalBuild = sched.PreferLocalBuild
+	n.AllowSubstitutes = sched.AllowSubstitutes
+	if n.Kind, err = d.Kind(); err != nil {
+		return err
+	}
+	if keep {
+		rec.drv = d
+	}
+	return nil
+}
