@@ -1,0 +1,48 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/nbuild/nbuild/bench/gen/graphgen"
+	"github.com/nbuild/nbuild/eval/graph"
+	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/storetest"
+)
+
+// GraphCorpus returns the synthetic closure of n derivations (package
+// graphgen), instantiating it with real Nix into graphgen.CacheDir() the
+// first time. It needs nix-instantiate (storetest.RequireNix).
+func GraphCorpus(tb testing.TB, n int) *graphgen.Corpus {
+	tb.Helper()
+	storetest.RequireNix(tb)
+	dir := filepath.Join(graphgen.CacheDir(), fmt.Sprintf("graph-%d", n))
+	c, err := graphgen.Instantiate(context.Background(), dir, graphgen.Params{N: n})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// GraphLoad benchmarks graph.Load of a corpus's whole closure; bytes are
+// the .drv files' total size.
+func GraphLoad(b *testing.B, c *graphgen.Corpus, opts graph.Options) {
+	root, err := store.ParsePath(c.Root)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(c.DrvBytes)
+	ctx := context.Background()
+	for b.Loop() {
+		g, err := graph.Load(ctx, c.Dir, []store.Path{root}, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if g.Len() != c.Drvs {
+			b.Fatalf("loaded %d derivations, the corpus has %d", g.Len(), c.Drvs)
+		}
+	}
+}

@@ -1,0 +1,20 @@
+package bench
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/nbuild/nbuild/eval/graph"
+)
+
+// BenchmarkGraphLoad loads generated closures of several sizes, with the
+// default concurrency and with one worker.
+func BenchmarkGraphLoad(b *testing.B) {
+	for _, n := range []int{500, 3500, 20000} {
+		c := GraphCorpus(b, n)
+		b.Run(fmt.Sprintf("drvs=%d", c.Drvs), func(b *testing.B) { GraphLoad(b, c, graph.Options{}) })
+		b.Run(fmt.Sprintf("drvs=%d/workers=1", c.Drvs), func(b *testing.B) {
+			GraphLoad(b, c, graph.Options{Concurrency: 1})
+		})
+	}
+}
