@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/nbuild/nbuild/eval/drv"
+)
+
+// drvCommand is `nbuild drv show|check`: the derivation codec on the
+// command line.
+func drvCommand() command {
+	return command{
+		name:    "drv",
+		summary: "show derivations as JSON, or check their .drv and output paths",
+		run: func(ctx context.Context, env *cmdEnv, args []string) error {
+			if len(args) == 0 {
+				return usagef("drv: missing subcommand (show or check); see 'nbuild drv show --help'")
+			}
+			switch args[0] {
+			case "show":
+				return runDrv(ctx, env, args[1:], "show", runDrvShow)
+			case "check":
+				return runDrv(ctx, env, args[1:], "check", runDrvCheck)
+			case "-h", "--help", "help":
+				fmt.Fprint(env.stdout, "Usage: nbuild drv show [-r] DRV...\n       nbuild drv check [-r] DRV...\n\nRun 'nbuild drv show --help' or 'nbuild drv check --help' for flags and examples.\n")
+				return nil
+			}
+			return usagef("drv: unknown subcommand %q (show or check)", args[0])
+		},
+	}
+}
+
+// drvOptions are the flags both drv subcommands take.
+type drvOptions struct {
+	recursive bool
+	store     string
+	attrs     []string
+}
+
+var drvHelp = map[string][2]string{
+	"show": {"drv show [-r] [--store DIR] DRV...",
+		"  nbuild drv show -r --store testdata/store /nix/store/z6vaqjzj9mpicympmc4f01miam897myr-ia-simple.drv\n" +
+			"  (prints what `nix show-derivation -r` of Nix 2.8 prints)"},
+	"check": {"drv check [-r] [--store DIR] DRV...",
+		"  nbuild drv check -r --store testdata/store $(cut -d' ' -f2 testdata/roots/kinds.txt)\n" +
+			"  (recomputes each .drv path and output path; lists mismatches, exit 1 if any)"},
+}
+
+func runDrv(ctx context.Context, env *cmdEnv, args []string, name string,
+	run func(env *cmdEnv, opts drvOptions, load drv.Loader, paths []string) error) error {
+	fs := newFlagSet(env, "drv "+name, drvHelp[name][0], drvHelp[name][1])
+	var opts drvOptions
+	fs.BoolVarP(&opts.recursive, "recursive", "r", false, "include the closure of input derivations")
+	fs.StringVar(&opts.store, "store", "", "a chroot store root DIR (files under DIR/nix/store); default /nix/store")
+	fs.StringArrayVarP(&opts.attrs, "attr", "A", nil, "with a FILE.nix installable: the attribute to instantiate")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return usagef("drv %s: no derivations given", name)
+	}
+	root, err := parseStoreFlag(opts.store)
+	if err != nil {
+		return err
+	}
+	ps, err := resolveInstallables(ctx, root, fs.Args(), opts.attrs)
+	if err != nil {
+		return err
+	}
+	paths := make([]string, len(ps))
+	for i, p := range ps {
+		paths[i] = p.String()
+	}
+	return run(env, opts, drv.FileLoader(string(root)), paths)
+}
+
+// loadDrvs loads the given derivations, or with -r their closures.
+func loadDrvs(opts drvOptions, load drv.Loader, paths []string) (map[string]*drv.Derivation, error) {
+	if opts.recursive {
+		return drv.Closure(paths, load)
+	}
+	res := make(map[string]*drv.Derivation, len(paths))
+	for _, p := range paths {
+		d, err := load(p)
+		if err != nil {
+			return nil, err
+		}
+		res[p] = d
+	}
+	return res, nil
+}
+
+func runDrvShow(env *cmdEnv, opts drvOptions, load drv.Loader, paths []string) error {
+	drvs, err := loadDrvs(opts, load, paths)
+	if err != nil {
+		return err
+	}
+	out, err := drv.ShowJSON(drvs)
+	if err != nil {
+		return err
+	}
+	_, err = env.stdout.Write(out)
+	return err
+}
+
+func runDrvCheck(env *cmdEnv, opts drvOptions, load drv.Loader, paths []string) error {
+	drvs, err := loadDrvs(opts, load, paths)
+	if err != nil {
+		return err
+	}
+	sorted := make([]string, 0, len(drvs))
+	for p := range drvs {
+		sorted = append(sorted, p)
+	}
+	sort.Strings(sorted)
+	h := drv.NewHasher(load)
+	bad := 0
+	for _, p := range sorted {
+		bad += checkDrv(env.stderr, h, p, drvs[p])
+	}
+	if bad > 0 {
+		fmt.Fprintf(env.stderr, "%d mismatches in %d derivations checked\n", bad, len(sorted))
+		return &exitError{1}
+	}
+	return nil
+}
+
+// checkDrv prints every way d differs from what Nix would have written at
+// path and returns how many it found.
+func checkDrv(w io.Writer, h *drv.Hasher, path string, d *drv.Derivation) int {
+	bad := 0
+	report := func(format string, a ...any) {
+		fmt.Fprintf(w, "%s: "+format+"\n", append([]any{path}, a...)...)
+		bad++
+	}
+	if dp, err := drv.DrvPath(d); err != nil {
+		report("cannot compute the .drv path: %v", err)
+	} else if dp.String() != path {
+		report(".drv path should be %s", dp)
+	}
+	ops, err := h.OutputPaths(d)
+	if err != nil {
+		report("cannot compute output paths: %v", err)
+		return bad
+	}
+	for i, o := range ops {
+		if got, want := d.Outputs[i].Path, o.Path.String(); got != want {
+			report("output '%s' has path '%s', should be '%s'", o.Name, got, want)
+		}
+		if got, ok := d.Getenv(o.Name); !ok {
+			report("environment variable '%s' is missing, should be '%s'", o.Name, o.EnvValue())
+		} else if got != o.EnvValue() {
+			report("environment variable '%s' is '%s', should be '%s'", o.Name, got, o.EnvValue())
+		}
+	}
+	return bad
+}
