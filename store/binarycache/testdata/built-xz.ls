@@ -1,0 +1,1 @@
+{"version":1,"root":{"type":"directory","entries":{"link":{"type":"symlink","target":"/nix/store/4id99c1j0r8l6wy1qypckm9a9piw8mhp-bc-dep"},"ref":{"type":"regular","size":51,"narOffset":472},"x":{"type":"regular","size":3,"executable":true,"narOffset":744}}}}
