@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/nbuild/nbuild/eval/drv"
 	"github.com/nbuild/nbuild/store"
@@ -131,7 +132,10 @@ func (l *loader) fail(err error) {
 // failed. The closure is complete when nothing is queued and no worker
 // holds a derivation that may still add inputs.
 func (l *loader) work() {
-	var w worker
+	w := worker{keep: l.keep}
+	if !l.keep {
+		w.parser.Intern = w.arenaString
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for {
@@ -188,8 +192,13 @@ func (l *loader) work() {
 
 // worker is one goroutine's reusable state.
 type worker struct {
+	keep   bool
+	name   nameBuf
 	buf    []byte
 	parser drv.Parser
+	// arena holds the strings of the derivation being loaded (see
+	// arenaString). Unset with Options.KeepDerivations.
+	arena  []byte
 	inputs []string              // the last loaded node's input derivations
 	srcs   map[string]store.Path // input sources: drvs share many
 	// strs and lists intern strings and output-name lists; per worker, so
@@ -254,8 +263,28 @@ func (w *worker) internList(names []string) []string {
 	return l
 }
 
+// arenaString is the parser's Intern hook: it copies b into the worker's
+// arena, which the next parse overwrites. The parsed derivation lives only
+// until load has copied what the graph keeps (internString, parsePath,
+// discover), so one reused arena replaces a buffer per file, which was
+// half of a load's allocations. An error may hold arena strings; a worker
+// never parses again after an error, so they stay intact.
+func (w *worker) arenaString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if len(w.arena)+len(b) > cap(w.arena) {
+		// A new array: strings already made point into the old one.
+		w.arena = make([]byte, 0, max(2*cap(w.arena), len(b), 64<<10))
+	}
+	start := len(w.arena)
+	w.arena = append(w.arena, b...)
+	return unsafe.String(&w.arena[start], len(b))
+}
+
 func (w *worker) parse(dir *storeDir, base string) (*drv.Derivation, error) {
-	data, err := dir.read(base, w.buf)
+	w.arena = w.arena[:0]
+	data, err := dir.read(base, w.buf, &w.name)
 	w.buf = data[:0]
 	if err != nil {
 		return nil, err
@@ -275,7 +304,8 @@ func (w *worker) load(dir *storeDir, rec *record, keep bool) error {
 	if !p.IsDerivation() {
 		return ErrNotDerivation
 	}
-	d, err := w.parse(dir, p.Base())
+	// The base name, without making it again from the digest.
+	d, err := w.parse(dir, rec.path[len(store.StoreDir)+1:])
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"unsafe"
 )
 
 // storeDir reads .drv files with openat(2) relative to the store
@@ -16,6 +17,10 @@ type storeDir struct {
 	dir  *os.File
 	fd   int
 }
+
+// nameBuf holds a NUL-terminated base name; a store path's base name is
+// at most 32+1+211 bytes. Each worker has its own.
+type nameBuf [256]byte
 
 func openStoreDir(root string) (*storeDir, error) {
 	f, err := os.Open(filepath.Join(root, "/nix/store"))
@@ -29,17 +34,24 @@ func (d *storeDir) Close() error { return d.dir.Close() }
 
 // read returns the contents of the file base, in buf's memory when it
 // fits. The returned slice is valid until the next read with it.
-func (d *storeDir) read(base string, buf []byte) ([]byte, error) {
+func (d *storeDir) read(base string, buf []byte, name *nameBuf) ([]byte, error) {
+	// openat(2) without syscall.Openat's allocation of a C string.
+	if len(base) >= len(name) {
+		return buf[:0], d.pathError("open", base, syscall.ENAMETOOLONG)
+	}
+	copy(name[:], base)
+	name[len(base)] = 0
 	var fd int
-	var err error
 	for {
-		fd, err = syscall.Openat(d.fd, base, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
-		if err != syscall.EINTR {
+		r, _, errno := syscall.Syscall6(syscall.SYS_OPENAT, uintptr(d.fd), uintptr(unsafe.Pointer(&name[0])),
+			syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0, 0, 0)
+		if errno == 0 {
+			fd = int(r)
 			break
 		}
-	}
-	if err != nil {
-		return buf[:0], d.pathError("open", base, err)
+		if errno != syscall.EINTR {
+			return buf[:0], d.pathError("open", base, errno)
+		}
 	}
 	defer syscall.Close(fd)
 	if cap(buf) < 16<<10 {

@@ -21,6 +21,8 @@ func openStoreDir(root string) (*storeDir, error) {
 
 func (d *storeDir) Close() error { return nil }
 
-func (d *storeDir) read(base string, buf []byte) ([]byte, error) {
+type nameBuf struct{}
+
+func (d *storeDir) read(base string, _ []byte, _ *nameBuf) ([]byte, error) {
 	return os.ReadFile(filepath.Join(d.dir, base))
 }
