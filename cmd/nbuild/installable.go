@@ -99,8 +99,11 @@ func isDir(p string) bool {
 func storePathArg(ctx context.Context, root storeRoot, a string) (store.Path, error) {
 	s := a
 	if root != "" {
-		if rel, ok := strings.CutPrefix(a, string(root)); ok {
-			s = rel
+		abs, err := filepath.Abs(a)
+		if err == nil {
+			if rel, ok := strings.CutPrefix(abs, string(root)); ok {
+				s = rel
+			}
 		}
 	} else if !strings.HasPrefix(a, store.StoreDir+"/") {
 		if t, err := filepath.EvalSymlinks(a); err == nil {

@@ -1,0 +1,679 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nbuild/nbuild/eval/explain"
+	"github.com/nbuild/nbuild/eval/graph"
+	"github.com/nbuild/nbuild/sched"
+	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/metacache"
+)
+
+const graphUsage = `graph [flags] INSTALLABLE...
+
+Shows the build plan of INSTALLABLEs (.drv paths, output paths, FILE.nix
+with -A ATTR, or FLAKEREF#ATTR): which derivations are valid, which can be
+substituted, which must be built, for which system and on which builder,
+which cannot be built anywhere and why, and the critical path. Several
+installables form one plan. Exits 1 when some derivation has no capable
+builder (they are listed first).`
+
+const graphExample = `  nbuild graph --store testdata/store testdata/store/nix/store/*-nixos-system-pi-23.05.drv --builders @testdata/machines
+  nbuild graph --format dot ./result.drv | dot -Tsvg > plan.svg
+  nbuild graph --why /nix/store/...-openssl-3.0.8.drv ./system.drv
+  nbuild graph --diff ./old-system.drv ./new-system.drv`
+
+type graphOptions struct {
+	format   string
+	builders string
+	store    string
+	attrs    []string
+	why      string
+	diff     string
+	nixConf  string
+	cacheDir string
+	defDur   time.Duration
+}
+
+func graphCommand() command {
+	return command{
+		name:    "graph",
+		summary: "inspect a build plan: states, systems, builders, critical path, why, diff",
+		run: func(ctx context.Context, env *cmdEnv, args []string) error {
+			var o graphOptions
+			fs := newFlagSet(env, "graph", graphUsage, graphExample)
+			fs.StringVar(&o.format, "format", "summary", "output: summary, tree, dot or json")
+			jsonOut := fs.Bool("json", false, "same as --format json")
+			fs.StringVar(&o.builders, "builders", "", "builders as Nix's `builders` setting: a spec, or @FILE (default: nix.conf's)")
+			fs.StringVar(&o.store, "store", "", "the store: a chroot store directory (default: the machine's, through the nix-daemon)")
+			fs.StringArrayVarP(&o.attrs, "attr", "A", nil, "attribute to instantiate from a FILE.nix installable (repeatable)")
+			fs.StringVar(&o.why, "why", "", "show the shortest dependency chains from the roots to PATH (.drv, output or source)")
+			fs.StringVar(&o.diff, "diff", "", "compare with the plan of INSTALLABLE (the old version) and name the root causes")
+			fs.StringVar(&o.nixConf, "nix-conf", "", "nix.conf to read the local machine from (default $NIX_CONF_DIR/nix.conf or /etc/nix/nix.conf)")
+			fs.StringVar(&o.cacheDir, "cache-dir", "", "metadata cache with recorded build times (default ~/.cache/nbuild; \"none\" disables)")
+			fs.DurationVar(&o.defDur, "default-duration", 5*time.Minute, "build time assumed for derivations never built before")
+			if err := parseFlags(fs, args); err != nil {
+				return err
+			}
+			if *jsonOut {
+				o.format = "json"
+			}
+			switch o.format {
+			case "summary", "tree", "dot", "json":
+			default:
+				return usagef("graph: unknown --format %q (summary, tree, dot, json)", o.format)
+			}
+			if fs.NArg() == 0 {
+				return usagef("graph: no installable given (see 'nbuild graph --help')")
+			}
+			return runGraph(ctx, env, o, fs.Args())
+		},
+	}
+}
+
+func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) error {
+	root, err := parseStoreFlag(o.store)
+	if err != nil {
+		return err
+	}
+	roots, err := resolveInstallables(ctx, root, args, o.attrs)
+	if err != nil {
+		return err
+	}
+	if o.diff != "" {
+		old, err := resolveInstallables(ctx, root, []string{o.diff}, o.attrs)
+		if err != nil {
+			return err
+		}
+		return runDiff(env.stdout, root, roots, old, o.format)
+	}
+	if o.why != "" {
+		return runWhy(env.stdout, root, roots, o.why, o.format)
+	}
+	g, err := graph.Load(ctx, string(root), roots, graph.Options{})
+	if err != nil {
+		return err
+	}
+	machines, err := graphMachines(env, o)
+	if err != nil {
+		return err
+	}
+	vi, err := queryValidity(ctx, root, g, g.Roots())
+	if err != nil {
+		return err
+	}
+	popts := planOptions{machines: machines, defaultDuration: o.defDur}
+	if cache := openCache(env, o.cacheDir); cache != nil {
+		defer cache.Close()
+		popts.duration = func(name string) (time.Duration, bool) {
+			s, ok := cache.BuildStats(packageName(name))
+			return s.Average, ok
+		}
+	}
+	p, err := makePlan(g, vi, popts)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(env.stdout)
+	switch o.format {
+	case "summary":
+		err = writeSummary(w, p)
+	case "tree":
+		err = p.refGraph().writeTree(w, p.rootPaths(), p.treeNote)
+	case "dot":
+		err = p.refGraph().writeDot(w, p.rootPaths(), p.dotStyle)
+	case "json":
+		err = writePlanJSON(w, p)
+	}
+	if ferr := w.Flush(); err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return err
+	}
+	if bad := p.unbuildable(); len(bad) > 0 {
+		if o.format != "summary" {
+			// The summary lists them itself, first; other formats are
+			// data on stdout, so the list goes to stderr.
+			writeUnbuildable(env.stderr, p, bad)
+		}
+		return &exitError{code: 1}
+	}
+	return nil
+}
+
+// graphMachines are the builders: the local machine from nix.conf, then
+// --builders (or nix.conf's builders setting).
+func graphMachines(env *cmdEnv, o graphOptions) ([]sched.Machine, error) {
+	confFile := o.nixConf
+	if confFile == "" {
+		dir := env.getenv("NIX_CONF_DIR")
+		if dir == "" {
+			dir = "/etc/nix"
+		}
+		confFile = filepath.Join(dir, "nix.conf")
+	}
+	conf := sched.Conf{}
+	if f, err := os.Open(confFile); err == nil {
+		conf, err = sched.ParseNixConf(f, sched.ConfOptions{Path: confFile})
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+	} else if o.nixConf != "" {
+		return nil, err
+	}
+	local, err := sched.LocalMachine(conf, sched.LocalOptions{})
+	if err != nil {
+		return nil, err
+	}
+	machines := []sched.Machine{local}
+	spec := o.builders
+	if spec == "" {
+		spec = conf.Value("builders", "")
+	}
+	if spec != "" {
+		remote, err := sched.ParseMachines(spec, sched.ParseOptions{ThisSystem: local.Systems[0]})
+		if err != nil {
+			return nil, err
+		}
+		machines = append(machines, remote...)
+	}
+	return machines, nil
+}
+
+// openCache opens the metadata cache for recorded build times; a cache
+// that cannot be opened only costs the estimates.
+func openCache(env *cmdEnv, dir string) *metacache.Cache {
+	if dir == "none" {
+		return nil
+	}
+	if dir == "" {
+		d, err := metacache.DefaultDir()
+		if err != nil {
+			return nil
+		}
+		dir = d
+	}
+	c, err := metacache.Open(dir, metacache.Options{})
+	if err != nil {
+		fmt.Fprintf(env.stderr, "warning: metadata cache %s: %v\n", dir, err)
+		return nil
+	}
+	return c
+}
+
+// packageName strips the version from a derivation name as Nix's DrvName
+// does: at the first '-' followed by a non-letter.
+func packageName(name string) string {
+	for i := 0; i+1 < len(name); i++ {
+		c := name[i+1]
+		if name[i] == '-' && !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return name[:i]
+		}
+	}
+	return name
+}
+
+func (p *buildPlan) rootPaths() []string {
+	var out []string
+	for _, r := range p.roots {
+		out = append(out, p.g.Node(r).Path.String())
+	}
+	return out
+}
+
+// refGraph is the store reference relation of the plan's closure: a
+// derivation references its input derivations and input sources; sources
+// are leaves.
+func (p *buildPlan) refGraph() *refGraph {
+	rg := &refGraph{refs: make(map[string][]string, p.g.Len())}
+	for id := 0; id < p.g.Len(); id++ {
+		node := p.g.Node(graph.NodeID(id))
+		seen := map[string]bool{}
+		var refs []string
+		add := func(s string) {
+			if !seen[s] {
+				seen[s] = true
+				refs = append(refs, s)
+			}
+		}
+		for _, e := range node.Inputs {
+			add(p.g.Node(e.To).Path.String())
+		}
+		for _, s := range node.InputSrcs {
+			add(s.String())
+		}
+		sortByBase(refs)
+		rg.refs[node.Path.String()] = refs
+	}
+	return rg
+}
+
+func (p *buildPlan) nodeOf(path string) (graph.NodeID, bool) {
+	sp, err := store.ParsePath(path)
+	if err != nil {
+		return 0, false
+	}
+	return p.g.Lookup(sp)
+}
+
+func (p *buildPlan) builderName(id graph.NodeID) string {
+	if b := p.builder[id]; b >= 0 {
+		return p.machines[b].Name()
+	}
+	return ""
+}
+
+// treeNote annotates a derivation in --format tree with its system, state
+// and builder; sources get nothing, so the paths read as in nix-store.
+func (p *buildPlan) treeNote(path string) string {
+	id, ok := p.nodeOf(path)
+	if !ok {
+		return ""
+	}
+	node := p.g.Node(id)
+	s := fmt.Sprintf("  (%s, %s", node.System, p.state[id])
+	if b := p.builderName(id); b != "" {
+		s += " on " + b
+	}
+	return s + ")"
+}
+
+var stateShape = map[nodeState]string{
+	stateBuild: "box", stateValid: "ellipse", stateSubstitutable: "diamond",
+	stateUnneeded: "plaintext", stateUnbuildable: "octagon", stateBlocked: "box",
+}
+
+// dotStyle colours a derivation by system and shapes it by state; sources
+// are grey notes.
+func (p *buildPlan) dotStyle(path string) dotStyle {
+	id, ok := p.nodeOf(path)
+	if !ok {
+		return dotStyle{Label: nameOf(path), Shape: "note", FillColor: "#eeeeee"}
+	}
+	node := p.g.Node(id)
+	label := nameOf(path) + "\n" + node.System
+	if b := p.builderName(id); b != "" {
+		label += "\n" + b
+	}
+	return dotStyle{
+		Label:     label,
+		Shape:     stateShape[p.state[id]],
+		FillColor: systemColour(node.System),
+		Tooltip:   p.state[id].String(),
+	}
+}
+
+// systemColour gives each system a stable pastel colour.
+func systemColour(system string) string {
+	known := map[string]string{
+		"x86_64-linux": "#a6cee3", "aarch64-linux": "#b2df8a", "riscv64-linux": "#fdbf6f",
+		"i686-linux": "#cab2d6", "armv7l-linux": "#fb9a99", "builtin": "#dddddd",
+	}
+	if c, ok := known[system]; ok {
+		return c
+	}
+	h := uint32(2166136261)
+	for i := 0; i < len(system); i++ {
+		h = (h ^ uint32(system[i])) * 16777619
+	}
+	return fmt.Sprintf("#%02x%02x%02x", 0xa0+h%0x50, 0xa0+(h>>8)%0x50, 0xa0+(h>>16)%0x50)
+}
+
+func writeUnbuildable(w io.Writer, p *buildPlan, bad []graph.NodeID) {
+	fmt.Fprintf(w, "error: %d derivation(s) cannot be built on any builder:\n", len(bad))
+	for _, id := range bad {
+		node := p.g.Node(id)
+		fmt.Fprintf(w, "  %s (%s): %s\n", node.Path, node.System, p.reason[int(id)])
+	}
+}
+
+// writeSummary prints the plan per system and per builder.
+func writeSummary(out io.Writer, p *buildPlan) error {
+	if bad := p.unbuildable(); len(bad) > 0 {
+		writeUnbuildable(out, p, bad)
+		blocked := 0
+		for _, s := range p.state {
+			if s == stateBlocked {
+				blocked++
+			}
+		}
+		if blocked > 0 {
+			fmt.Fprintf(out, "  and %d derivation(s) that depend on them are blocked\n", blocked)
+		}
+		fmt.Fprintln(out)
+	}
+	g := p.g
+	fmt.Fprintf(out, "plan for %d root(s): %d derivations, depth %d (validity from %s)\n\n",
+		len(p.roots), g.Len(), g.MaxDepth(), p.validity)
+
+	type counts struct {
+		valid, subst, build, unneeded, unbuildable, blocked int
+		bytes                                               uint64
+	}
+	bySystem := map[string]*counts{}
+	for id := 0; id < g.Len(); id++ {
+		sys := g.Node(graph.NodeID(id)).System
+		c := bySystem[sys]
+		if c == nil {
+			c = &counts{}
+			bySystem[sys] = c
+		}
+		switch p.state[id] {
+		case stateValid:
+			c.valid++
+			c.bytes += p.outBytes[id]
+		case stateSubstitutable:
+			c.subst++
+		case stateBuild:
+			c.build++
+		case stateUnneeded:
+			c.unneeded++
+		case stateUnbuildable:
+			c.unbuildable++
+		case stateBlocked:
+			c.blocked++
+		}
+	}
+	systems := make([]string, 0, len(bySystem))
+	for s := range bySystem {
+		systems = append(systems, s)
+	}
+	sort.Strings(systems)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "system\tvalid\tsubstitutable\tto build\tunbuildable\tblocked\tnot needed\tvalid bytes\t")
+	for _, s := range systems {
+		c := bySystem[s]
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", s, c.valid, c.subst, c.build, c.unbuildable, c.blocked, c.unneeded, humanBytes(c.bytes))
+	}
+	tw.Flush()
+
+	fmt.Fprintln(out)
+	perBuilder := make([]int, len(p.machines))
+	perBuilderSys := make([]map[string]int, len(p.machines))
+	for id, b := range p.builder {
+		if b >= 0 {
+			perBuilder[b]++
+			if perBuilderSys[b] == nil {
+				perBuilderSys[b] = map[string]int{}
+			}
+			perBuilderSys[b][g.Node(graph.NodeID(id)).System]++
+		}
+	}
+	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "builder\tjobs\tspeed\tsystems\tfeatures\tto build")
+	for i := range p.machines {
+		m := &p.machines[i]
+		feats := strings.Join(m.SupportedFeatures, ",")
+		if len(m.MandatoryFeatures) > 0 {
+			feats += " mandatory:" + strings.Join(m.MandatoryFeatures, ",")
+		}
+		if feats == "" {
+			feats = "-"
+		}
+		var per []string
+		for s, n := range perBuilderSys[i] {
+			per = append(per, fmt.Sprintf("%d %s", n, s))
+		}
+		sort.Strings(per)
+		detail := ""
+		if len(per) > 0 {
+			detail = " (" + strings.Join(per, ", ") + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d%s\n", m.Name(), m.MaxJobs, m.SpeedFactor, strings.Join(m.Systems, ","), feats, perBuilder[i], detail)
+	}
+	tw.Flush()
+
+	path, total := p.criticalPath()
+	fmt.Fprintln(out)
+	if len(path) == 0 {
+		fmt.Fprintln(out, "critical path: nothing to build")
+		return nil
+	}
+	allKnown := true
+	for _, id := range path {
+		allKnown = allKnown && p.known[id]
+	}
+	est := "durations unknown: no recorded builds"
+	if allKnown {
+		est = "expected " + total.Round(time.Second).String()
+	}
+	fmt.Fprintf(out, "critical path, in build order: %d derivations to build (%s)\n", len(path), est)
+	for i := range path {
+		id := path[len(path)-1-i]
+		node := g.Node(id)
+		fmt.Fprintf(out, "  %2d. %s  (%s)\n", i+1, node.Path, node.System)
+	}
+	if p.timeline != nil && allKnown {
+		fmt.Fprintf(out, "simulated makespan on these builders: %s (lower bound %s)\n",
+			p.timeline.Makespan.Round(time.Second), p.timeline.LowerBound.Round(time.Second))
+	}
+	return nil
+}
+
+func humanBytes(n uint64) string {
+	if n == 0 {
+		return "-"
+	}
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// planJSON is the schema of --format json (version 1). Nodes are in
+// topological order (inputs first); edges point from a derivation to an
+// input it uses.
+type planJSON struct {
+	Version  int           `json:"version"`
+	Roots    []string      `json:"roots"`
+	Validity string        `json:"validity"`
+	Builders []builderJSON `json:"builders"`
+	Nodes    []nodeJSON    `json:"nodes"`
+	Edges    []edgeJSON    `json:"edges"`
+	Critical []string      `json:"criticalPath"`
+}
+
+type builderJSON struct {
+	Name              string   `json:"name"`
+	Systems           []string `json:"systems"`
+	MaxJobs           uint     `json:"maxJobs"`
+	SpeedFactor       uint     `json:"speedFactor"`
+	SupportedFeatures []string `json:"supportedFeatures"`
+	MandatoryFeatures []string `json:"mandatoryFeatures"`
+}
+
+type nodeJSON struct {
+	DrvPath          string            `json:"drvPath"`
+	Name             string            `json:"name"`
+	System           string            `json:"system"`
+	Outputs          map[string]string `json:"outputs"` // name -> path ("" when not known before the build)
+	State            string            `json:"state"`
+	Builder          string            `json:"builder,omitempty"`
+	Reason           string            `json:"reason,omitempty"`
+	RequiredFeatures []string          `json:"requiredSystemFeatures"`
+	PreferLocalBuild bool              `json:"preferLocalBuild"`
+	InputSrcs        []string          `json:"inputSrcs"`
+	Depth            int               `json:"depth"`
+	ValidBytes       uint64            `json:"validNarBytes,omitempty"`
+}
+
+type edgeJSON struct {
+	From    string   `json:"from"`
+	To      string   `json:"to"`
+	Outputs []string `json:"outputs"`
+}
+
+func writePlanJSON(w io.Writer, p *buildPlan) error {
+	g := p.g
+	out := planJSON{Version: 1, Roots: p.rootPaths(), Validity: p.validity, Nodes: []nodeJSON{}, Edges: []edgeJSON{}, Critical: []string{}}
+	for i := range p.machines {
+		m := &p.machines[i]
+		out.Builders = append(out.Builders, builderJSON{
+			Name: m.Name(), Systems: m.Systems, MaxJobs: m.MaxJobs, SpeedFactor: m.SpeedFactor,
+			SupportedFeatures: nonNil(m.SupportedFeatures), MandatoryFeatures: nonNil(m.MandatoryFeatures),
+		})
+	}
+	for id := 0; id < g.Len(); id++ {
+		node := g.Node(graph.NodeID(id))
+		nj := nodeJSON{
+			DrvPath: node.Path.String(), Name: node.Name(), System: node.System,
+			Outputs: map[string]string{}, State: p.state[id].String(), Builder: p.builderName(graph.NodeID(id)),
+			Reason: p.reason[id], RequiredFeatures: nonNil(node.RequiredFeatures), PreferLocalBuild: node.PreferLocalBuild,
+			InputSrcs: []string{}, Depth: g.Depth(graph.NodeID(id)), ValidBytes: p.outBytes[id],
+		}
+		for _, o := range node.Outputs {
+			nj.Outputs[o.Name] = o.Path.String()
+		}
+		for _, s := range node.InputSrcs {
+			nj.InputSrcs = append(nj.InputSrcs, s.String())
+		}
+		out.Nodes = append(out.Nodes, nj)
+		for _, e := range node.Inputs {
+			out.Edges = append(out.Edges, edgeJSON{From: node.Path.String(), To: g.Node(e.To).Path.String(), Outputs: e.Outputs})
+		}
+	}
+	path, _ := p.criticalPath()
+	for _, id := range path {
+		out.Critical = append(out.Critical, g.Node(id).Path.String())
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// runWhy prints the shortest chains from the roots to target.
+func runWhy(w io.Writer, root storeRoot, roots []store.Path, target, format string) error {
+	t := target
+	if root != "" {
+		t = strings.TrimPrefix(t, string(root))
+	}
+	tp, _, err := store.SplitPath(t)
+	if err != nil {
+		return fmt.Errorf("--why %s: %w", target, err)
+	}
+	r, err := explain.Why(roots, tp, explain.DirLoader(string(root)), 0)
+	if errors.Is(err, explain.ErrNotInClosure) {
+		return fmt.Errorf("%s is not in the closure of %s", tp, joinPaths(roots))
+	}
+	if err != nil {
+		return err
+	}
+	if format == "json" {
+		type stepJSON struct {
+			Path string   `json:"path"`
+			Via  []string `json:"via,omitempty"`
+		}
+		var chains [][]stepJSON
+		for _, c := range r.Chains {
+			var cj []stepJSON
+			for _, s := range c {
+				cj = append(cj, stepJSON{Path: s.Path.String(), Via: s.Via})
+			}
+			chains = append(chains, cj)
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"target": tp.String(), "output": r.Output, "total": r.Total, "chains": chains})
+	}
+	what := tp.String()
+	if r.Output != "" {
+		what += fmt.Sprintf(" (output %q of the last derivation)", r.Output)
+	}
+	steps := len(r.Chains[0]) - 1
+	fmt.Fprintf(w, "%s is in the closure through %d shortest chain(s) of %d step(s)", what, r.Total, steps)
+	if uint64(len(r.Chains)) < r.Total {
+		fmt.Fprintf(w, "; showing %d", len(r.Chains))
+	}
+	fmt.Fprintln(w, ":")
+	for i, c := range r.Chains {
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "chain %d:\n", i+1)
+		for j, s := range c {
+			if j == 0 {
+				fmt.Fprintf(w, "  %s\n", s.Path)
+				continue
+			}
+			via := "uses " + strings.Join(s.Via, ",") + " of"
+			if len(s.Via) == 1 && s.Via[0] == "source" {
+				via = "has source"
+			}
+			fmt.Fprintf(w, "  %s└─ %s %s\n", strings.Repeat("   ", j-1), via, s.Path)
+		}
+	}
+	return nil
+}
+
+func joinPaths(ps []store.Path) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, p.String())
+	}
+	return strings.Join(s, ", ")
+}
+
+// runDiff compares the plan of roots with the plan of old.
+func runDiff(w io.Writer, root storeRoot, roots, old []store.Path, format string) error {
+	load := explain.DirLoader(string(root))
+	r, err := explain.Diff(roots, old, load, load)
+	if err != nil {
+		return err
+	}
+	if format == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	if len(r.Changed) == 0 {
+		fmt.Fprintln(w, "the two plans are identical: nothing rebuilds")
+		return nil
+	}
+	fmt.Fprintf(w, "%d derivation(s) rebuild because of these %d change(s):\n", len(r.Changed), len(r.Roots))
+	for _, rc := range r.Roots {
+		fmt.Fprintln(w)
+		if rc.Old.IsZero() {
+			fmt.Fprintf(w, "%s (new, explains %d)\n", rc.New, rc.Explains)
+			continue
+		}
+		fmt.Fprintf(w, "%s (was %s, explains %d)\n", rc.New, rc.Old.Name(), rc.Explains)
+		for _, c := range rc.Own {
+			fmt.Fprintf(w, "  %s: %s -> %s\n", c.What, quoteShort(c.Old), quoteShort(c.New))
+		}
+	}
+	return nil
+}
+
+// quoteShort quotes s, eliding the middle of long values.
+func quoteShort(s string) string {
+	const max = 120
+	if len(s) > max {
+		s = s[:max/2] + "…" + s[len(s)-max/2:]
+	}
+	return fmt.Sprintf("%q", s)
+}

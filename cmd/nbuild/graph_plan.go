@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/nbuild/nbuild/eval/graph"
+	"github.com/nbuild/nbuild/sched"
+	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/daemon"
+	"github.com/nbuild/nbuild/store/storetest"
+)
+
+// nodeState is what a plan does with a derivation.
+type nodeState uint8
+
+const (
+	stateBuild         nodeState = iota // must be built
+	stateValid                          // every output is valid already
+	stateSubstitutable                  // missing outputs can be substituted
+	stateUnneeded                       // only an input of valid or substitutable derivations
+	stateUnbuildable                    // must be built, and no builder can
+	stateBlocked                        // must be built, but depends on an unbuildable one
+)
+
+func (s nodeState) String() string {
+	return [...]string{"build", "valid", "substitutable", "unneeded", "unbuildable", "blocked"}[s]
+}
+
+// buildPlan is a loaded closure with, for every node, what happens to it
+// and where it would be built.
+type buildPlan struct {
+	g        *graph.Graph
+	roots    []graph.NodeID
+	state    []nodeState
+	machines []sched.Machine
+	builder  []int          // machine index for nodes to build, -1 otherwise
+	reason   map[int]string // node -> why it cannot be built
+	// outBytes is the NAR size of a node's valid outputs, when known.
+	outBytes []uint64
+	// expected is the expected build time of a node, known[node] when it
+	// comes from recorded builds rather than the default.
+	expected []time.Duration
+	known    []bool
+	timeline *sched.Timeline
+	// validity is where states came from: "daemon" or "files under ROOT".
+	validity string
+}
+
+// validityInfo is what the store says about a closure's outputs.
+type validityInfo struct {
+	valid  map[store.Path]bool
+	subst  map[store.Path]bool
+	size   map[store.Path]uint64
+	source string
+}
+
+// queryValidity asks the store which outputs are valid or substitutable.
+// A chroot store given as a directory has no daemon here: an output is
+// taken as valid when its path exists under the root. The machine's store
+// is asked through the local nix-daemon (QueryValidPaths, QueryPathInfo
+// for sizes, QueryMissing for substitutes).
+func queryValidity(ctx context.Context, root storeRoot, g *graph.Graph, roots []graph.NodeID) (*validityInfo, error) {
+	vi := &validityInfo{valid: map[store.Path]bool{}, subst: map[store.Path]bool{}, size: map[store.Path]uint64{}}
+	var outs []store.Path
+	for id := 0; id < g.Len(); id++ {
+		for _, o := range g.Node(graph.NodeID(id)).Outputs {
+			if !o.Path.IsZero() {
+				outs = append(outs, o.Path)
+			}
+		}
+	}
+	if root != "" {
+		vi.source = "files under " + string(root)
+		for _, p := range outs {
+			if _, err := os.Lstat(filepath.Join(string(root), p.String())); err == nil {
+				vi.valid[p] = true
+			}
+		}
+		return vi, nil
+	}
+	vi.source = "nix-daemon"
+	c, err := daemon.Dial(ctx, storetest.DaemonSocket, daemon.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("asking the nix-daemon which paths are valid: %w", err)
+	}
+	defer c.Close()
+	valid, err := c.QueryValidPaths(ctx, outs, false)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range valid {
+		vi.valid[p] = true
+	}
+	if infos, err := c.QueryPathInfos(ctx, valid); err == nil {
+		for _, pi := range infos {
+			if pi != nil {
+				vi.size[pi.Path] = pi.NarSize
+			}
+		}
+	}
+	var targets []store.DerivedPath
+	for _, r := range roots {
+		targets = append(targets, store.BuiltPath(g.Node(r).Path))
+	}
+	if m, err := c.QueryMissing(ctx, targets); err == nil {
+		for _, p := range m.WillSubstitute {
+			vi.subst[p] = true
+		}
+	}
+	return vi, nil
+}
+
+// planOptions are the inputs of makePlan besides the graph.
+type planOptions struct {
+	machines []sched.Machine
+	// duration returns the recorded build time of a derivation name.
+	duration func(name string) (time.Duration, bool)
+	// defaultDuration is assumed for derivations never built before.
+	defaultDuration time.Duration
+}
+
+// makePlan decides each node's state and builder. Nodes are needed from
+// the roots down: a needed node whose outputs are all valid (or can be
+// substituted) needs none of its inputs; one that must be built needs all
+// of them. Nodes to build are planned with the scheduler; those no builder
+// can take are unbuildable, and everything that needs them is blocked.
+func makePlan(g *graph.Graph, vi *validityInfo, opts planOptions) (*buildPlan, error) {
+	n := g.Len()
+	p := &buildPlan{
+		g: g, roots: g.Roots(), machines: opts.machines, validity: vi.source,
+		state: make([]nodeState, n), builder: make([]int, n), reason: map[int]string{},
+		outBytes: make([]uint64, n), expected: make([]time.Duration, n), known: make([]bool, n),
+	}
+	needed := make([]bool, n)
+	for _, r := range p.roots {
+		needed[r] = true
+	}
+	// Node ids are topological (inputs first), so walking down from the
+	// highest id visits every referrer before its inputs.
+	for id := n - 1; id >= 0; id-- {
+		node := g.Node(graph.NodeID(id))
+		p.builder[id] = -1
+		allValid, allAvail := len(node.Outputs) > 0, len(node.Outputs) > 0
+		for _, o := range node.Outputs {
+			if o.Path.IsZero() || !vi.valid[o.Path] {
+				allValid = false
+			}
+			if o.Path.IsZero() || !(vi.valid[o.Path] || vi.subst[o.Path]) {
+				allAvail = false
+			}
+			p.outBytes[id] += vi.size[o.Path]
+		}
+		switch {
+		case !needed[id]:
+			p.state[id] = stateUnneeded
+		case allValid:
+			p.state[id] = stateValid
+		case allAvail:
+			p.state[id] = stateSubstitutable
+		default:
+			p.state[id] = stateBuild
+			for _, e := range node.Inputs {
+				needed[e.To] = true
+			}
+		}
+		d, ok := time.Duration(0), false
+		if opts.duration != nil {
+			d, ok = opts.duration(node.Name())
+		}
+		if !ok {
+			d = opts.defaultDuration
+		}
+		p.expected[id], p.known[id] = d, ok
+	}
+	return p, p.schedule()
+}
+
+// schedule assigns builders to the nodes to build by simulating the
+// scheduler with the expected durations; unbuildable nodes and their
+// referrers are taken out first.
+func (p *buildPlan) schedule() error {
+	g := p.g
+	jobOf := make([]int, g.Len())
+	var jobs []sched.Job
+	var nodes []graph.NodeID
+	for id := 0; id < g.Len(); id++ {
+		jobOf[id] = -1
+		if p.state[id] != stateBuild {
+			continue
+		}
+		node := g.Node(graph.NodeID(id))
+		plat, err := sched.NewPlatform(node.System, node.RequiredFeatures...)
+		if err != nil {
+			return fmt.Errorf("derivation %s: %w", node.Path, err)
+		}
+		if why := sched.Why(plat, p.machines); why != "" {
+			p.state[id] = stateUnbuildable
+			p.reason[id] = why
+			continue
+		}
+		job := sched.Job{Name: node.Name(), Platform: plat, PreferLocal: node.PreferLocalBuild, Expected: p.expected[id]}
+		blocked := false
+		for _, e := range node.Inputs {
+			switch p.state[e.To] {
+			case stateUnbuildable, stateBlocked:
+				blocked = true
+			case stateBuild:
+				job.Deps = append(job.Deps, jobOf[e.To])
+			}
+		}
+		if blocked {
+			p.state[id] = stateBlocked
+			continue
+		}
+		jobOf[id] = len(jobs)
+		jobs = append(jobs, job)
+		nodes = append(nodes, graph.NodeID(id))
+	}
+	if len(jobs) == 0 {
+		return nil
+	}
+	plan, err := sched.NewPlan(jobs, p.machines)
+	if err != nil {
+		return err
+	}
+	dur := make([]time.Duration, len(jobs))
+	for i, id := range nodes {
+		dur[i] = p.expected[id]
+	}
+	tl, err := sched.SimulatePlan(plan, dur, sched.SimOptions{})
+	if err != nil {
+		return err
+	}
+	p.timeline = tl
+	for _, e := range tl.Entries {
+		if e.Outcome == sched.Built.String() {
+			p.builder[nodes[e.Job]] = e.Machine
+		}
+	}
+	return nil
+}
+
+// unbuildable lists the unbuildable nodes, sorted by path.
+func (p *buildPlan) unbuildable() []graph.NodeID {
+	var out []graph.NodeID
+	for id, s := range p.state {
+		if s == stateUnbuildable {
+			out = append(out, graph.NodeID(id))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return p.g.Node(out[i]).Path.Compare(p.g.Node(out[j]).Path) < 0 })
+	return out
+}
+
+// criticalPath is the longest chain of nodes to build, by expected time.
+func (p *buildPlan) criticalPath() ([]graph.NodeID, time.Duration) {
+	return p.g.CriticalPath(func(id graph.NodeID) time.Duration {
+		if p.state[id] != stateBuild {
+			return 0
+		}
+		return p.expected[id]
+	})
+}

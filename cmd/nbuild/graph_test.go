@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/nbuild/nbuild/store/storetest"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// run runs nbuild in-process and returns stdout, stderr and the exit code.
+func run(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	env := &cmdEnv{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
+	code := runMain(context.Background(), env, args)
+	return stdout.String(), stderr.String(), code
+}
+
+// fixtureRoot returns the .drv path of ATTR in testdata/roots/NAME.txt.
+func fixtureRoot(t *testing.T, name, attr string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "testdata", "roots", name+".txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if a, p, ok := strings.Cut(line, " "); ok && a == attr {
+			return p
+		}
+	}
+	t.Fatalf("no attribute %s in testdata/roots/%s.txt", attr, name)
+	return ""
+}
+
+const testStore = "../../testdata/store"
+
+// graphArgs are the flags that make a plan independent of this machine.
+func graphArgs(extra ...string) []string {
+	return append([]string{"graph", "--store", testStore, "--nix-conf", "testdata/nix.conf", "--cache-dir", "none"}, extra...)
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	file := filepath.Join("testdata", "graph", name)
+	if *update {
+		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from the golden file (go test -update rewrites it):\n%s", name, got)
+	}
+}
+
+// chrootPrefix hides the absolute path of the test store in outputs.
+func stable(s string) string {
+	abs, _ := filepath.Abs(testStore)
+	return strings.ReplaceAll(s, abs, "testdata/store")
+}
+
+func TestGraphGolden(t *testing.T) {
+	pi := testStore + fixtureRoot(t, "cross", "system-aarch64")
+	for _, format := range []string{"summary", "tree", "dot", "json"} {
+		t.Run(format, func(t *testing.T) {
+			out, errOut, code := run(t, graphArgs("--format", format, "--builders", "@../../testdata/machines", pi)...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			golden(t, "pi-"+format+".golden", stable(out))
+		})
+	}
+}
+
+// TestGraphTreeAndDotMatchNix instantiates the cross closure into a store
+// that real Nix knows (the committed fixture store has no database), and
+// compares nbuild's tree with nix-store -q --tree line for line once
+// nbuild's annotations are cut, and the DOT node and edge sets with
+// nix-store -q --graph.
+func TestGraphTreeAndDotMatchNix(t *testing.T) {
+	storetest.RequireNix(t)
+	root := filepath.Join(t.TempDir(), "store")
+	cmd := exec.Command("nix-instantiate", "--store", root, "../../testdata/nix/cross.nix", "-A", "system-aarch64", "-A", "sdk-aarch64")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("nix-instantiate: %v", err)
+	}
+	for _, drv := range strings.Fields(string(out)) {
+		args := []string{"graph", "--store", root, "--nix-conf", "testdata/nix.conf", "--cache-dir", "none", "--builders", "@../../testdata/machines"}
+		tree, errOut, code := run(t, append(args, "--format", "tree", root+drv)...)
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut)
+		}
+		note := regexp.MustCompile(`  \([^)]*\)`)
+		want := nixStoreOut(t, root, "-q", "--tree", drv)
+		if got := note.ReplaceAllString(tree, ""); got != want {
+			t.Errorf("%s: tree differs from nix-store -q --tree:\n got:\n%s\nwant:\n%s", drv, got, want)
+		}
+		dot, _, _ := run(t, append(args, "--format", "dot", root+drv)...)
+		gotNodes, gotEdges := dotSets(dot)
+		wantNodes, wantEdges := dotSets(nixStoreOut(t, root, "-q", "--graph", drv))
+		if gotNodes != wantNodes {
+			t.Errorf("%s: DOT nodes differ:\n got %s\nwant %s", drv, gotNodes, wantNodes)
+		}
+		if gotEdges != wantEdges {
+			t.Errorf("%s: DOT edges differ:\n got %s\nwant %s", drv, gotEdges, wantEdges)
+		}
+	}
+}
+
+// dotSets returns the sorted node ids and edges of a DOT graph.
+func dotSets(dot string) (nodes, edges string) {
+	var ns, es []string
+	sc := bufio.NewScanner(strings.NewReader(dot))
+	node := regexp.MustCompile(`^("[^"]+") \[label`)
+	edge := regexp.MustCompile(`^("[^"]+") -> ("[^"]+")`)
+	for sc.Scan() {
+		if m := edge.FindStringSubmatch(sc.Text()); m != nil {
+			es = append(es, m[1]+"->"+m[2])
+		} else if m := node.FindStringSubmatch(sc.Text()); m != nil {
+			ns = append(ns, m[1])
+		}
+	}
+	sort.Strings(ns)
+	sort.Strings(es)
+	return strings.Join(ns, " "), strings.Join(es, " ")
+}
+
+func planNodes(t *testing.T, out string) []nodeJSON {
+	t.Helper()
+	var p planJSON
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		t.Fatalf("bad JSON: %v\n%s", err, out)
+	}
+	return p.Nodes
+}
+
+func TestGraphUnbuildable(t *testing.T) {
+	rv := testStore + fixtureRoot(t, "cross", "system-riscv64")
+	// No riscv64 builder: the riscv64 derivations are listed first, with
+	// the reason, and the exit status is 1.
+	out, _, code := run(t, graphArgs("--builders", "ssh://pi aarch64-linux", rv)...)
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	first, _, _ := strings.Cut(out, "\n")
+	if !strings.HasPrefix(first, "error: 5 derivation(s) cannot be built on any builder") {
+		t.Errorf("first line %q, want the unbuildable list", first)
+	}
+	if !strings.Contains(out, "nixos-system-star64-23.05.drv (riscv64-linux): no builder for system riscv64-linux") {
+		t.Errorf("reason missing:\n%s", out)
+	}
+	// JSON goes to stdout, the list to stderr, exit 1 all the same.
+	js, errOut, code := run(t, graphArgs("--format", "json", "--builders", "ssh://pi aarch64-linux", rv)...)
+	if code != 1 || !strings.Contains(errOut, "no builder for system riscv64-linux") {
+		t.Errorf("json: exit %d, stderr %q", code, errOut)
+	}
+	states := map[string]int{}
+	for _, n := range planNodes(t, js) {
+		states[n.State]++
+		if n.State == "unbuildable" && n.Reason == "" {
+			t.Errorf("%s unbuildable without a reason", n.DrvPath)
+		}
+	}
+	if states["unbuildable"] != 5 {
+		t.Errorf("states %v, want 5 unbuildable", states)
+	}
+	// With a riscv64 builder everything can be placed.
+	if _, errOut, code := run(t, graphArgs("--builders", "@../../testdata/machines", rv)...); code != 0 {
+		t.Errorf("with a riscv64 builder: exit %d: %s", code, errOut)
+	}
+}
+
+func TestGraphFeatures(t *testing.T) {
+	vm := testStore + fixtureRoot(t, "cross", "vm-test")
+	builders := "ssh://plain x86_64-linux,aarch64-linux - 4 1 big-parallel;" +
+		"ssh://kvm-box x86_64-linux - 2 1 kvm,nixos-test,big-parallel;" +
+		"ssh://big x86_64-linux,aarch64-linux - 8 8 - big-parallel"
+	out, errOut, code := run(t, graphArgs("--format", "json", "--builders", builders, vm)...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	sawKVM, sawBig := false, false
+	for _, n := range planNodes(t, out) {
+		has := func(f string) bool {
+			for _, x := range n.RequiredFeatures {
+				if x == f {
+					return true
+				}
+			}
+			return false
+		}
+		if has("kvm") {
+			sawKVM = true
+			if n.Builder != "ssh://kvm-box" {
+				t.Errorf("%s requires kvm but is placed on %q", n.Name, n.Builder)
+			}
+		}
+		if n.Builder == "ssh://big" {
+			sawBig = true
+			if !has("big-parallel") {
+				t.Errorf("%s does not require big-parallel but is placed on the builder where it is mandatory", n.Name)
+			}
+		}
+	}
+	if !sawKVM || !sawBig {
+		t.Errorf("fixture no longer exercises both rules: kvm %v, mandatory big-parallel %v", sawKVM, sawBig)
+	}
+}
+
+func TestGraphWhyCross(t *testing.T) {
+	sdk := testStore + fixtureRoot(t, "cross", "sdk-aarch64")
+	glibc := fixtureRoot(t, "cross", "glibc-aarch64")
+	out, errOut, code := run(t, graphArgs("--why", glibc, sdk)...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	// The aarch64 libc is in the x86_64 SDK only through the cross gcc.
+	if !regexp.MustCompile(`(?s)cross-sdk-aarch64\.drv.*aarch64-unknown-linux-gnu-gcc-[^ ]*\.drv.*glibc-aarch64-unknown-linux-gnu-2\.37\.drv`).MatchString(out) {
+		t.Errorf("chain does not go through the cross compiler:\n%s", out)
+	}
+	golden(t, "why-sdk.golden", out)
+	if _, errOut, code := run(t, graphArgs("--why", fixtureRoot(t, "cross", "system-riscv64"), sdk)...); code != 1 || !strings.Contains(errOut, "is not in the closure") {
+		t.Errorf("unrelated path: exit %d, %q", code, errOut)
+	}
+}
+
+func TestGraphDiff(t *testing.T) {
+	v1 := testStore + fixtureRoot(t, "diff-v1", "devshell")
+	v2 := testStore + fixtureRoot(t, "diff-v2", "devshell")
+	out, errOut, code := run(t, graphArgs("--diff", v1, v2)...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "because of these 1 change(s)") || !strings.Contains(out, "openssl-3.0.8.drv (was openssl-3.0.7.drv") ||
+		!strings.Contains(out, `env version: "3.0.7" -> "3.0.8"`) {
+		t.Errorf("root cause not named:\n%s", out)
+	}
+	golden(t, "diff-devshell.golden", out)
+}
+
+func TestGraphUsage(t *testing.T) {
+	if _, _, code := run(t, "graph"); code != 2 {
+		t.Errorf("no installable: exit %d, want 2", code)
+	}
+	if _, _, code := run(t, "graph", "--format", "xml", "x.drv"); code != 2 {
+		t.Errorf("bad format: exit %d, want 2", code)
+	}
+	out, _, code := run(t, "graph", "--help")
+	if code != 0 || !strings.Contains(out, "Example:") {
+		t.Errorf("--help: exit %d\n%s", code, out)
+	}
+	if _, errOut, code := run(t, graphArgs("/tmp/not-a-store-path.drv")...); code != 1 || !strings.Contains(errOut, "not in the Nix store") {
+		t.Errorf("bad path: exit %d %q", code, errOut)
+	}
+}
