@@ -66,6 +66,8 @@ type Plan struct {
 	Machines []Machine
 
 	capable    [][]int32       // per job: machine indexes allowed to build it
+	class      []int32         // per job: index of its capable set in classes
+	classes    [][]int32       // the distinct capable sets
 	dependents [][]int32       // per job: jobs that depend on it
 	rank       []time.Duration // per job: longest expected path from its start to the end of the plan
 	order      []int32         // a topological order (dependencies first)
@@ -120,6 +122,18 @@ func NewPlan(jobs []Job, machines []Machine) (*Plan, error) {
 	}
 	if len(unbuildable) > 0 {
 		return nil, &UnbuildableError{Jobs: unbuildable}
+	}
+	p.class = make([]int32, n)
+	classOf := map[string]int32{}
+	for id, c := range p.capable {
+		k := fmt.Sprint(c)
+		cl, ok := classOf[k]
+		if !ok {
+			cl = int32(len(p.classes))
+			classOf[k] = cl
+			p.classes = append(p.classes, c)
+		}
+		p.class[id] = cl
 	}
 	if err := p.topoSort(); err != nil {
 		return nil, err

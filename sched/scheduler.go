@@ -115,7 +115,7 @@ type Scheduler struct {
 	attempt []int32
 	startAt []time.Time
 	reason  []string // why a job failed
-	ready   readyHeap
+	ready   readyQueues
 	held    []uint64 // per job, a bitset of machines holding its outputs
 	words   int      // uint64 words per job in held
 	atHub   []bool   // outputs (or sources) are on the coordinating host
@@ -166,8 +166,7 @@ func NewScheduler(plan *Plan, opts Options) *Scheduler {
 		atHub:   make([]bool, n),
 	}
 	s.held = make([]uint64, n*s.words)
-	s.ready.key = plan.rank
-	s.ready.byID = opts.Policy == PolicyNix
+	s.ready.init(plan, opts.Policy == PolicyNix)
 	s.machines = make([]machineState, len(plan.Machines))
 	for i := range s.machines {
 		m := &plan.Machines[i]
@@ -218,16 +217,23 @@ func (s *Scheduler) Assign(now time.Time) []Assignment {
 	if totalFree == 0 {
 		return s.out
 	}
-	// Jobs that wait (for a busy machine) are set aside and put back; the
-	// scan stops when no slot is free or enough jobs were set aside to
-	// book every slot twice over, which bounds a call's cost.
-	limit := 16
-	for m := range s.machines {
-		limit += 2 * len(s.machines[m].slots)
-	}
+	// Ready jobs are queued per class (set of capable machines), so a
+	// class whose machines are all busy costs nothing. The next job is the
+	// best head among classes with a free slot. Jobs that choose to wait
+	// for a busy machine are set aside and put back; a class stops being
+	// scanned when it set aside enough jobs to book each of its slots
+	// twice, which bounds a call's cost.
 	s.skipped = s.skipped[:0]
-	for totalFree > 0 && s.ready.len() > 0 && len(s.skipped) < limit {
-		id := s.ready.pop()
+	for i := range s.ready.skips {
+		s.ready.skips[i] = 0
+	}
+	for totalFree > 0 {
+		c := s.nextClass(now)
+		if c < 0 {
+			break
+		}
+		id := s.ready.heaps[c].pop()
+		s.ready.n--
 		var m int
 		if s.opts.Policy == PolicyNix {
 			m = s.pickNix(int(id), now)
@@ -236,6 +242,7 @@ func (s *Scheduler) Assign(now time.Time) []Assignment {
 		}
 		if m < 0 {
 			s.skipped = append(s.skipped, id)
+			s.ready.skips[c]++
 			continue
 		}
 		s.start(int(id), m, now)
@@ -245,6 +252,33 @@ func (s *Scheduler) Assign(now time.Time) []Assignment {
 		s.ready.push(id)
 	}
 	return s.out
+}
+
+// nextClass returns the class whose best ready job goes next, among the
+// classes with a free slot on one of their machines, or -1.
+func (s *Scheduler) nextClass(now time.Time) int {
+	best := -1
+	var bestID int32
+	for c := range s.ready.heaps {
+		h := &s.ready.heaps[c]
+		if h.len() == 0 || s.ready.skips[c] >= s.ready.limit[c] {
+			continue
+		}
+		free := false
+		for _, m := range s.plan.classes[c] {
+			if s.machines[m].free > 0 && s.up(int(m), now) {
+				free = true
+				break
+			}
+		}
+		if !free {
+			continue
+		}
+		if id := h.ids[0]; best < 0 || h.less(id, bestID) {
+			best, bestID = c, id
+		}
+	}
+	return best
 }
 
 func (s *Scheduler) up(m int, now time.Time) bool {
@@ -654,6 +688,43 @@ func (s *Scheduler) Err() error {
 	return fmt.Errorf("%w: %s; %d dependent(s) skipped, %d not started", ErrBuildFailed, strings.Join(failed, ", "), skipped, notRun)
 }
 
+// readyQueues holds the ready jobs, one heap per class of capable
+// machines.
+type readyQueues struct {
+	heaps []readyHeap
+	skips []int // per class: jobs set aside in this Assign call
+	limit []int // per class: how many may be set aside
+	class []int32
+	n     int
+}
+
+func (q *readyQueues) init(p *Plan, byID bool) {
+	q.class = p.class
+	q.heaps = make([]readyHeap, len(p.classes))
+	q.skips = make([]int, len(p.classes))
+	q.limit = make([]int, len(p.classes))
+	for c, ms := range p.classes {
+		q.heaps[c] = readyHeap{key: p.rank, byID: byID}
+		q.limit[c] = 4
+		for _, m := range ms {
+			q.limit[c] += 2 * int(p.Machines[m].MaxJobs)
+		}
+	}
+}
+
+func (q *readyQueues) len() int { return q.n }
+
+func (q *readyQueues) push(id int32) {
+	q.heaps[q.class[id]].push(id)
+	q.n++
+}
+
+func (q *readyQueues) remove(id int32) {
+	if q.heaps[q.class[id]].remove(id) {
+		q.n--
+	}
+}
+
 // readyHeap orders ready jobs: by rank, longest first (ties: lower id), or
 // by id alone (PolicyNix's discovery order).
 type readyHeap struct {
@@ -690,13 +761,14 @@ func (h *readyHeap) pop() int32 {
 	return top
 }
 
-func (h *readyHeap) remove(id int32) {
+func (h *readyHeap) remove(id int32) bool {
 	for i, x := range h.ids {
 		if x == id {
 			h.removeAt(i)
-			return
+			return true
 		}
 	}
+	return false
 }
 
 func (h *readyHeap) removeAt(i int) {
