@@ -556,7 +556,7 @@ func TestBuildResultsMatchedByPath(t *testing.T) {
 		p.readU64()
 		p.last().u64(2)
 		p.str(opaque.String()).u64(uint64(store.StatusAlreadyValid)).str("").u64(0).u64(0).u64(0).u64(0).u64(0)
-		p.str(drvA.String()+"!out").u64(uint64(store.StatusPermanentFailure)).str("builder failed").u64(1).u64(0).u64(1).u64(2).u64(0)
+		p.str(drvA.String() + "!out").u64(uint64(store.StatusPermanentFailure)).str("builder failed").u64(1).u64(0).u64(1).u64(2).u64(0)
 		return p.flush()
 	}}, Options{})
 	if err != nil {
