@@ -469,13 +469,11 @@ type Corpus struct {
 // it, unless dir already holds the instantiated graph of the same Params
 // (dir/root.txt records them).
 func Instantiate(ctx context.Context, dir string, p Params) (*Corpus, error) {
-	stamp := filepath.Join(dir, "root.txt")
-	want := fmt.Sprintf("n=%d seed=%d", p.N, p.Seed)
-	if b, err := os.ReadFile(stamp); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 3 && f[0]+" "+f[1] == want {
-			return corpus(dir, f[2])
-		}
+	if root, ok := CachedRoot(dir, p); ok {
+		return corpus(dir, root)
 	}
+	stamp := filepath.Join(dir, "root.txt")
+	want := stampLine(p)
 	if p.N < 100 {
 		return nil, fmt.Errorf("graphgen: N=%d: need at least 100 derivations", p.N)
 	}
@@ -511,6 +509,22 @@ func Instantiate(ctx context.Context, dir string, p Params) (*Corpus, error) {
 		return nil, err
 	}
 	return corpus(dir, root)
+}
+
+func stampLine(p Params) string { return fmt.Sprintf("n=%d seed=%d", p.N, p.Seed) }
+
+// CachedRoot returns the root .drv path of the graph of p already
+// instantiated in dir, without looking at the store.
+func CachedRoot(dir string, p Params) (string, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, "root.txt"))
+	if err != nil {
+		return "", false
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 3 || f[0]+" "+f[1] != stampLine(p) {
+		return "", false
+	}
+	return f[2], true
 }
 
 func corpus(dir, root string) (*Corpus, error) {
