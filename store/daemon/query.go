@@ -59,7 +59,7 @@ func (c *Conn) QueryPathInfo(ctx context.Context, p store.Path) (*store.PathInfo
 		return err
 	})
 	if err == nil && info == nil {
-		return nil, fmt.Errorf("daemon: %s: %w", p, store.ErrNotValid)
+		return nil, fmt.Errorf("daemon: %s: %s: %w", OpQueryPathInfo, p, store.ErrNotValid)
 	}
 	return info, err
 }
