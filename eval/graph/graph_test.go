@@ -33,7 +33,7 @@ type fixture struct {
 	drv        store.Path
 }
 
-func fixtures(t *testing.T) []fixture {
+func fixtures(t testing.TB) []fixture {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(testdata, "roots", "*.txt"))
 	if err != nil || len(files) == 0 {
@@ -67,7 +67,7 @@ func load(t *testing.T, root string, roots []store.Path, opts graph.Options) *gr
 }
 
 // checkInvariants checks what every Graph promises, whatever its source.
-func checkInvariants(t *testing.T, g *graph.Graph) {
+func checkInvariants(t testing.TB, g *graph.Graph) {
 	t.Helper()
 	seen := make(map[store.Path]bool)
 	nDependents := 0
@@ -362,7 +362,9 @@ func TestOrderDeterministic(t *testing.T) {
 	}
 }
 
-func rootOf(t *testing.T, file, attr string) store.Path {
+func rootOf(t *testing.T, file, attr string) store.Path { return rootOfFile(t, file, attr) }
+
+func rootOfFile(t testing.TB, file, attr string) store.Path {
 	t.Helper()
 	for _, f := range fixtures(t) {
 		if f.file == file && f.attr == attr {
@@ -556,11 +558,11 @@ func TestLookupAndDerivation(t *testing.T) {
 // gets a fixed path, and its inputs are the named derivations (which may
 // be missing, or form a cycle: real Nix cannot write either).
 type fakeStore struct {
-	t    *testing.T
+	t    testing.TB
 	root string
 }
 
-func newFakeStore(t *testing.T) *fakeStore {
+func newFakeStore(t testing.TB) *fakeStore {
 	root := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(root, "nix", "store"), 0o755); err != nil {
 		t.Fatal(err)
@@ -735,5 +737,41 @@ func TestLoadCancel(t *testing.T) {
 	}
 	if n := runtime.NumGoroutine(); n > before {
 		t.Errorf("%d goroutines left, %d before", n, before)
+	}
+}
+
+// TestLoadRealStore instantiates the plan fixture into the machine's store
+// (through the daemon) and loads it from /nix/store: the same nodes as
+// nix-store -qR.
+func TestLoadRealStore(t *testing.T) {
+	storetest.RequireDaemon(t)
+	out, err := exec.Command("nix-instantiate", filepath.Join(testdata, "nix", "plan.nix"), "-A", "tests").Output()
+	if err != nil {
+		t.Fatalf("nix-instantiate: %v", err)
+	}
+	root := store.MustParsePath(strings.TrimSpace(string(out)))
+	if root != rootOf(t, "plan", "tests") {
+		t.Fatalf("instantiated %s, testdata/roots has %s", root, rootOf(t, "plan", "tests"))
+	}
+	var want []string
+	for _, p := range nixLines(t, "-qR", root.String()) {
+		if strings.HasSuffix(p, ".drv") {
+			want = append(want, p)
+		}
+	}
+	for _, r := range []string{"", "/"} {
+		g := load(t, r, []store.Path{root}, graph.Options{})
+		var got []string
+		for i := range g.Len() {
+			got = append(got, g.Node(graph.NodeID(i)).Path.String())
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("root %q: nodes %q, nix-store -qR %q", r, got, want)
+		}
+		if g.File(0) != g.Node(0).Path.String() {
+			t.Errorf("File(0) = %s", g.File(0))
+		}
 	}
 }
