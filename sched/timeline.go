@@ -76,6 +76,19 @@ func (tl *Timeline) WriteJSON(w io.Writer) error {
 	return enc.Encode(out)
 }
 
+// tickStep is a round interval giving 5 to 12 ticks over span.
+func tickStep(span time.Duration) time.Duration {
+	steps := []time.Duration{time.Millisecond, 10 * time.Millisecond, 100 * time.Millisecond, time.Second, 2 * time.Second,
+		5 * time.Second, 10 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute,
+		15 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour, 6 * time.Hour, 12 * time.Hour, 24 * time.Hour}
+	for _, s := range steps {
+		if span/s <= 12 {
+			return s
+		}
+	}
+	return span / 10
+}
+
 // palette colours systems in order of first appearance.
 var palette = []string{"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"}
 
@@ -115,7 +128,7 @@ func (tl *Timeline) WriteSVG(w io.Writer) error {
 		_ = xml.EscapeText(&b, []byte(s))
 		return b.String()
 	}
-	fmt.Fprintf(bw, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="11">`+"\n", left+width+20, height)
+	fmt.Fprintf(bw, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="11">`+"\n", left+width+60, height)
 	fmt.Fprintf(bw, `<defs><pattern id="lost" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="3" height="6" fill="#999"/></pattern></defs>`+"\n")
 	fmt.Fprintf(bw, `<text x="%.0f" y="18" font-size="13">%s policy: makespan %s`, left, esc(tl.Policy), tl.Makespan.Round(time.Second))
 	if tl.LowerBound > 0 {
@@ -147,9 +160,10 @@ func (tl *Timeline) WriteSVG(w io.Writer) error {
 	}
 	axisY := top + float64(len(labels))*rowH
 	fmt.Fprintf(bw, `<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" stroke="#000"/>`+"\n", left, axisY, left+width, axisY)
-	for i := 0; i <= 10; i++ {
-		d := time.Duration(float64(tl.Makespan) * float64(i) / 10)
-		fmt.Fprintf(bw, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", x(d), axisY+14, d.Round(time.Second))
+	step := tickStep(tl.Makespan)
+	for d := time.Duration(0); d <= tl.Makespan; d += step {
+		fmt.Fprintf(bw, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#000"/><text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n",
+			x(d), axisY, x(d), axisY+4, x(d), axisY+16, d)
 	}
 	for i, sys := range systems {
 		lx := left + float64(i%4)*220
