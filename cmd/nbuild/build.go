@@ -1,0 +1,318 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nbuild/nbuild/eval/graph"
+	"github.com/nbuild/nbuild/sched"
+	"github.com/nbuild/nbuild/sched/executor"
+	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/daemon"
+	"github.com/nbuild/nbuild/store/metacache"
+)
+
+const buildUsage = `build [flags] INSTALLABLE...
+
+Builds INSTALLABLEs (.drv paths, output paths, FILE.nix with -A ATTR, or
+FLAKEREF#ATTR) by scheduling every derivation that must be built onto the
+local nix-daemon and the remote builders (--builders, or nix.conf's
+builders), longest critical path first, each on the builder expected to
+finish it first. nbuild builds nothing itself: every build is delegated to
+a nix-daemon. Nothing starts when some derivation has no capable builder.
+Prints the output paths of the roots, as nix-build does.`
+
+const buildExample = `  nbuild build -A hello default.nix
+  nbuild build --builders 'ssh-ng://arm64-box aarch64-linux - 8 2' --timeline run.svg ./system.drv
+  nbuild build --dry-run --builders @/etc/nix/machines ./system.drv`
+
+type buildOptions struct {
+	graphOptions
+	jobs      int
+	keepGoing bool
+	dryRun    bool
+	timeline  string
+	quiet     bool
+}
+
+func buildCommand() command {
+	return command{
+		name:    "build",
+		summary: "schedule and delegate builds to the local and remote nix-daemons",
+		run: func(ctx context.Context, env *cmdEnv, args []string) error {
+			var o buildOptions
+			fs := newFlagSet(env, "build", buildUsage, buildExample)
+			fs.IntVarP(&o.jobs, "max-jobs", "j", -1, "builds at once on the local machine (default: nix.conf's max-jobs)")
+			fs.BoolVarP(&o.keepGoing, "keep-going", "k", false, "after a failure, go on with what does not depend on it")
+			fs.BoolVar(&o.dryRun, "dry-run", false, "print the plan and its estimated time; build nothing")
+			fs.StringVar(&o.timeline, "timeline", "", "write what ran where and when to FILE (.json or .svg)")
+			fs.StringVar(&o.builders, "builders", "", "builders as Nix's `builders` setting: a spec, or @FILE (default: nix.conf's)")
+			fs.StringArrayVarP(&o.attrs, "attr", "A", nil, "attribute to instantiate from a FILE.nix installable (repeatable)")
+			fs.StringVar(&o.nixConf, "nix-conf", "", "nix.conf to read the local machine from (default $NIX_CONF_DIR/nix.conf or /etc/nix/nix.conf)")
+			fs.StringVar(&o.cacheDir, "cache-dir", "", "metadata cache for build times (default ~/.cache/nbuild; \"none\" disables)")
+			fs.DurationVar(&o.defDur, "default-duration", 5*time.Minute, "build time assumed for derivations never built before")
+			fs.BoolVarP(&o.quiet, "quiet", "Q", false, "no progress, no log lines")
+			if err := parseFlags(fs, args); err != nil {
+				return err
+			}
+			if fs.NArg() == 0 {
+				return usagef("build: no installable given (see 'nbuild build --help')")
+			}
+			if o.timeline != "" && !strings.HasSuffix(o.timeline, ".json") && !strings.HasSuffix(o.timeline, ".svg") {
+				return usagef("build: --timeline %s: the file name must end in .json or .svg", o.timeline)
+			}
+			return runBuild(ctx, env, o, fs.Args())
+		},
+	}
+}
+
+func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) error {
+	roots, err := resolveInstallables(ctx, "", args, o.attrs)
+	if err != nil {
+		return err
+	}
+	g, err := graph.Load(ctx, "", roots, graph.Options{})
+	if err != nil {
+		return err
+	}
+	machines, err := graphMachines(env, o.graphOptions)
+	if err != nil {
+		return err
+	}
+	if o.jobs >= 0 {
+		machines[0].MaxJobs = uint(o.jobs)
+	}
+	vi, err := queryValidity(ctx, "", g, g.Roots())
+	if err != nil {
+		return err
+	}
+	cache := openCache(env, o.cacheDir)
+	if cache != nil {
+		defer cache.Close()
+	}
+	popts := planOptions{machines: machines, defaultDuration: o.defDur}
+	if cache != nil {
+		popts.duration = func(name string) (time.Duration, bool) {
+			s, ok := cache.BuildStats(sched.PackageName(name))
+			return s.Average, ok
+		}
+	}
+	p, err := makePlan(g, vi, popts)
+	if err != nil {
+		return err
+	}
+	if bad := p.unbuildable(); len(bad) > 0 {
+		writeUnbuildable(env.stderr, p, bad)
+		fmt.Fprintln(env.stderr, "nothing was built")
+		return &exitError{code: 1}
+	}
+	if o.dryRun {
+		if err := writeSummary(env.stdout, p); err != nil {
+			return err
+		}
+		if p.timeline != nil {
+			fmt.Fprintf(env.stdout, "estimated time on these builders: %s\n", p.timeline.Makespan.Round(time.Second))
+			if o.timeline != "" {
+				return writeTimeline(o.timeline, p.timeline)
+			}
+		}
+		return nil
+	}
+	if err := substitute(ctx, p); err != nil {
+		return err
+	}
+	if p.splan != nil {
+		if err := runSchedule(ctx, env, o, p, cache); err != nil {
+			return err
+		}
+	}
+	for _, r := range p.roots {
+		for _, out := range g.Node(r).Outputs {
+			if !out.Path.IsZero() {
+				fmt.Fprintln(env.stdout, out.Path)
+			}
+		}
+	}
+	return nil
+}
+
+// substitute makes the local daemon fetch the outputs the plan takes from
+// substituters, before anything that needs them is built.
+func substitute(ctx context.Context, p *buildPlan) error {
+	var want []store.DerivedPath
+	for id, s := range p.state {
+		if s != stateSubstitutable {
+			continue
+		}
+		for _, o := range p.g.Node(graph.NodeID(id)).Outputs {
+			want = append(want, store.OpaquePath(o.Path))
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	c, err := daemon.Dial(ctx, executor.DefaultSocket, daemon.Options{})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.BuildPaths(ctx, want, store.BuildNormal); err != nil {
+		return fmt.Errorf("substituting %d paths: %w", len(want), err)
+	}
+	return nil
+}
+
+// runSchedule builds the plan's jobs with the scheduler and executors.
+func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *buildPlan, cache *metacache.Cache) error {
+	jobs := make([]executor.Job, len(p.jobNodes))
+	for i, id := range p.jobNodes {
+		node := p.g.Node(id)
+		jobs[i].Drv = node.Path
+		for _, out := range node.Outputs {
+			if !out.Path.IsZero() {
+				jobs[i].Outputs = append(jobs[i].Outputs, out.Path)
+			}
+		}
+	}
+	prog := newBuildProgress(env.stderr, o.quiet, p)
+	var started sync.Map // job -> time.Time the build was handed out
+	events := executor.Events{
+		Log: prog.log,
+		Built: func(job, machine int, res *store.BuildResult) {
+			if cache == nil {
+				return
+			}
+			d := time.Duration(res.StopTime-res.StartTime) * time.Second
+			if t, ok := started.Load(job); ok && (res.StartTime == 0 || d <= 0) {
+				d = time.Since(t.(time.Time))
+			}
+			// A failure to record a duration only costs a later estimate.
+			_ = cache.RecordBuild(sched.PackageName(p.splan.Jobs[job].Name), d)
+		},
+	}
+	route := make(executor.Router, len(p.machines))
+	for m := range p.machines {
+		if p.machines[m].Local {
+			route[m] = &executor.Local{Jobs: jobs, Events: events}
+			continue
+		}
+		route[m] = &executor.Remote{Machine: p.machines[m], Jobs: jobs, Events: events, Getenv: env.getenv}
+	}
+	s := sched.NewScheduler(p.splan, sched.Options{KeepGoing: o.keepGoing})
+	var tl *sched.Timeline
+	if o.timeline != "" {
+		tl = sched.NewTimeline(p.splan)
+	}
+	startHook := executorFunc(func(ctx context.Context, a sched.Assignment, results chan<- sched.Result) {
+		started.Store(a.Job, time.Now())
+		route.Start(ctx, a, results)
+	})
+	err := s.Run(ctx, startHook, sched.RunOptions{Timeline: tl, Progress: prog.update})
+	prog.done()
+	if tl != nil {
+		if werr := writeTimeline(o.timeline, tl); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if err != nil {
+		if errors.Is(err, sched.ErrBuildFailed) {
+			fmt.Fprintf(env.stderr, "error: %v\n", err)
+			return &exitError{code: 1}
+		}
+		return err
+	}
+	return nil
+}
+
+func writeTimeline(file string, tl *sched.Timeline) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if filepath.Ext(file) == ".svg" {
+		err = tl.WriteSVG(f)
+	} else {
+		err = tl.WriteJSON(f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// buildProgress draws one status line on a terminal (running builds per
+// builder, done/total, critical path left) and prints log lines above it
+// only for failures; in a pipe it stays quiet but for failures.
+type buildProgress struct {
+	mu    sync.Mutex
+	w     io.Writer
+	tty   bool
+	quiet bool
+	plan  *buildPlan
+	last  time.Time
+	shown bool
+}
+
+func newBuildProgress(w io.Writer, quiet bool, p *buildPlan) *buildProgress {
+	return &buildProgress{w: w, tty: isTerminal(w), quiet: quiet, plan: p}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+func (b *buildProgress) log(job int, line string) {}
+
+func (b *buildProgress) update(s *sched.Scheduler) {
+	if b.quiet || !b.tty {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if time.Since(b.last) < 100*time.Millisecond {
+		return
+	}
+	b.last = time.Now()
+	finished, remaining := s.Progress()
+	perMachine := map[string]int{}
+	for id := range b.plan.jobNodes {
+		if s.State(id) == sched.Running {
+			perMachine["running"]++
+		}
+	}
+	var running []string
+	for k, v := range perMachine {
+		running = append(running, fmt.Sprintf("%d %s", v, k))
+	}
+	sort.Strings(running)
+	fmt.Fprintf(b.w, "\r\033[K[%d/%d built, %s, critical path left ~%s]", finished, len(b.plan.jobNodes), strings.Join(running, ", "), remaining.Round(time.Second))
+	b.shown = true
+}
+
+func (b *buildProgress) done() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.shown {
+		fmt.Fprint(b.w, "\r\033[K")
+	}
+}
+
+// executorFunc adapts a function to sched.Executor.
+type executorFunc func(ctx context.Context, a sched.Assignment, results chan<- sched.Result)
+
+func (f executorFunc) Start(ctx context.Context, a sched.Assignment, results chan<- sched.Result) {
+	f(ctx, a, results)
+}

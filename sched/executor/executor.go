@@ -1,0 +1,108 @@
+// Package executor runs sched's assignments on real builders: Local builds
+// on a nix-daemon reached through a unix socket, Remote on a builder's
+// nix-daemon reached over ssh, after copying the inputs it lacks. Router
+// sends each assignment to the executor of its machine. nbuild never builds
+// anything itself: every build is delegated to a nix-daemon.
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/nbuild/nbuild/sched"
+	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/daemon"
+)
+
+// Router dispatches each assignment to the executor of its machine index.
+type Router []sched.Executor
+
+var _ sched.Executor = Router(nil)
+
+// Start implements sched.Executor.
+func (r Router) Start(ctx context.Context, a sched.Assignment, results chan<- sched.Result) {
+	if a.Machine < 0 || a.Machine >= len(r) || r[a.Machine] == nil {
+		results <- sched.Result{Assignment: a, Outcome: sched.MachineLost, Reason: fmt.Sprintf("no executor for machine %d", a.Machine)}
+		return
+	}
+	r[a.Machine].Start(ctx, a, results)
+}
+
+// Job tells an executor what a scheduler job is.
+type Job struct {
+	Drv store.Path
+	// Outputs are the output paths the build must leave valid (known for
+	// input-addressed and fixed-output derivations).
+	Outputs []store.Path
+}
+
+// Events receives what builds report; every field is optional. Calls may
+// come from several goroutines at once.
+type Events struct {
+	// Log receives each build log line of job.
+	Log func(job int, line string)
+	// Built is called after job was built on machine, before its result is
+	// reported to the scheduler.
+	Built func(job, machine int, res *store.BuildResult)
+}
+
+// logTail keeps the last lines of a build log.
+type logTail struct {
+	mu    sync.Mutex
+	lines []string
+	max   int
+}
+
+func (t *logTail) add(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.lines) == t.max {
+		copy(t.lines, t.lines[1:])
+		t.lines = t.lines[:t.max-1]
+	}
+	t.lines = append(t.lines, line)
+}
+
+func (t *logTail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.lines, "\n")
+}
+
+// buildLogger collects the build log lines of one daemon connection.
+func buildLogger(job int, ev *Events, tail *logTail) daemon.Logger {
+	return daemon.LogFuncs{
+		OnResult: func(r daemon.Result) {
+			if r.Type == daemon.ResBuildLogLine && len(r.Fields) > 0 {
+				line := strings.TrimRight(r.Fields[0].String, "\n")
+				tail.add(line)
+				if ev.Log != nil {
+					ev.Log(job, line)
+				}
+			}
+		},
+	}
+}
+
+// outcome classifies a build error: an error the daemon reported about
+// the build is a build failure (not retried); anything else means the
+// machine or the link to it failed, and the job is tried elsewhere.
+func outcome(ctx context.Context, err error, tail *logTail) (sched.Outcome, string) {
+	var de *daemon.Error
+	var be *store.BuildError
+	switch {
+	case ctx.Err() != nil:
+		return sched.Failed, "cancelled"
+	case errors.As(err, &be), errors.As(err, &de):
+		msg := err.Error()
+		if t := tail.String(); t != "" && !strings.Contains(msg, t) {
+			msg += "\nlast log lines:\n" + t
+		}
+		return sched.Failed, msg
+	default:
+		return sched.MachineLost, err.Error()
+	}
+}
