@@ -48,6 +48,7 @@ func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code
 // commands lists every subcommand; each lives in its own file.
 func commands() []command {
 	return []command{
+		buildCommand(),
 		graphCommand(),
 		versionCommand(),
 		drvCommand(),
