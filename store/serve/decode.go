@@ -1,0 +1,272 @@
+package serve
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/nbuild/nbuild/nar/wire"
+	"github.com/nbuild/nbuild/store"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+)
+
+// decoder reads wire values with a sticky error, so reply decoders read
+// like the wire layout and check once.
+type decoder struct {
+	r   *wire.Reader
+	err error
+}
+
+func (d *decoder) u64() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, err := d.r.ReadUint64()
+	d.err = err
+	return v
+}
+
+func (d *decoder) str() string {
+	if d.err != nil {
+		return ""
+	}
+	s, err := d.r.ReadString()
+	d.err = err
+	return s
+}
+
+func (d *decoder) strs() []string {
+	if d.err != nil {
+		return nil
+	}
+	ss, err := d.r.ReadStrings()
+	d.err = err
+	return ss
+}
+
+func (d *decoder) fail(format string, a ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: "+format, append([]any{ErrProtocol}, a...)...)
+	}
+}
+
+// path reads a full store path.
+func (d *decoder) path(what string) store.Path {
+	s := d.str()
+	if d.err != nil {
+		return store.Path{}
+	}
+	p, err := store.ParsePath(s)
+	if err != nil {
+		d.fail("%s: %v", what, err)
+	}
+	return p
+}
+
+// optPath reads a store path where "" means none.
+func (d *decoder) optPath(what string) store.Path {
+	s := d.str()
+	if d.err != nil || s == "" {
+		return store.Path{}
+	}
+	p, err := store.ParsePath(s)
+	if err != nil {
+		d.fail("%s: %v", what, err)
+	}
+	return p
+}
+
+// paths reads a list of full store paths.
+func (d *decoder) paths(what string) []store.Path {
+	ss := d.strs()
+	if d.err != nil {
+		return nil
+	}
+	out := make([]store.Path, 0, len(ss))
+	for _, s := range ss {
+		p, err := store.ParsePath(s)
+		if err != nil {
+			d.fail("%s: %v", what, err)
+			return nil
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// readPaths decodes a reply that is a list of store paths.
+func readPaths(r *wire.Reader, what string) ([]store.Path, error) {
+	d := decoder{r: r}
+	ps := d.paths(what)
+	return ps, d.err
+}
+
+// readPathInfos decodes a QueryPathInfos reply at minor version minor
+// (2.8 nix-store.cc opServe cmdQueryPathInfos): entries "str path, str
+// deriver, strlist refs, u64 downloadSize, u64 narSize, [≥2.4 str narHash,
+// str ca, strlist sigs]" ended by an empty path. A server answers only for
+// paths asked about, so more than max entries is a protocol error.
+func readPathInfos(r *wire.Reader, minor uint64, max int) ([]*store.PathInfo, error) {
+	d := decoder{r: r}
+	var out []*store.PathInfo
+	for {
+		s := d.str()
+		if d.err != nil {
+			return nil, d.err
+		}
+		if s == "" {
+			return out, nil
+		}
+		if len(out) >= max {
+			return nil, fmt.Errorf("%w: more path infos than paths asked for (%d)", ErrProtocol, max)
+		}
+		p, err := store.ParsePath(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: path info for %q: %v", ErrProtocol, s, err)
+		}
+		info := &store.PathInfo{Path: p}
+		info.Deriver = d.optPath("deriver")
+		info.References = d.paths("reference")
+		d.u64() // downloadSize: the NAR size again
+		info.NarSize = d.u64()
+		if minor >= 4 {
+			if h := d.str(); h != "" && d.err == nil {
+				info.NarHash, err = parseNarHash(h)
+				if err != nil {
+					d.fail("%s: %v", s, err)
+				}
+			}
+			info.CA = d.str()
+			info.Sigs = d.strs()
+		}
+		if d.err != nil {
+			return nil, d.err
+		}
+		store.SortPaths(info.References)
+		out = append(out, info)
+	}
+}
+
+// parseNarHash accepts the forms a server may send a SHA-256 in:
+// "sha256:<nix32|base16>" (2.8 sends nix32) and SRI "sha256-<base64>".
+func parseNarHash(s string) ([32]byte, error) {
+	var h [32]byte
+	if rest, ok := strings.CutPrefix(s, "sha256-"); ok {
+		b, err := base64.StdEncoding.DecodeString(rest)
+		if err != nil || len(b) != 32 {
+			return h, fmt.Errorf("bad SRI hash %q", s)
+		}
+		copy(h[:], b)
+		return h, nil
+	}
+	rest, ok := strings.CutPrefix(s, "sha256:")
+	if !ok {
+		return h, fmt.Errorf("NAR hash %q is not sha256", s)
+	}
+	switch len(rest) {
+	case 52:
+		b, err := nixbase32.DecodeString(rest)
+		if err != nil || len(b) != 32 {
+			return h, fmt.Errorf("bad nix32 hash %q", s)
+		}
+		copy(h[:], b)
+	case 64:
+		b, err := hex.DecodeString(rest)
+		if err != nil {
+			return h, fmt.Errorf("bad base16 hash %q", s)
+		}
+		copy(h[:], b)
+	default:
+		return h, fmt.Errorf("bad hash length in %q", s)
+	}
+	return h, nil
+}
+
+// readBuildResult decodes a serve BuildResult at minor version minor
+// (2.8 nix-store.cc opServe cmdBuildDerivation): u64 status, str errorMsg,
+// [≥2.3 u64 timesBuilt, u64 isNonDeterministic, u64 startTime, u64
+// stopTime], [≥2.6 map DrvOutput id → Realisation JSON].
+func readBuildResult(r *wire.Reader, minor uint64) (*store.BuildResult, error) {
+	d := decoder{r: r}
+	res := &store.BuildResult{Status: store.BuildStatus(d.u64()), ErrorMsg: stripANSI(d.str())}
+	if minor >= 3 {
+		res.TimesBuilt = d.u64()
+		res.IsNonDeterministic = d.u64() != 0
+		res.StartTime = int64(d.u64())
+		res.StopTime = int64(d.u64())
+	}
+	if minor >= 6 {
+		n := d.u64()
+		if d.err == nil && n > 1<<16 {
+			d.fail("%d built outputs", n)
+		}
+		for i := uint64(0); i < n && d.err == nil; i++ {
+			id, js := d.str(), d.str()
+			if d.err != nil {
+				break
+			}
+			name, p, err := parseRealisation(id, js)
+			if err != nil {
+				d.fail("%v", err)
+				break
+			}
+			if res.BuiltOutputs == nil {
+				res.BuiltOutputs = map[string]store.Path{}
+			}
+			res.BuiltOutputs[name] = p
+		}
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return res, nil
+}
+
+// parseRealisation takes the output name from a DrvOutput id
+// ("sha256:<hex>!out") and the output path from the Realisation JSON; the
+// hash means nothing to a client (NIX-PROTOCOLS.md §5.2).
+func parseRealisation(id, js string) (string, store.Path, error) {
+	i := strings.LastIndexByte(id, '!')
+	if i < 0 || i == len(id)-1 {
+		return "", store.Path{}, fmt.Errorf("bad DrvOutput id %q", id)
+	}
+	var rz struct {
+		OutPath string `json:"outPath"`
+	}
+	if err := json.Unmarshal([]byte(js), &rz); err != nil {
+		return "", store.Path{}, fmt.Errorf("bad realisation for %q: %v", id, err)
+	}
+	var p store.Path
+	var err error
+	if strings.HasPrefix(rz.OutPath, "/") {
+		p, err = store.ParsePath(rz.OutPath)
+	} else {
+		p, err = store.ParseBase(rz.OutPath)
+	}
+	if err != nil {
+		return "", store.Path{}, fmt.Errorf("realisation %q: %v", id, err)
+	}
+	return id[i+1:], p, nil
+}
+
+// stripANSI removes the colour escapes Nix puts into messages.
+func stripANSI(s string) string {
+	if !strings.Contains(s, "\x1b[") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0x1b && i+1 < len(s) && s[i+1] == '[' {
+			j := i + 2
+			for j < len(s) && (s[j] < 0x40 || s[j] > 0x7e) {
+				j++
+			}
+			i = j
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
