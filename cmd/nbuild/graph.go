@@ -118,7 +118,7 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	if cache := openCache(env, o.cacheDir); cache != nil {
 		defer cache.Close()
 		popts.duration = func(name string) (time.Duration, bool) {
-			s, ok := cache.BuildStats(packageName(name))
+			s, ok := cache.BuildStats(sched.PackageName(name))
 			return s.Average, ok
 		}
 	}
@@ -213,18 +213,6 @@ func openCache(env *cmdEnv, dir string) *metacache.Cache {
 		return nil
 	}
 	return c
-}
-
-// packageName strips the version from a derivation name as Nix's DrvName
-// does: at the first '-' followed by a non-letter.
-func packageName(name string) string {
-	for i := 0; i+1 < len(name); i++ {
-		c := name[i+1]
-		if name[i] == '-' && !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
-			return name[:i]
-		}
-	}
-	return name
 }
 
 func (p *buildPlan) rootPaths() []string {

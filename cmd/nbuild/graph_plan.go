@@ -47,6 +47,10 @@ type buildPlan struct {
 	expected []time.Duration
 	known    []bool
 	timeline *sched.Timeline
+	// splan is the scheduler's plan of the nodes to build; jobNodes maps
+	// its job ids to nodes. Nil when nothing can be built.
+	splan    *sched.Plan
+	jobNodes []graph.NodeID
 	// validity is where states came from: "daemon" or "files under ROOT".
 	validity string
 }
@@ -228,6 +232,7 @@ func (p *buildPlan) schedule() error {
 	if err != nil {
 		return err
 	}
+	p.splan, p.jobNodes = plan, nodes
 	dur := make([]time.Duration, len(jobs))
 	for i, id := range nodes {
 		dur[i] = p.expected[id]
