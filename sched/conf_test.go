@@ -110,3 +110,39 @@ func TestPlatform(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseNixConf(f *testing.F) {
+	f.Add("system = x86_64-linux\nextra-platforms = i686-linux\n")
+	f.Add("include extra.conf\n!include /absent\nmax-jobs = auto # c\n")
+	f.Add("extra-system-features = kvm\nsystem-features = a b\nextra-extra-platforms = x\n")
+	f.Add("x\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		files := map[string]string{"/etc/extra.conf": text}
+		read := func(p string) ([]byte, error) {
+			if s, ok := files[p]; ok {
+				return []byte(s), nil
+			}
+			return nil, &fs.PathError{Op: "open", Path: p, Err: fs.ErrNotExist}
+		}
+		c, err := ParseNixConf(strings.NewReader(text), ConfOptions{Path: "/etc/nix.conf", ReadFile: read})
+		if err != nil {
+			if !errors.Is(err, ErrBadConf) {
+				t.Fatalf("unexpected error kind: %v", err)
+			}
+			return
+		}
+		for k, v := range c {
+			if k == "" || strings.ContainsAny(k, " \t\r\n#") || strings.ContainsAny(v, "\t\r\n#") {
+				t.Fatalf("bad setting %q = %q", k, v)
+			}
+		}
+		kvm := false
+		if m, err := LocalMachine(c, LocalOptions{System: "x86_64-linux", Cores: 2, KVM: &kvm}); err == nil {
+			if len(m.Systems) == 0 || !m.Local {
+				t.Fatalf("bad local machine %+v", m)
+			}
+		} else if !errors.Is(err, ErrBadConf) {
+			t.Fatalf("LocalMachine: %v", err)
+		}
+	})
+}

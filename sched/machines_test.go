@@ -83,6 +83,7 @@ func TestParseMachines(t *testing.T) {
 		{"DuplicateSystemsKept", "a x,y,x,,", []Machine{{URI: "ssh://a", Systems: []string{"x", "y", "x"}, MaxJobs: 1, SpeedFactor: 1}}},
 		{"FeaturesAreSets", "a - - - - b,a,b c,c", []Machine{{URI: "ssh://a", Systems: []string{testSystem}, MaxJobs: 1, SpeedFactor: 1,
 			SupportedFeatures: []string{"a", "b"}, MandatoryFeatures: []string{"c"}}}},
+		{"SystemsOnlyCommas", "a ,, - 2", []Machine{{URI: "ssh://a", Systems: []string{}, MaxJobs: 2, SpeedFactor: 1}}},
 		{"ExtraColumnsIgnored", "a - - - - - - - extra", []Machine{defaultMachine("ssh://a")}},
 		{"TrailingSeparators", ";\n;a;\n", []Machine{defaultMachine("ssh://a")}},
 		{"SchemeKept", "ssh-ng://b", []Machine{defaultMachine("ssh-ng://b")}},
@@ -206,7 +207,9 @@ func FuzzParseMachines(f *testing.F) {
 			return
 		}
 		for _, m := range ms {
-			if m.URI == "" || m.URI == "-" || len(m.Systems) == 0 || m.SpeedFactor == 0 {
+			// Systems may be empty: "," is a set column naming no system
+			// (such a machine builds only "builtin"), as in Nix.
+			if m.URI == "" || m.URI == "-" || m.SpeedFactor == 0 {
 				t.Fatalf("bad machine %+v from %q", m, spec)
 			}
 			for _, s := range m.Systems {

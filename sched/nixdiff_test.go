@@ -49,7 +49,7 @@ func TestParseMachinesAgainstNix(t *testing.T) {
 		"a - - eight", "a - - -1", "a - - 8 three", "a - - 8 -3",
 		"a.example ;  ", "a.example\n  # comment\n", "a #x;  @/nonexistent/file",
 		"a - - +4 0", "a - - 4294967296", "a - - 4294967295 4294967295", "a - - 4 1 - - QUJD=_",
-		"a x,y,x,, - 2 - b,a,b c,c", "a - - - - - - - extra", ";\n;a;\nb # c ; d",
+		"a x,y,x,, - 2 - b,a,b c,c", "a ,, - 2", "a - - - - - - - extra", ";\n;a;\nb # c ; d",
 		"@" + valid, "@" + bad, "@" + nested, "@ " + nested + " \t", "- x86_64-linux",
 	}
 	for _, spec := range specs {
@@ -122,4 +122,42 @@ func nixSystem(t *testing.T) string {
 	}
 	t.Fatal("nix show-config has no system")
 	return ""
+}
+
+// TestLocalMachineFromNixShowConfig reads the settings the real Nix uses
+// (`nix show-config` prints nix.conf syntax) and checks that LocalMachine
+// describes the local machine as Nix's own local-build rule sees it: the
+// system plus extra-platforms, the system features, max-jobs.
+func TestLocalMachineFromNixShowConfig(t *testing.T) {
+	storetest.RequireNix(t)
+	out, err := exec.Command("nix", "--extra-experimental-features", "nix-command", "show-config").Output()
+	if err != nil {
+		t.Fatalf("nix show-config: %v", err)
+	}
+	conf, err := ParseNixConf(strings.NewReader(string(out)), ConfOptions{Path: "show-config"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := LocalMachine(conf, LocalOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Systems[0] != conf["system"] {
+		t.Errorf("system %q, nix says %q", m.Systems[0], conf["system"])
+	}
+	for _, p := range strings.Fields(conf["extra-platforms"]) {
+		if !CanBuild(&m, MustPlatform(p)) {
+			t.Errorf("extra platform %s not buildable locally", p)
+		}
+	}
+	if got, want := strings.Join(m.SupportedFeatures, " "), strings.Join(sortedSet(strings.Fields(conf["system-features"])), " "); got != want {
+		t.Errorf("features %q, nix says %q", got, want)
+	}
+	if jobs := conf["max-jobs"]; jobs != "auto" && fmt.Sprint(m.MaxJobs) != jobs {
+		t.Errorf("max-jobs %d, nix says %s", m.MaxJobs, jobs)
+	}
+	// The builders setting is ours to parse too.
+	if _, err := ParseMachines(conf["builders"], ParseOptions{ThisSystem: conf["system"]}); err != nil {
+		t.Errorf("builders %q: %v", conf["builders"], err)
+	}
 }

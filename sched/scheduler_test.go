@@ -493,3 +493,55 @@ func TestRunCancelled(t *testing.T) {
 		}
 	})
 }
+
+// TestSchedulerByHand drives the state machine directly, as an executor
+// host would: MachineDown returns the lost assignments, reports about them
+// are ignored afterwards, Wake says when the machine is back.
+func TestSchedulerByHand(t *testing.T) {
+	machines := []Machine{{URI: "ssh://only", Systems: []string{"x86_64-linux"}, MaxJobs: 2, SpeedFactor: 1}}
+	jobs := []Job{
+		{Name: "a", Platform: x86, Expected: sec(10)},
+		{Name: "b", Platform: x86, Expected: sec(20), Deps: []int{0}},
+	}
+	plan, err := NewPlan(jobs, machines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.CriticalPath() != sec(30) || plan.Rank(0) != sec(30) || plan.Rank(1) != sec(20) {
+		t.Fatalf("ranks %v %v, critical path %v", plan.Rank(0), plan.Rank(1), plan.CriticalPath())
+	}
+	s := NewScheduler(plan, Options{Backoff: sec(60)})
+	t0 := time.Unix(1000, 0)
+	as := append([]Assignment(nil), s.Assign(t0)...)
+	if len(as) != 1 || as[0].Job != 0 || s.State(1) != Waiting {
+		t.Fatalf("first assignments %+v", as)
+	}
+	lost := s.MachineDown(0, t0.Add(sec(5)))
+	if len(lost) != 1 || lost[0].Job != 0 || s.State(0) != Ready || s.Running() != 0 {
+		t.Fatalf("lost %+v, state %v", lost, s.State(0))
+	}
+	// The stale report is ignored; nothing starts while the machine is down.
+	s.Done(as[0], Built, "", t0.Add(sec(10)))
+	if s.State(0) != Ready || len(s.Assign(t0.Add(sec(10)))) != 0 {
+		t.Fatal("stale report accepted or machine used while down")
+	}
+	wake, ok := s.Wake(t0.Add(sec(10)))
+	if !ok || !wake.Equal(t0.Add(sec(65))) {
+		t.Fatalf("wake %v %v", wake, ok)
+	}
+	as = append(as[:0], s.Assign(wake)...)
+	if len(as) != 1 || as[0].Attempt != 2 {
+		t.Fatalf("after wake %+v", as)
+	}
+	s.Done(as[0], Built, "", wake.Add(sec(10)))
+	if done, rem := s.Progress(); done != 1 || rem != sec(20) {
+		t.Errorf("progress %d %v", done, rem)
+	}
+	as = append(as[:0], s.Assign(wake.Add(sec(10)))...)
+	s.Done(as[0], Built, "", wake.Add(sec(30)))
+	if !s.Finished() || s.Err() != nil {
+		t.Errorf("finished %v err %v", s.Finished(), s.Err())
+	}
+	// Reports with nonsense fields are ignored, not a panic.
+	s.Done(Assignment{Job: 99, Machine: -1, Slot: 7}, Built, "", wake)
+}
