@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"unsafe"
@@ -51,8 +50,7 @@ func Load(ctx context.Context, storeRoot string, roots []store.Path, opts Option
 		if !p.IsDerivation() {
 			return nil, &LoadError{Path: p, Err: ErrNotDerivation}
 		}
-		id, _ := l.discover(p.String(), -1)
-		if !slices.Contains(rootIDs, id) {
+		if id, isNew := l.discover(p.String(), -1); isNew {
 			rootIDs = append(rootIDs, id)
 		}
 	}
@@ -61,7 +59,7 @@ func Load(ctx context.Context, storeRoot string, roots []store.Path, opts Option
 	}
 	dir, err := openStoreDir(storeRoot)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("graph: store directory: %w", err)
 	}
 	defer dir.Close()
 	l.dir = dir
@@ -152,7 +150,7 @@ func (l *loader) work() {
 		l.active++
 		l.mu.Unlock()
 
-		err := w.load(l.dir, rec, l.keep)
+		err := w.load(l.dir, rec)
 
 		l.mu.Lock()
 		l.active--
@@ -294,7 +292,7 @@ func (w *worker) parse(dir *storeDir, base string) (*drv.Derivation, error) {
 
 // load reads rec's derivation and fills rec.node, except the inputs' To,
 // which the caller sets from w.inputs.
-func (w *worker) load(dir *storeDir, rec *record, keep bool) error {
+func (w *worker) load(dir *storeDir, rec *record) error {
 	p, err := store.ParsePath(rec.path)
 	if err != nil {
 		return err
@@ -355,7 +353,7 @@ func (w *worker) load(dir *storeDir, rec *record, keep bool) error {
 	if n.Kind, err = d.Kind(); err != nil {
 		return err
 	}
-	if keep {
+	if w.keep {
 		rec.drv = d
 	}
 	return nil
