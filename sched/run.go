@@ -42,6 +42,7 @@ func (s *Scheduler) Run(ctx context.Context, exec Executor, opts RunOptions) err
 	type key struct{ job, attempt int }
 	cancels := map[key]context.CancelFunc{}
 	outstanding := 0
+	cancelling := false
 	epoch := time.Now()
 	var timer *time.Timer
 	defer func() {
@@ -92,14 +93,21 @@ func (s *Scheduler) Run(ctx context.Context, exec Executor, opts RunOptions) err
 				now := time.Now()
 				opts.Timeline.add(s.plan, r.Job, r.Machine, r.Slot, r.Start.Sub(epoch), now.Sub(epoch), r.Outcome)
 			}
-			s.Done(r.Assignment, r.Outcome, r.Reason, time.Now())
-			if s.stopped {
+			if cancelling && r.Outcome != Built {
+				// A build we cancelled: neither failed nor lost.
+				s.abandon(r.Assignment)
+			} else {
+				s.Done(r.Assignment, r.Outcome, r.Reason, time.Now())
+			}
+			if s.stopped && !cancelling {
+				cancelling = true
 				for _, c := range cancels {
 					c()
 				}
 			}
 		case <-wake:
 		case <-done:
+			cancelling = true
 			cancelAll()
 		}
 	}

@@ -547,6 +547,17 @@ func (s *Scheduler) Done(a Assignment, o Outcome, reason string, now time.Time) 
 	}
 }
 
+// abandon forgets a running assignment that the caller cancelled: the job
+// is ready again (and, the run being over, reported as not started).
+func (s *Scheduler) abandon(a Assignment) {
+	if !s.current(a) {
+		return
+	}
+	s.release(a)
+	s.state[a.Job] = Ready
+	s.ready.push(int32(a.Job))
+}
+
 // MachineDown marks machine m down at time now (as a failure to reach it)
 // and reschedules every job running on it. It returns their assignments,
 // which the caller should cancel; later reports for them are ignored.

@@ -474,8 +474,11 @@ func TestRunStopsAfterFailure(t *testing.T) {
 		if got := time.Since(start); got != sec(10) {
 			t.Errorf("run took %v", got)
 		}
-		if s.State(2) != Waiting {
-			t.Errorf("dependent state %v", s.State(2))
+		if s.State(2) != Waiting || s.State(1) != Ready {
+			t.Errorf("states: cancelled %v, dependent %v", s.State(1), s.State(2))
+		}
+		if !strings.HasSuffix(err.Error(), "0 dependent(s) skipped, 2 not started") || strings.Contains(err.Error(), "cancelled") {
+			t.Errorf("cancelled build reported as failed: %v", err)
 		}
 	})
 }
