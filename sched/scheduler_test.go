@@ -548,3 +548,31 @@ func TestSchedulerByHand(t *testing.T) {
 	// Reports with nonsense fields are ignored, not a panic.
 	s.Done(Assignment{Job: 99, Machine: -1, Slot: 7}, Built, "", wake)
 }
+
+func TestEdgeCases(t *testing.T) {
+	// No jobs: finished at once.
+	tl, err := Simulate(nil, mixedMachines(), nil, SimOptions{})
+	if err != nil || tl.Makespan != 0 || len(tl.Entries) != 0 {
+		t.Errorf("empty plan: %v %+v", err, tl)
+	}
+	// No machines: every job refused.
+	_, err = NewPlan([]Job{{Name: "a", Platform: x86}}, nil)
+	if !errors.Is(err, ErrUnbuildable) || !strings.Contains(err.Error(), "a: no builders") {
+		t.Errorf("no machines: %v", err)
+	}
+	// max-jobs = 0 on the local machine: preferLocalBuild jobs go remote
+	// (Nix 2.8 would build them locally anyway, issue #3810).
+	machines := []Machine{
+		{URI: "daemon", Local: true, Systems: []string{"x86_64-linux"}, MaxJobs: 0, SpeedFactor: 1},
+		{URI: "ssh://r", Systems: []string{"x86_64-linux"}, MaxJobs: 1, SpeedFactor: 1},
+	}
+	jobs := []Job{{Name: "p", Platform: x86, PreferLocal: true, Expected: sec(1)}}
+	tl, err = Simulate(jobs, machines, durationsOf(jobs), SimOptions{})
+	if err != nil || tl.Entries[0].Machine != 1 {
+		t.Errorf("max-jobs 0: %v %+v", err, tl)
+	}
+	// Durations must match jobs.
+	if _, err := Simulate(jobs, machines, nil, SimOptions{}); err == nil {
+		t.Error("missing durations accepted")
+	}
+}
