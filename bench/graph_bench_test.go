@@ -8,7 +8,8 @@ import (
 )
 
 // BenchmarkGraphLoad loads generated closures of several sizes, with the
-// default concurrency and with one worker.
+// default concurrency and with one worker, beside parsing the same files
+// from memory on one goroutine.
 func BenchmarkGraphLoad(b *testing.B) {
 	for _, n := range []int{500, 3500, 20000} {
 		c := GraphCorpus(b, n)
@@ -16,5 +17,6 @@ func BenchmarkGraphLoad(b *testing.B) {
 		b.Run(fmt.Sprintf("drvs=%d/workers=1", c.Drvs), func(b *testing.B) {
 			GraphLoad(b, c, graph.Options{Concurrency: 1})
 		})
+		b.Run(fmt.Sprintf("drvs=%d/parse-only", c.Drvs), func(b *testing.B) { GraphParseOnly(b, c) })
 	}
 }

@@ -82,13 +82,14 @@ type loader struct {
 	dir  *storeDir
 	keep bool
 
-	mu     sync.Mutex
-	cond   sync.Cond
-	index  map[string]NodeID // full .drv path -> discovery number
-	recs   []*record
-	queue  []NodeID // discovered, not yet taken by a worker
-	active int      // taken, not yet finished
-	err    error
+	mu      sync.Mutex
+	cond    sync.Cond
+	index   map[string]NodeID // full .drv path -> discovery number
+	recs    []*record
+	queue   []NodeID // discovered, not yet taken by a worker
+	active  int      // taken, not yet finished
+	waiting int      // workers in cond.Wait
+	err     error
 }
 
 // record is a node being loaded; its Inputs' To are discovery numbers.
@@ -138,7 +139,9 @@ func (l *loader) work() {
 	defer l.mu.Unlock()
 	for {
 		for len(l.queue) == 0 && l.active > 0 && l.err == nil {
+			l.waiting++
 			l.cond.Wait()
+			l.waiting--
 		}
 		if l.err != nil || len(l.queue) == 0 {
 			l.cond.Broadcast()
@@ -148,6 +151,12 @@ func (l *loader) work() {
 		l.queue = l.queue[:len(l.queue)-1]
 		rec := l.recs[id]
 		l.active++
+		// Wake one more worker only when work is left for it: each woken
+		// worker does the same, so wake-ups follow the available work
+		// instead of one per discovered node.
+		if len(l.queue) > 0 && l.waiting > 0 {
+			l.cond.Signal()
+		}
 		l.mu.Unlock()
 
 		err := w.load(l.dir, rec)
@@ -171,19 +180,14 @@ func (l *loader) work() {
 			l.cond.Broadcast()
 			continue
 		}
-		added := 0
 		for i, p := range w.inputs {
-			to, isNew := l.discover(p, id)
-			rec.node.Inputs[i].To = to
-			if isNew {
-				added++
-			}
+			rec.node.Inputs[i].To, _ = l.discover(p, id)
 		}
 		switch {
-		case added == 1:
-			l.cond.Signal()
-		case added > 1 || l.active == 0:
-			l.cond.Broadcast()
+		case len(l.queue) == 0 && l.active == 0:
+			l.cond.Broadcast() // done: release everyone
+		case len(l.queue) > 1 && l.waiting > 0:
+			l.cond.Signal() // this worker takes one; wake one for the rest
 		}
 	}
 }
