@@ -144,6 +144,13 @@ func readPathInfos(r *wire.Reader, minor uint64, max int) ([]*store.PathInfo, er
 		if d.err != nil {
 			return nil, d.err
 		}
+		// Empty lists are nil, as in a PathInfo built by hand.
+		if len(info.References) == 0 {
+			info.References = nil
+		}
+		if len(info.Sigs) == 0 {
+			info.Sigs = nil
+		}
 		store.SortPaths(info.References)
 		out = append(out, info)
 	}
@@ -229,7 +236,7 @@ func readBuildResult(r *wire.Reader, minor uint64) (*store.BuildResult, error) {
 // hash means nothing to a client (NIX-PROTOCOLS.md §5.2).
 func parseRealisation(id, js string) (string, store.Path, error) {
 	i := strings.LastIndexByte(id, '!')
-	if i < 0 || i == len(id)-1 {
+	if i < 0 || !validOutputName(id[i+1:]) {
 		return "", store.Path{}, fmt.Errorf("bad DrvOutput id %q", id)
 	}
 	var rz struct {
@@ -269,4 +276,19 @@ func stripANSI(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// validOutputName reports whether s can name an output: what may follow
+// "-" in a store path name.
+func validOutputName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("+-._?=", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }

@@ -114,6 +114,9 @@ func NewClient(ctx context.Context, rw io.ReadWriter, opts Options) (*Client, er
 		opts: opts,
 	}
 	c.r = wire.NewReader(c.br)
+	// Replies hold store paths, hashes, signatures and error messages:
+	// 1 MiB bounds each with room to spare.
+	c.r.MaxString = 1 << 20
 	c.remote = opts.Remote
 	if c.remote == "" {
 		if h, ok := rw.(interface{ Host() string }); ok {
