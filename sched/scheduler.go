@@ -666,12 +666,27 @@ func (s *Scheduler) Wake(now time.Time) (time.Time, bool) {
 func (s *Scheduler) State(id int) JobState { return s.state[id] }
 
 // Progress counts finished (built, failed or skipped) jobs, and returns
-// the expected critical path still ahead: the largest rank of a job not
-// yet finished.
+// the expected critical path still ahead: the largest rank of a ready or
+// running job. Every waiting job has a ready or running ancestor of larger
+// rank, so that is the largest rank of any unfinished job. It costs
+// O(classes + slots) under PolicyCriticalPath (a scan of the ready jobs
+// under PolicyNix), so a progress display may call it after every event.
 func (s *Scheduler) Progress() (finished int, remaining time.Duration) {
-	for id, st := range s.state {
-		if st == Waiting || st == Ready || st == Running {
-			remaining = max(remaining, s.plan.rank[id])
+	for c := range s.ready.heaps {
+		h := &s.ready.heaps[c]
+		if h.byID {
+			for _, id := range h.ids {
+				remaining = max(remaining, s.plan.rank[id])
+			}
+		} else if h.len() > 0 {
+			remaining = max(remaining, s.plan.rank[h.ids[0]])
+		}
+	}
+	for m := range s.machines {
+		for _, j := range s.machines[m].slots {
+			if j >= 0 {
+				remaining = max(remaining, s.plan.rank[j])
+			}
 		}
 	}
 	return s.finished, remaining

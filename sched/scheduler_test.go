@@ -576,3 +576,34 @@ func TestEdgeCases(t *testing.T) {
 		t.Error("missing durations accepted")
 	}
 }
+
+func TestProgressMatchesFullScan(t *testing.T) {
+	jobs := randomJobs(300, 11)
+	machines := mixedMachines()
+	for _, policy := range []Policy{PolicyCriticalPath, PolicyNix} {
+		plan, err := NewPlan(jobs, machines)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := NewScheduler(plan, Options{Policy: policy})
+		now := time.Unix(0, 0)
+		var running []Assignment
+		for !s.Finished() {
+			running = append(running, s.Assign(now)...)
+			_, got := s.Progress()
+			var want time.Duration
+			for id := range jobs {
+				if st := s.State(id); st == Waiting || st == Ready || st == Running {
+					want = max(want, plan.Rank(id))
+				}
+			}
+			if got != want {
+				t.Fatalf("%v: Progress remaining %v, full scan %v", policy, got, want)
+			}
+			a := running[0]
+			running = running[1:]
+			now = now.Add(time.Second)
+			s.Done(a, Built, "", now)
+		}
+	}
+}
