@@ -60,6 +60,7 @@ func buildCommand() command {
 			fs.StringVar(&o.cacheDir, "cache-dir", "", "metadata cache for build times (default ~/.cache/nbuild; \"none\" disables)")
 			fs.DurationVar(&o.defDur, "default-duration", 5*time.Minute, "build time assumed for derivations never built before")
 			fs.BoolVarP(&o.quiet, "quiet", "Q", false, "no progress, no log lines")
+			optionFlag(fs, &o.options)
 			if err := parseFlags(fs, args); err != nil {
 				return err
 			}
@@ -90,7 +91,7 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 	if o.jobs >= 0 {
 		machines[0].MaxJobs = uint(o.jobs)
 	}
-	vi, err := queryValidity(ctx, "", g, g.Roots())
+	vi, err := queryValidity(ctx, "", g, g.Roots(), o.options)
 	if err != nil {
 		return err
 	}
@@ -126,7 +127,7 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 		}
 		return nil
 	}
-	if err := substitute(ctx, p); err != nil {
+	if err := substitute(ctx, p, o.options); err != nil {
 		return err
 	}
 	if p.splan != nil {
@@ -146,7 +147,7 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 
 // substitute makes the local daemon fetch the outputs the plan takes from
 // substituters, before anything that needs them is built.
-func substitute(ctx context.Context, p *buildPlan) error {
+func substitute(ctx context.Context, p *buildPlan, options map[string]string) error {
 	var want []store.DerivedPath
 	for id, s := range p.state {
 		if s != stateSubstitutable {
@@ -159,7 +160,7 @@ func substitute(ctx context.Context, p *buildPlan) error {
 	if len(want) == 0 {
 		return nil
 	}
-	c, err := daemon.Dial(ctx, executor.DefaultSocket, daemon.Options{})
+	c, err := daemon.Dial(ctx, executor.DefaultSocket, daemon.Options{Settings: daemon.Settings{Overrides: options}})
 	if err != nil {
 		return err
 	}
@@ -201,10 +202,10 @@ func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *buildPlan,
 	route := make(executor.Router, len(p.machines))
 	for m := range p.machines {
 		if p.machines[m].Local {
-			route[m] = &executor.Local{Jobs: jobs, Events: events}
+			route[m] = &executor.Local{Jobs: jobs, Events: events, Options: o.options}
 			continue
 		}
-		route[m] = &executor.Remote{Machine: p.machines[m], Jobs: jobs, Events: events, Getenv: env.getenv}
+		route[m] = &executor.Remote{Machine: p.machines[m], Jobs: jobs, Events: events, Getenv: env.getenv, Options: o.options}
 	}
 	s := sched.NewScheduler(p.splan, sched.Options{KeepGoing: o.keepGoing})
 	var tl *sched.Timeline

@@ -56,7 +56,9 @@ func nixLocal(t *testing.T, args ...string) string {
 }
 
 func buildArgs(t *testing.T, extra ...string) []string {
-	return append([]string{"build", "--nix-conf", "testdata/nix.conf", "--cache-dir", t.TempDir(), "-Q"}, extra...)
+	// No network here: without substituters the daemon does not wait for
+	// cache.nixos.org to time out on every query.
+	return append([]string{"build", "--nix-conf", "testdata/nix.conf", "--cache-dir", t.TempDir(), "-Q", "--option", "substituters", ""}, extra...)
 }
 
 func salt(t *testing.T) string { return fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano()) }

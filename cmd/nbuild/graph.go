@@ -19,6 +19,7 @@ import (
 	"github.com/nbuild/nbuild/sched"
 	"github.com/nbuild/nbuild/store"
 	"github.com/nbuild/nbuild/store/metacache"
+	"github.com/spf13/pflag"
 )
 
 const graphUsage = `graph [flags] INSTALLABLE...
@@ -45,6 +46,7 @@ type graphOptions struct {
 	nixConf  string
 	cacheDir string
 	defDur   time.Duration
+	options  map[string]string // --option NAME VALUE, for the nix-daemon
 }
 
 func graphCommand() command {
@@ -64,6 +66,7 @@ func graphCommand() command {
 			fs.StringVar(&o.nixConf, "nix-conf", "", "nix.conf to read the local machine from (default $NIX_CONF_DIR/nix.conf or /etc/nix/nix.conf)")
 			fs.StringVar(&o.cacheDir, "cache-dir", "", "metadata cache with recorded build times (default ~/.cache/nbuild; \"none\" disables)")
 			fs.DurationVar(&o.defDur, "default-duration", 5*time.Minute, "build time assumed for derivations never built before")
+			optionFlag(fs, &o.options)
 			if err := parseFlags(fs, args); err != nil {
 				return err
 			}
@@ -110,7 +113,7 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	if err != nil {
 		return err
 	}
-	vi, err := queryValidity(ctx, root, g, g.Roots())
+	vi, err := queryValidity(ctx, root, g, g.Roots(), o.options)
 	if err != nil {
 		return err
 	}
@@ -664,4 +667,46 @@ func quoteShort(s string) string {
 		s = s[:max/2] + "…" + s[len(s)-max/2:]
 	}
 	return fmt.Sprintf("%q", s)
+}
+
+// optionFlag adds Nix's --option NAME VALUE (repeatable): a nix.conf
+// setting sent to every nix-daemon connection. pflag gives a flag one word,
+// so parseFlags first joins "--option NAME VALUE" into
+// "--option=NAME=VALUE" (see joinOptionArgs).
+func optionFlag(fs *pflag.FlagSet, into *map[string]string) {
+	fs.Var(&optionValue{m: into}, "option", "NAME VALUE: a nix.conf setting for the nix-daemon, as nix --option (repeatable)")
+}
+
+type optionValue struct{ m *map[string]string }
+
+func (v *optionValue) String() string { return "" }
+func (v *optionValue) Type() string   { return "" }
+func (v *optionValue) Set(s string) error {
+	name, value, ok := strings.Cut(s, "=")
+	if !ok || name == "" {
+		return fmt.Errorf("--option takes a name and a value")
+	}
+	if *v.m == nil {
+		*v.m = map[string]string{}
+	}
+	(*v.m)[name] = value
+	return nil
+}
+
+// joinOptionArgs rewrites "--option NAME VALUE" into "--option=NAME=VALUE",
+// leaving everything after "--" alone.
+func joinOptionArgs(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		if args[i] == "--" {
+			return append(out, args[i:]...)
+		}
+		if args[i] == "--option" && i+2 < len(args) {
+			out = append(out, "--option="+args[i+1]+"="+args[i+2])
+			i += 2
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
 }

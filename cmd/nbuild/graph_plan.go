@@ -68,7 +68,7 @@ type validityInfo struct {
 // taken as valid when its path exists under the root. The machine's store
 // is asked through the local nix-daemon (QueryValidPaths, QueryPathInfo
 // for sizes, QueryMissing for substitutes).
-func queryValidity(ctx context.Context, root storeRoot, g *graph.Graph, roots []graph.NodeID) (*validityInfo, error) {
+func queryValidity(ctx context.Context, root storeRoot, g *graph.Graph, roots []graph.NodeID, options map[string]string) (*validityInfo, error) {
 	vi := &validityInfo{valid: map[store.Path]bool{}, subst: map[store.Path]bool{}, size: map[store.Path]uint64{}}
 	var outs []store.Path
 	for id := 0; id < g.Len(); id++ {
@@ -88,7 +88,7 @@ func queryValidity(ctx context.Context, root storeRoot, g *graph.Graph, roots []
 		return vi, nil
 	}
 	vi.source = "nix-daemon"
-	c, err := daemon.Dial(ctx, storetest.DaemonSocket, daemon.Options{})
+	c, err := daemon.Dial(ctx, storetest.DaemonSocket, daemon.Options{Settings: daemon.Settings{Overrides: options}})
 	if err != nil {
 		return nil, fmt.Errorf("asking the nix-daemon which paths are valid: %w", err)
 	}

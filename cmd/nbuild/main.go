@@ -138,6 +138,9 @@ func newFlagSet(env *cmdEnv, name, usage, example string) *pflag.FlagSet {
 // and --help into pflag.ErrHelp (exit 0).
 func parseFlags(fs *pflag.FlagSet, args []string) error {
 	fs.SetOutput(io.Discard)
+	if fs.Lookup("option") != nil {
+		args = joinOptionArgs(args)
+	}
 	err := fs.Parse(args)
 	if errors.Is(err, pflag.ErrHelp) {
 		return err // pflag has already printed fs.Usage

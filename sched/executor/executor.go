@@ -49,6 +49,23 @@ type Events struct {
 	Built func(job, machine int, res *store.BuildResult)
 }
 
+// buildSettings are the daemon settings of a build connection. The plan
+// already decided what is substituted (and fetched it first), so the
+// daemon must not ask the substituters again for every build: offline,
+// each such query waits for a connect timeout. builders = "" (allowed for
+// untrusted clients too) keeps the daemon from handing the build to its
+// own remote builders: nbuild already chose the machine.
+//
+// options are the user's --option settings, sent too.
+func buildSettings(options map[string]string) daemon.Settings {
+	o := map[string]string{}
+	for k, v := range options {
+		o[k] = v
+	}
+	o["builders"] = ""
+	return daemon.Settings{QuietBuild: true, NoSubstitutes: true, Overrides: o}
+}
+
 // logTail keeps the last lines of a build log.
 type logTail struct {
 	mu    sync.Mutex

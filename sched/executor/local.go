@@ -11,9 +11,7 @@ import (
 
 // Local builds jobs on a nix-daemon whose store holds the .drv files: the
 // machine's own daemon. Each build has its own connection, so its log
-// lines are its own, and the daemon is told not to hand the build to its
-// own remote builders (builders = "", which untrusted clients may set
-// too): nbuild already chose the machine.
+// lines are its own; see buildSettings for what the daemon is told.
 type Local struct {
 	// Socket is the daemon's socket; "" means the default.
 	Socket string
@@ -21,6 +19,8 @@ type Local struct {
 	Jobs []Job
 	// Events receives log lines and results.
 	Events Events
+	// Options are nix.conf settings sent to the daemon (nix --option).
+	Options map[string]string
 	// TailLines is how many log lines a failure reports (default 20).
 	TailLines int
 }
@@ -41,7 +41,7 @@ func (l *Local) build(ctx context.Context, a sched.Assignment) sched.Result {
 	}
 	opts := daemon.Options{
 		Logger:   buildLogger(a.Job, &l.Events, tail),
-		Settings: daemon.Settings{QuietBuild: true, Overrides: map[string]string{"builders": ""}},
+		Settings: buildSettings(l.Options),
 	}
 	c, err := daemon.Dial(ctx, socket, opts)
 	if err != nil {

@@ -32,6 +32,8 @@ type Remote struct {
 	Getenv func(string) string
 	// SSH adds options to every ssh command (tests: port, identity).
 	SSH ssh.Options
+	// Options are nix.conf settings sent to the daemon (nix --option).
+	Options map[string]string
 	// TailLines is how many log lines a failure reports (default 20).
 	TailLines int
 }
@@ -95,7 +97,7 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 	tail := &logTail{max: max(r.TailLines, 20)}
 	rc, err := daemon.NewConn(ctx, sc, daemon.Options{
 		Logger:   buildLogger(a.Job, &r.Events, tail),
-		Settings: daemon.Settings{QuietBuild: true, Overrides: map[string]string{"builders": ""}},
+		Settings: buildSettings(r.Options),
 	})
 	if err != nil {
 		return lost("%v", withStderr(err, sc))
