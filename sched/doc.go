@@ -20,8 +20,17 @@
 //     reports back with Done (finished, failed, or lost because the
 //     machine failed) and MachineDown. It holds no goroutines and reads no
 //     clock: every call takes the current time. Run drives it with real
-//     executors (the Executor interface) and a Clock; Simulate drives the
-//     very same Scheduler with virtual time and known durations.
+//     executors (the Executor interface: Start returns at once and later
+//     sends one Result on a channel) and the real clock (tests run it under
+//     testing/synctest); Simulate drives the very same Scheduler with
+//     virtual time and known durations.
+//   - Policy: PolicyCriticalPath (longest remaining path first, on the
+//     machine where the job is expected to finish first, counting queueing,
+//     speed factor and the bytes of inputs the machine lacks) or PolicyNix
+//     (Nix 2.8's discovery order and least load/speedFactor), to compare.
+//   - Retries: a build failure is final (KeepGoing skips only its
+//     dependents); a lost machine (MachineLost, MachineDown) is down for an
+//     exponential back-off, and its jobs go elsewhere or wait for it.
 //   - Estimator: expected build durations, learned per package name.
 //   - Timeline: what ran where and when, as JSON or an SVG Gantt chart.
 package sched
