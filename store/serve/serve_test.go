@@ -20,9 +20,9 @@ import (
 	"github.com/nbuild/nbuild/store/testhost"
 )
 
-// machinePaths returns up to n valid paths of this machine's store,
-// found in one QueryValidPaths round trip.
-func machinePaths(t *testing.T, c *serve.Client, n int) []store.Path {
+// machineValid returns the valid paths of this machine's store, found
+// in one QueryValidPaths round trip.
+func machineValid(t testing.TB, c *serve.Client) []store.Path {
 	t.Helper()
 	entries, err := os.ReadDir(store.StoreDir)
 	if err != nil {
@@ -42,6 +42,14 @@ func machinePaths(t *testing.T, c *serve.Client, n int) []store.Path {
 		t.Skip("no valid paths in the machine's store")
 	}
 	store.SortPaths(valid)
+	return valid
+}
+
+// machinePaths returns up to n valid paths of this machine's store, half
+// outputs and half .drv files where possible.
+func machinePaths(t *testing.T, c *serve.Client, n int) []store.Path {
+	t.Helper()
+	valid := machineValid(t, c)
 	// Prefer a mix: paths with a deriver (outputs) and .drv files.
 	var outs, drvs []store.Path
 	for _, p := range valid {

@@ -1,0 +1,96 @@
+package serve_test
+
+import (
+	"io"
+	"testing"
+	"time"
+
+	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/serve"
+	"github.com/nbuild/nbuild/store/storetest"
+	"github.com/nbuild/nbuild/store/testhost"
+)
+
+// BenchmarkQueryPathInfos: one QueryPathInfos request for every valid
+// path of the machine's store (up to 3,000), over a local
+// `nix-store --serve`.
+func BenchmarkQueryPathInfos(b *testing.B) {
+	c := machineServer(b)
+	paths := machinePathsB(b, c, 3000)
+	b.ReportAllocs()
+	for b.Loop() {
+		infos, err := c.QueryPathInfos(ctxT(b), paths)
+		if err != nil || len(infos) != len(paths) {
+			b.Fatal(len(infos), err)
+		}
+	}
+	b.ReportMetric(float64(len(paths)), "paths/op")
+}
+
+// BenchmarkDumpStorePath streams the largest NARs of the machine's store.
+func BenchmarkDumpStorePath(b *testing.B) {
+	c := machineServer(b)
+	paths := machinePathsB(b, c, 3000)
+	infos, err := c.QueryPathInfos(ctxT(b), paths)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total uint64
+	var big []store.Path
+	for _, info := range infos {
+		if info.NarSize > 64<<10 {
+			big = append(big, info.Path)
+			total += info.NarSize
+		}
+	}
+	if len(big) == 0 {
+		b.Skip("no NAR over 64 KiB")
+	}
+	b.SetBytes(int64(total))
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, p := range big {
+			if _, err := c.DumpStorePath(ctxT(b), p, io.Discard); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// BenchmarkAddToStoreNarsLink uploads 20 small paths to a test host over
+// a 100 Mbit/s link with 10 ms each way, pipelined and stop-and-wait (a
+// window of one path, as nix-copy-closure does).
+func BenchmarkAddToStoreNarsLink(b *testing.B) {
+	h := testhost.New(b, testhost.Options{})
+	r := testhost.NewRelay(b, h.HostAddr(), testhost.RelayOptions{RateBytesPerSec: 12_500_000, Delay: 10 * time.Millisecond})
+	for _, mode := range []struct {
+		name   string
+		window int64
+	}{{"pipelined", 0}, {"stop-and-wait", 1}} {
+		b.Run(mode.name, func(b *testing.B) {
+			o := sshOpts(h, r.Port)
+			o.Client.MaxInFlightBytes = mode.window
+			c, err := serve.Dial(ctxT(b), h.Addr, o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				objs := chain(b, 20, "bench-"+mode.name)
+				b.StartTimer()
+				if err := c.AddToStoreNars(ctxT(b), sources(objs), serve.AddOptions{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func machinePathsB(b *testing.B, c *serve.Client, n int) []store.Path {
+	b.Helper()
+	storetest.RequireNix(b)
+	all := machineValid(b, c)
+	return all[:min(n, len(all))]
+}
