@@ -32,6 +32,7 @@ func main() {
 	seed := flag.Uint64("seed", 0, "random seed")
 	out := flag.String("out", "", "chroot store directory (required)")
 	load := flag.Bool("load", false, "load the closure with eval/graph and report time and peak RSS")
+	jobs := flag.Int("j", 0, "with -load: graph.Options.Concurrency (0: the default)")
 	from := flag.String("from", "", "with -load: the store root to load from (default: -out; / for /nix/store,\nafter nix-instantiate DIR/graph.nix -A root put it there)")
 	flag.Parse()
 	if *out == "" || flag.NArg() != 0 {
@@ -66,7 +67,7 @@ func main() {
 	if *from == "" {
 		*from = *out
 	}
-	g, err := graph.Load(ctx, *from, []store.Path{root}, graph.Options{})
+	g, err := graph.Load(ctx, *from, []store.Path{root}, graph.Options{Concurrency: *jobs})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
