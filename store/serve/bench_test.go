@@ -94,3 +94,37 @@ func machinePathsB(b *testing.B, c *serve.Client, n int) []store.Path {
 	all := machineValid(b, c)
 	return all[:min(n, len(all))]
 }
+
+// BenchmarkDumpStorePathsLink downloads 20 small paths from a test host
+// over a 100 Mbit/s, 10 ms-each-way link: pipelined, and one request at a
+// time (as nix-copy-closure --from does).
+func BenchmarkDumpStorePathsLink(b *testing.B) {
+	h := testhost.New(b, testhost.Options{})
+	r := testhost.NewRelay(b, h.HostAddr(), testhost.RelayOptions{RateBytesPerSec: 12_500_000, Delay: 10 * time.Millisecond})
+	c := sshServer(b, h, r.Port)
+	objs := chain(b, 20, "bench-dump")
+	if err := c.AddToStoreNars(ctxT(b), sources(objs), serve.AddOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	paths := make([]store.Path, len(objs))
+	for i, o := range objs {
+		paths[i] = o.Info.Path
+	}
+	discard := func(store.Path) (io.Writer, error) { return io.Discard, nil }
+	b.Run("pipelined", func(b *testing.B) {
+		for b.Loop() {
+			if err := c.DumpStorePaths(ctxT(b), paths, discard); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("one-by-one", func(b *testing.B) {
+		for b.Loop() {
+			for _, p := range paths {
+				if _, err := c.DumpStorePath(ctxT(b), p, io.Discard); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+}

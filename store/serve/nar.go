@@ -31,6 +31,47 @@ func (c *Client) DumpStorePath(ctx context.Context, p store.Path, w io.Writer) (
 	return n, err
 }
 
+// dumpWindow is how many DumpStorePath requests DumpStorePaths keeps
+// ahead of the NAR it is reading. A request is about 100 bytes, so the
+// window always fits in the pipe to the server and writing never blocks,
+// which lets one goroutine both write requests and read NARs.
+const dumpWindow = 32
+
+// DumpStorePaths streams the NARs of paths in order, each into the writer
+// dst returns for it, pipelining the requests so there is no round trip
+// per path. If a path is not valid the server quits: the paths before it
+// were delivered completely, the error carries the server's message and
+// the client is broken afterwards.
+func (c *Client) DumpStorePaths(ctx context.Context, paths []store.Path, dst func(p store.Path) (io.Writer, error)) error {
+	return c.do(ctx, "DumpStorePath", func() error {
+		sent := 0
+		sendUpTo := func(n int) error {
+			b := c.buf[:0]
+			for ; sent < n && sent < len(paths); sent++ {
+				b = wire.AppendUint64(b, cmdDumpStorePath)
+				b = wire.AppendString(b, paths[sent].String())
+			}
+			return c.send(b)
+		}
+		if err := sendUpTo(dumpWindow); err != nil {
+			return err
+		}
+		for i, p := range paths {
+			w, err := dst(p)
+			if err != nil {
+				return err
+			}
+			if _, err := nar.Copy(w, c.br); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+			if err := sendUpTo(i + 1 + dumpWindow); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // NarFromPath is DumpStorePath for the store.NarReader interface: an
 // invalid path gives an error wrapping store.ErrNotValid (recognised from
 // the server's last words, since the protocol has no error reply).

@@ -521,3 +521,57 @@ func TestServerKilledMidUpload(t *testing.T) {
 		t.Errorf("host store inconsistent after the kill: %v %s", err, out)
 	}
 }
+
+// TestDumpStorePathsPipelined: pipelined NARs equal nix-store --dump, in
+// order, on one connection that stays usable.
+func TestDumpStorePathsPipelined(t *testing.T) {
+	c := machineServer(t)
+	paths := machinePaths(t, c, 60)
+	bufs := map[store.Path]*bytes.Buffer{}
+	var order []store.Path
+	err := c.DumpStorePaths(ctxT(t), paths, func(p store.Path) (io.Writer, error) {
+		order = append(order, p)
+		bufs[p] = new(bytes.Buffer)
+		return bufs[p], nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(order, paths) {
+		t.Fatalf("NARs delivered out of order")
+	}
+	for _, p := range paths {
+		want, err := exec.Command("nix-store", "--dump", p.String()).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(bufs[p].Bytes(), want) {
+			t.Errorf("%s: %d bytes, nix-store --dump %d", p, bufs[p].Len(), len(want))
+		}
+	}
+	if _, err := c.QueryValidPaths(ctxT(t), paths[:1], false); err != nil {
+		t.Errorf("connection unusable after DumpStorePaths: %v", err)
+	}
+}
+
+// TestDumpStorePathsInvalidInMiddle: the paths before the invalid one are
+// delivered whole; the error names the server's reason.
+func TestDumpStorePathsInvalidInMiddle(t *testing.T) {
+	c, _ := chrootServer(t)
+	objs := chain(t, 2, "serve-dump")
+	if err := c.AddToStoreNars(ctxT(t), sources(objs), serve.AddOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	missing := storetest.NewObject(t, "serve-missing", nil).Info.Path
+	var got []*bytes.Buffer
+	err := c.DumpStorePaths(ctxT(t), []store.Path{objs[0].Info.Path, missing, objs[1].Info.Path}, func(store.Path) (io.Writer, error) {
+		got = append(got, new(bytes.Buffer))
+		return got[len(got)-1], nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "is not valid") {
+		t.Fatalf("err = %v, want the server's 'is not valid'", err)
+	}
+	if len(got) < 1 || !bytes.Equal(got[0].Bytes(), objs[0].NAR) {
+		t.Errorf("first NAR not delivered whole before the failure")
+	}
+}
