@@ -66,6 +66,10 @@ var (
 	ErrUnsupportedVersion = errors.New("serve: unsupported protocol version")
 	// ErrProtocol is wrapped when the server's reply is malformed.
 	ErrProtocol = errors.New("serve: protocol error")
+	// ErrCannotConnect is wrapped when the peer closed the stream before
+	// answering the handshake (ssh failed, or the remote command did not
+	// start); the error's Stderr usually says why.
+	ErrCannotConnect = errors.New("serve: cannot connect")
 	// ErrBroken is wrapped by operations on a client whose stream failed
 	// earlier.
 	ErrBroken = errors.New("serve: connection unusable after an earlier error")
@@ -136,7 +140,8 @@ func (c *Client) handshake() error {
 	b := wire.AppendUint64(c.buf[:0], magic1)
 	b = wire.AppendUint64(b, ClientVersion)
 	if err := c.send(b); err != nil {
-		return err
+		// The remote command already exited (broken pipe).
+		return fmt.Errorf("%w: %v", ErrCannotConnect, err)
 	}
 	var got [8]byte
 	if _, err := io.ReadFull(c.br, got[:]); err != nil {
@@ -144,7 +149,7 @@ func (c *Client) handshake() error {
 			return mismatch(got[:], c.br)
 		}
 		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+			return fmt.Errorf("%w: the remote closed the connection", ErrCannotConnect)
 		}
 		return err
 	}
@@ -237,7 +242,9 @@ type OpError struct {
 }
 
 func (e *OpError) Error() string {
-	msg := fmt.Sprintf("serve: %s on %s: %v", e.Op, e.Remote, e.Err)
+	// Our sentinels carry the package prefix already.
+	inner := strings.TrimPrefix(e.Err.Error(), "serve: ")
+	msg := fmt.Sprintf("serve: %s on %s: %s", e.Op, e.Remote, inner)
 	if s := strings.TrimSpace(e.Stderr); s != "" {
 		msg += "; remote stderr: " + s
 	}

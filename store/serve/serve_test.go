@@ -411,7 +411,7 @@ func TestGarbageHandshake(t *testing.T) {
 func TestServerQuitsAtOnce(t *testing.T) {
 	p := startProc(t, "sh", "-c", "echo 'nix-store: command not found' >&2; exit 127")
 	_, err := serve.NewClient(ctxT(t), p, serve.Options{})
-	if err == nil || !strings.Contains(err.Error(), "nix-store: command not found") {
+	if !errors.Is(err, serve.ErrCannotConnect) || !strings.Contains(err.Error(), "nix-store: command not found") {
 		t.Fatalf("NewClient = %v, want the remote's stderr in the error", err)
 	}
 }
@@ -425,7 +425,7 @@ func TestSSHClosedPort(t *testing.T) {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	_, err = serve.Dial(ctxT(t), h.Addr, sshOpts(h, port))
-	if err == nil || !strings.Contains(err.Error(), "Connection refused") {
+	if !errors.Is(err, serve.ErrCannotConnect) || !strings.Contains(err.Error(), "Connection refused") {
 		t.Fatalf("Dial to a closed port = %v", err)
 	}
 	t.Log(err)
