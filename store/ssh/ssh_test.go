@@ -237,3 +237,24 @@ func TestDialCanceled(t *testing.T) {
 		t.Errorf("Dial with a canceled context = %v", err)
 	}
 }
+
+// TestDaemonStdioOnHost: `nix-daemon --stdio` over ssh answers the worker
+// protocol handshake from the test host (what ssh-ng:// stores use).
+func TestDaemonStdioOnHost(t *testing.T) {
+	h := testhost.New(t, testhost.Options{})
+	c := dial(t, h, ssh.Options{}, "nix-daemon", "--stdio")
+	magic1 := []byte{0x63, 0x78, 0x69, 0x6e, 0, 0, 0, 0} // "cxin"
+	if _, err := c.Write(magic1); err != nil {
+		t.Fatal(err)
+	}
+	reply := make([]byte, 16)
+	if _, err := io.ReadFull(c, reply); err != nil {
+		t.Fatalf("reading the daemon's handshake: %v; stderr: %s", err, c.StderrTail())
+	}
+	if !bytes.Equal(reply[:8], []byte{0x6f, 0x69, 0x78, 0x64, 0, 0, 0, 0}) {
+		t.Fatalf("daemon answered % x", reply)
+	}
+	if reply[9] != 1 {
+		t.Errorf("worker protocol major %d, want 1", reply[9])
+	}
+}
