@@ -575,3 +575,101 @@ func TestDumpStorePathsInvalidInMiddle(t *testing.T) {
 		t.Errorf("first NAR not delivered whole before the failure")
 	}
 }
+
+// TestUploadSourceFails: a local failure while sending is reported as a
+// *serve.SourceError; paths before it are registered, the failed one is
+// not, and a Store dials a fresh connection afterwards.
+func TestUploadSourceFails(t *testing.T) {
+	storetest.RequireNix(t)
+	storetest.RequireRoot(t)
+	root := t.TempDir()
+	dial := func(ctx context.Context) (*serve.Client, error) {
+		p := startProc(t, "nix-store", "--serve", "--write", "--store", "local?root="+root)
+		return serve.NewClient(ctx, p, serve.Options{})
+	}
+	s := serve.NewStore(dial)
+	defer s.Close()
+	objs := chain(t, 3, "serve-srcfail")
+	tests := []struct {
+		name  string
+		write func(w io.Writer, nar []byte) error
+	}{
+		{"reader error", func(w io.Writer, nar []byte) error {
+			w.Write(nar[:len(nar)/2])
+			return errors.New("disk on fire")
+		}},
+		{"short NAR", func(w io.Writer, nar []byte) error {
+			_, err := w.Write(nar[:len(nar)-8])
+			return err
+		}},
+		{"long NAR", func(w io.Writer, nar []byte) error {
+			_, err := w.Write(append(slices.Clone(nar), make([]byte, 8)...))
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srcs := sources(objs)
+			bad := objs[1]
+			srcs[1].WriteNAR = func(w io.Writer) error { return tt.write(w, bad.NAR) }
+			err := s.Client(ctxT(t), func(c *serve.Client) error {
+				return c.AddToStoreNars(ctxT(t), srcs, serve.AddOptions{})
+			})
+			var se *serve.SourceError
+			if !errors.As(err, &se) || se.Path != bad.Info.Path {
+				t.Fatalf("err = %v, want a SourceError for %s", err, bad.Info.Path)
+			}
+			valid, err := s.QueryValidPaths(ctxT(t), []store.Path{objs[0].Info.Path, bad.Info.Path, objs[2].Info.Path}, false)
+			if err != nil {
+				t.Fatalf("Store did not recover: %v", err)
+			}
+			if !slices.Equal(valid, []store.Path{objs[0].Info.Path}) {
+				t.Errorf("valid after failure: %v, want only the first", valid)
+			}
+		})
+	}
+}
+
+// TestCancelMidUpload: cancelling the context interrupts a transfer
+// blocked on a slow link.
+func TestCancelMidUpload(t *testing.T) {
+	h := testhost.New(t, testhost.Options{})
+	r := testhost.NewRelay(t, h.HostAddr(), testhost.RelayOptions{RateBytesPerSec: 256 << 10})
+	c := sshServer(t, h, r.Port)
+	big := storetest.DirNAR([]storetest.NAREntry{{Name: "blob", Contents: bytes.Repeat([]byte("z"), 4<<20)}})
+	info, err := storetest.CAInfo("serve-cancel", big, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.MustRun("true") // the host is up
+	ctx, cancel := context.WithCancel(ctxT(t))
+	first := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- c.AddToStoreNar(ctx, info, &slowReader{r: bytes.NewReader(big), started: first})
+	}()
+	<-first
+	cancel()
+	err = <-done
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if _, err := h.Run("nix-store", "--check-validity", info.Path.String()); err == nil {
+		t.Error("cancelled upload left a valid path")
+	}
+}
+
+// slowReader signals when it is first read.
+type slowReader struct {
+	r       io.Reader
+	started chan struct{}
+	once    bool
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	if !s.once {
+		s.once = true
+		close(s.started)
+	}
+	return s.r.Read(p)
+}
