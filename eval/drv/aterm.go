@@ -2,8 +2,10 @@ package drv
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strings"
 	"sync"
 	"unsafe"
@@ -32,13 +34,18 @@ type Parser struct {
 	// Intern, if set, is called for every string of the derivation with its
 	// unescaped bytes (which it must not retain) and returns the string to
 	// store, so a graph loader can share repeated paths and names between
-	// derivations. Without it every parsed Derivation owns one buffer that
-	// holds all its strings.
+	// derivations. Without it every parsed Derivation owns one copy of its
+	// file, and its strings point into that copy.
 	Intern func([]byte) string
 
+	// data is the text being parsed: without Intern a private copy of the
+	// input, in which escaped strings are unescaped in place (an unescaped
+	// string is never longer than its quoted form, so it fits where it was
+	// and nothing parsed later is overwritten); with Intern the caller's
+	// bytes, left untouched.
 	data    []byte
+	owned   bool
 	pos     int
-	buf     []byte // string bytes of the derivation being parsed
 	outs    []Output
 	inDrvs  []InputDrv
 	spans   []int // [start, end) into strs of each input drv's outputs
@@ -61,14 +68,16 @@ func Parse(data []byte) (*Derivation, error) {
 	return d, err
 }
 
+// reset drops the input. The scratch slices keep pointing at strings of
+// earlier derivations until overwritten; clearing them costs more than the
+// little memory that keeps alive.
 func (p *Parser) reset() {
 	p.data = nil
-	p.buf = nil
-	clear(p.outs)
-	clear(p.inDrvs)
-	clear(p.strs)
-	clear(p.env)
 }
+
+// The single allocation in parse relies on these layouts.
+var _ = [1]struct{}{}[unsafe.Sizeof(Output{})-4*unsafe.Sizeof("")]
+var _ = [1]struct{}{}[unsafe.Sizeof(EnvVar{})-2*unsafe.Sizeof("")]
 
 // Parse parses one .drv file; the result does not alias data. Errors are
 // *ParseError values wrapping ErrSyntax. Mirrors
@@ -76,13 +85,14 @@ func (p *Parser) reset() {
 // but is stricter where Nix is lenient about what it never writes (stray
 // commas, unsorted or duplicate entries, non-canonical escapes).
 func (p *Parser) Parse(data []byte) (*Derivation, error) {
-	p.data = data
-	p.pos = 0
-	if p.Intern == nil {
-		// Unescaped strings are never longer than their quoted form, so
-		// this buffer never grows and the strings made from it stay valid.
-		p.buf = make([]byte, 0, len(data))
+	p.owned = p.Intern == nil
+	if p.owned {
+		// append allocates without zeroing; this copy is the only one.
+		p.data = append([]byte(nil), data...)
+	} else {
+		p.data = data
 	}
+	p.pos = 0
 	p.outs = p.outs[:0]
 	p.inDrvs = p.inDrvs[:0]
 	p.spans = p.spans[:0]
@@ -102,193 +112,297 @@ func (p *Parser) fail(off int, format string, a ...any) error {
 
 // expect consumes the literal tok.
 func (p *Parser) expect(tok string) error {
-	if !bytes.HasPrefix(p.data[p.pos:], []byte(tok)) {
-		if len(p.data)-p.pos < len(tok) && bytes.HasPrefix([]byte(tok), p.data[p.pos:]) {
-			return p.fail(len(p.data), "unexpected end of input, expected %q", tok)
-		}
-		return p.fail(p.pos, "expected %q", tok)
+	if len(p.data)-p.pos >= len(tok) && string(p.data[p.pos:p.pos+len(tok)]) == tok {
+		p.pos += len(tok)
+		return nil
 	}
-	p.pos += len(tok)
-	return nil
+	return p.expectErr(tok)
 }
 
-// more reports whether a list continues: it consumes "," (true) or "]"
-// (false). first is true before the first element, where "]" ends an empty
-// list and anything else starts an element.
-func (p *Parser) more(first bool) (bool, error) {
+// eat consumes the byte c if it is next. It and next are small enough to
+// be inlined into the loops below, which report errors themselves.
+func (p *Parser) eat(c byte) bool {
+	if p.pos < len(p.data) && p.data[p.pos] == c {
+		p.pos++
+		return true
+	}
+	return false
+}
+
+// eatListStart consumes ",[" between two fields.
+func (p *Parser) eatListStart() bool {
+	if p.pos+1 < len(p.data) && p.data[p.pos] == ',' && p.data[p.pos+1] == '[' {
+		p.pos += 2
+		return true
+	}
+	return false
+}
+
+func (p *Parser) expectErr(tok string) error {
+	if len(p.data)-p.pos < len(tok) && strings.HasPrefix(tok, string(p.data[p.pos:])) {
+		return p.fail(len(p.data), "unexpected end of input, expected %q", tok)
+	}
+	return p.fail(p.pos, "expected %q", tok)
+}
+
+// next moves to the next element of a list whose "[" has been consumed:
+// it returns 1 when an element follows (consuming the "," before all but
+// the first), 0 at the end of the list (consuming "]"), -1 on a syntax
+// error, which listErr describes.
+func (p *Parser) next(first bool) int {
+	if p.pos < len(p.data) {
+		switch c := p.data[p.pos]; {
+		case c == ']':
+			p.pos++
+			return 0
+		case first:
+			return 1
+		case c == ',':
+			p.pos++
+			return 1
+		}
+	}
+	return -1
+}
+
+func (p *Parser) listErr() error {
 	if p.pos >= len(p.data) {
-		return false, p.fail(p.pos, "unexpected end of input in a list")
+		return p.fail(p.pos, "unexpected end of input in a list")
 	}
-	c := p.data[p.pos]
-	switch {
-	case c == ']':
-		p.pos++
-		return false, nil
-	case first:
-		return true, nil
-	case c == ',':
-		p.pos++
-		return true, nil
-	}
-	return false, p.fail(p.pos, "expected ',' or ']'")
+	return p.fail(p.pos, "expected ',' or ']'")
 }
 
-// each parses the elements of a list whose "[" has been consumed, calling
-// elem for each, up to and including the closing "]".
-func (p *Parser) each(elem func() error) error {
-	for first := true; ; first = false {
-		ok, err := p.more(first)
-		if err != nil || !ok {
-			return err
-		}
-		if err := elem(); err != nil {
-			return err
-		}
-	}
-}
-
-// order checks that key s (at offset off) comes strictly after prev, the
-// key of the previous entry of a sorted map or set (Nix's std::map order).
-func (p *Parser) order(prev, s string, off int, what string) error {
-	switch c := strings.Compare(prev, s); {
-	case c == 0:
+// orderErr reports key s (at offset off) not strictly after prev, the key
+// of the previous entry of a sorted map or set (Nix's std::map order).
+func (p *Parser) orderErr(prev, s string, off int, what string) error {
+	if prev == s {
 		return p.fail(off, "duplicate %s %q", what, s)
-	case c > 0:
-		return p.fail(off, "%s %q out of order (Nix writes them sorted)", what, s)
 	}
-	return nil
+	return p.fail(off, "%s %q out of order (Nix writes them sorted)", what, s)
 }
 
-// makeString turns unescaped bytes into the derivation's string.
-func (p *Parser) makeString(b []byte) string {
-	if p.Intern != nil {
-		return p.Intern(b)
+// str returns data[i:j] as a string of the derivation: a view of the
+// private copy, or the interned string.
+func (p *Parser) str(i, j int) string {
+	if p.owned && i < j {
+		return unsafe.String(&p.data[i], j-i)
 	}
-	if len(b) == 0 {
+	if p.owned {
 		return ""
 	}
-	start := len(p.buf)
-	p.buf = append(p.buf, b...)
-	return unsafe.String(&p.buf[start], len(b))
+	return p.Intern(p.data[i:j])
+}
+
+// quoteErr reports a missing opening quote at p.pos.
+func (p *Parser) quoteErr() error {
+	if p.pos >= len(p.data) {
+		return p.fail(p.pos, "unexpected end of input, expected a string")
+	}
+	return p.fail(p.pos, "expected a string")
+}
+
+// Strings are scanned eight bytes at a time (SWAR): zeroBytes(y) has the
+// high bit set in the lowest zero byte of y (and perhaps in higher ones,
+// which the scanners never look at), so the lowest set bit of the masks
+// below marks the first byte that needs a closer look.
+const (
+	lsb = 0x0101010101010101
+	msb = 0x8080808080808080
+)
+
+func zeroBytes(y uint64) uint64 { return (y - lsb) &^ y & msb }
+
+// rawMask flags '"' and '\\'.
+func rawMask(x uint64) uint64 { return zeroBytes(x^(lsb*'"')) | zeroBytes(x^(lsb*'\\')) }
+
+// escMask also flags bytes below 0x0E, which include LF, CR and TAB (the
+// others are ordinary bytes and rare).
+func escMask(x uint64) uint64 { return rawMask(x) | (x-lsb*0x0E)&^x&msb }
+
+// scanRaw returns the index of the first '"' or '\\' at or after r, or
+// len(data).
+func scanRaw(data []byte, r int) int {
+	for ; r+8 <= len(data); r += 8 {
+		if m := rawMask(binary.LittleEndian.Uint64(data[r:])); m != 0 {
+			return r + bits.TrailingZeros64(m)>>3
+		}
+	}
+	for ; r < len(data) && data[r] != '"' && data[r] != '\\'; r++ {
+	}
+	return r
+}
+
+// scanEsc returns the index of the first byte at or after r that may need
+// a look: every '"', '\\', LF, CR and TAB is one, and so may be other bytes
+// below 0x0E; len(data) if there is none.
+func scanEsc(data []byte, r int) int {
+	// Most strings are short: eight bytes at a time first, then the
+	// vectorised IndexByte for long ones (scripts).
+	for lim := min(len(data)-8, r+64); r <= lim; r += 8 {
+		if m := escMask(binary.LittleEndian.Uint64(data[r:])); m != 0 {
+			return r + bits.TrailingZeros64(m)>>3
+		}
+	}
+	if r+8 <= len(data) {
+		end := len(data)
+		for _, c := range [...]byte{'"', '\\', '\n', '\r', '\t'} {
+			if k := bytes.IndexByte(data[r:end], c); k >= 0 {
+				end = r + k
+			}
+		}
+		return end
+	}
+	for ; r < len(data) && data[r] != '"' && data[r] != '\\' && data[r] >= 0x0E; r++ {
+	}
+	return r
 }
 
 // rawString parses a string Nix writes without escaping (printUnquotedString:
 // paths, output names, hash fields, platform). A backslash in it could not
-// be read back the way it was written, so it is rejected.
+// be read back the way it was written, so it is rejected. It returns the
+// string and the offset of its opening quote.
 func (p *Parser) rawString() (string, int, error) {
 	start := p.pos
-	if start >= len(p.data) || p.data[start] != '"' {
-		if start >= len(p.data) {
-			return "", start, p.fail(start, "unexpected end of input, expected a string")
-		}
-		return "", start, p.fail(start, "expected a string")
+	data := p.data
+	if start >= len(data) || data[start] != '"' {
+		return "", start, p.quoteErr()
 	}
-	rest := p.data[start+1:]
-	q := bytes.IndexByte(rest, '"')
-	if q < 0 {
+	q := scanRaw(data, start+1)
+	if q >= len(data) {
 		return "", start, p.fail(start, "unterminated string")
 	}
-	if b := bytes.IndexByte(rest[:q], '\\'); b >= 0 {
-		return "", start, p.fail(start+1+b, "escape sequence in a field Nix writes unescaped")
+	if data[q] == '\\' {
+		return "", start, p.fail(q, "escape sequence in a field Nix writes unescaped")
 	}
-	p.pos = start + 2 + q
-	return p.makeString(rest[:q]), start, nil
+	p.pos = q + 1
+	return p.str(start+1, q), start, nil
 }
 
 // escString parses a string written with printString (builder, args, env):
 // only \" \\ \n \r \t, and no raw LF, CR or TAB.
 func (p *Parser) escString() (string, int, error) {
 	start := p.pos
-	if start >= len(p.data) || p.data[start] != '"' {
-		if start >= len(p.data) {
-			return "", start, p.fail(start, "unexpected end of input, expected a string")
-		}
-		return "", start, p.fail(start, "expected a string")
-	}
-	i := start + 1
 	data := p.data
-	q := bytes.IndexByte(data[i:], '"')
-	if q < 0 {
-		return "", start, p.fail(start, "unterminated string")
+	if start >= len(data) || data[start] != '"' {
+		return "", start, p.quoteErr()
 	}
-	q += i
-	b := bytes.IndexByte(data[i:q], '\\')
-	if b < 0 {
-		// Fast path: no escapes.
-		if err := p.checkRaw(i, q); err != nil {
-			return "", start, err
-		}
-		p.pos = q + 1
-		return p.makeString(data[i:q]), start, nil
-	}
-	var out []byte
-	if p.Intern != nil {
-		out = p.scratch[:0]
-	} else {
-		out = p.buf
-	}
-	mark := len(out)
+	r := start + 1
 	for {
-		// q is the first '"' at or after i, b the first '\\' in [i, q).
-		if b < 0 {
-			out = append(out, data[i:q]...)
-			i = q
-			break
-		}
-		b += i
-		out = append(out, data[i:b]...)
-		if b+1 >= len(data) {
+		r = scanEsc(data, r)
+		if r >= len(data) {
 			return "", start, p.fail(start, "unterminated string")
 		}
-		switch c := data[b+1]; c {
-		case '"', '\\':
-			out = append(out, c)
-		case 'n':
-			out = append(out, '\n')
-		case 'r':
-			out = append(out, '\r')
-		case 't':
-			out = append(out, '\t')
-		default:
-			return "", start, p.fail(b, "invalid escape sequence \\%c (Nix writes only \\\" \\\\ \\n \\r \\t)", c)
+		switch data[r] {
+		case '"':
+			p.pos = r + 1
+			return p.str(start+1, r), start, nil
+		case '\\':
+			return p.unescape(start, r)
+		case '\n', '\r', '\t':
+			return "", start, p.rawErr(r)
 		}
-		i = b + 2
-		if i > q {
-			// The escape consumed the quote we had found.
-			q = bytes.IndexByte(data[i:], '"')
-			if q < 0 {
-				return "", start, p.fail(start, "unterminated string")
-			}
-			q += i
-		}
-		b = bytes.IndexByte(data[i:q], '\\')
+		r++ // another control byte: an ordinary one
 	}
-	if err := p.checkRaw(start+1, i); err != nil {
-		return "", start, err
-	}
-	p.pos = i + 1
-	s := out[mark:]
-	if p.Intern != nil {
-		p.scratch = out
-		return p.Intern(s), start, nil
-	}
-	p.buf = out
-	if len(s) == 0 {
-		return "", start, nil
-	}
-	return unsafe.String(&s[0], len(s)), start, nil
 }
 
-// checkRaw rejects the bytes printString always escapes when they appear
-// raw in data[i:j].
-func (p *Parser) checkRaw(i, j int) error {
-	seg := p.data[i:j]
-	for _, c := range [...]byte{'\n', '\r', '\t'} {
-		if k := bytes.IndexByte(seg, c); k >= 0 {
-			return p.fail(i+k, "raw control character %q in a string Nix writes escaped", c)
+func (p *Parser) rawErr(r int) error {
+	return p.fail(r, "raw control character %q in a string Nix writes escaped", p.data[r])
+}
+
+// unescape finishes a string with escapes: data[start] is its opening quote
+// and data[r] its first backslash. With a private copy the text is
+// unescaped in place (the write index w never passes the read index r);
+// otherwise into p.scratch.
+func (p *Parser) unescape(start, r int) (string, int, error) {
+	data := p.data
+	owned := p.owned
+	w := r
+	out := p.scratch[:0]
+	if !owned {
+		out = append(out, data[start+1:r]...)
+	}
+	for {
+		// data[r] is a backslash.
+		if r+1 >= len(data) {
+			return "", start, p.fail(start, "unterminated string")
+		}
+		c := data[r+1]
+		switch c {
+		case '"', '\\':
+		case 'n':
+			c = '\n'
+		case 'r':
+			c = '\r'
+		case 't':
+			c = '\t'
+		default:
+			return "", start, p.fail(r, "invalid escape sequence \\%c (Nix writes only \\\" \\\\ \\n \\r \\t)", c)
+		}
+		if owned {
+			data[w] = c
+			w++
+		} else {
+			out = append(out, c)
+		}
+		r += 2
+		// Copy up to the next byte that needs a look.
+		for {
+			if owned {
+				for r+8 <= len(data) {
+					x := binary.LittleEndian.Uint64(data[r:])
+					if m := escMask(x); m != 0 {
+						k := bits.TrailingZeros64(m) >> 3
+						if r-w >= 8 {
+							// Bytes past k land on text already read.
+							binary.LittleEndian.PutUint64(data[w:], x)
+						} else {
+							for j := 0; j < k; j++ {
+								data[w+j] = data[r+j]
+							}
+						}
+						w, r = w+k, r+k
+						break
+					}
+					binary.LittleEndian.PutUint64(data[w:], x)
+					w, r = w+8, r+8
+				}
+				if r+8 > len(data) {
+					k := scanEsc(data, r)
+					w += copy(data[w:], data[r:k])
+					r = k
+				}
+			} else {
+				k := scanEsc(data, r)
+				out = append(out, data[r:k]...)
+				r = k
+			}
+			if r >= len(data) {
+				return "", start, p.fail(start, "unterminated string")
+			}
+			switch data[r] {
+			case '"':
+				p.pos = r + 1
+				if !owned {
+					p.scratch = out
+					return p.Intern(out), start, nil
+				}
+				return p.str(start+1, w), start, nil
+			case '\\':
+			case '\n', '\r', '\t':
+				return "", start, p.rawErr(r)
+			default:
+				if owned {
+					data[w] = data[r]
+					w++
+				} else {
+					out = append(out, data[r])
+				}
+				r++
+				continue
+			}
+			break // at a backslash
 		}
 	}
-	return nil
 }
 
 func (p *Parser) parse() (*Derivation, error) {
@@ -301,68 +415,80 @@ func (p *Parser) parse() (*Derivation, error) {
 	if err := p.parseOutputs(); err != nil {
 		return nil, err
 	}
-	if err := p.expect(",["); err != nil {
-		return nil, err
+	if !p.eatListStart() {
+		return nil, p.expectErr(",[")
 	}
 	if err := p.parseInputDrvs(); err != nil {
 		return nil, err
 	}
-	if err := p.expect(",["); err != nil {
-		return nil, err
+	if !p.eatListStart() {
+		return nil, p.expectErr(",[")
 	}
 	srcStart := len(p.strs)
 	if err := p.parseSortedList(true); err != nil {
 		return nil, err
 	}
 	srcEnd := len(p.strs)
-	if err := p.expect(","); err != nil {
-		return nil, err
+	if !p.eat(',') {
+		return nil, p.expectErr(",")
 	}
 	platform, _, err := p.rawString()
 	if err != nil {
 		return nil, err
 	}
-	if err := p.expect(","); err != nil {
-		return nil, err
+	if !p.eat(',') {
+		return nil, p.expectErr(",")
 	}
 	builder, _, err := p.escString()
 	if err != nil {
 		return nil, err
 	}
-	if err := p.expect(",["); err != nil {
-		return nil, err
+	if !p.eatListStart() {
+		return nil, p.expectErr(",[")
 	}
-	err = p.each(func() error {
+	for first := true; ; first = false {
+		if n := p.next(first); n <= 0 {
+			if n < 0 {
+				return nil, p.listErr()
+			}
+			break
+		}
 		s, _, err := p.escString()
+		if err != nil {
+			return nil, err
+		}
 		p.strs = append(p.strs, s)
-		return err
-	})
-	if err != nil {
-		return nil, err
 	}
 	argsEnd := len(p.strs)
-	if err := p.expect(",["); err != nil {
-		return nil, err
+	if !p.eatListStart() {
+		return nil, p.expectErr(",[")
 	}
 	if err := p.parseEnv(); err != nil {
 		return nil, err
 	}
-	if err := p.expect(")"); err != nil {
-		return nil, err
+	if !p.eat(')') {
+		return nil, p.expectErr(")")
 	}
 	if p.pos != len(p.data) {
 		return nil, p.fail(p.pos, "trailing data after the derivation")
 	}
 
 	d := &Derivation{Platform: platform, Builder: builder}
-	d.Outputs = append([]Output(nil), p.outs...)
 	if len(p.inDrvs) > 0 {
 		d.InputDrvs = append([]InputDrv(nil), p.inDrvs...)
 	}
-	var strs []string
-	if len(p.strs) > 0 {
-		strs = append([]string(nil), p.strs...)
+	// Outputs, env and the string lists share one allocation: Output and
+	// EnvVar are laid out exactly as [4]string and [2]string.
+	nOut, nEnv := len(p.outs), len(p.env)
+	all := make([]string, 4*nOut+2*nEnv+len(p.strs))
+	d.Outputs = unsafe.Slice((*Output)(unsafe.Pointer(&all[0])), nOut)
+	copy(d.Outputs, p.outs)
+	if nEnv > 0 {
+		d.Env = unsafe.Slice((*EnvVar)(unsafe.Pointer(&all[4*nOut])), nEnv)
+		copy(d.Env, p.env)
 	}
+	strs := all[4*nOut+2*nEnv:]
+	copy(strs, p.strs)
 	for k := range d.InputDrvs {
 		d.InputDrvs[k].Outputs = strs[p.spans[2*k]:p.spans[2*k+1]:p.spans[2*k+1]]
 	}
@@ -372,9 +498,6 @@ func (p *Parser) parse() (*Derivation, error) {
 	if argsEnd > srcEnd {
 		d.Args = strs[srcEnd:argsEnd:argsEnd]
 	}
-	if len(p.env) > 0 {
-		d.Env = append([]EnvVar(nil), p.env...)
-	}
 	return d, nil
 }
 
@@ -383,7 +506,13 @@ func (p *Parser) parse() (*Derivation, error) {
 // keeps it); paths additionally must be store paths.
 func (p *Parser) parseSortedList(paths bool) error {
 	base := len(p.strs)
-	return p.each(func() error {
+	for first := true; ; first = false {
+		if n := p.next(first); n <= 0 {
+			if n < 0 {
+				return p.listErr()
+			}
+			return nil
+		}
 		s, off, err := p.rawString()
 		if err != nil {
 			return err
@@ -393,47 +522,46 @@ func (p *Parser) parseSortedList(paths bool) error {
 				return p.fail(off, "invalid store path %q: %s", s, reason)
 			}
 		}
-		if n := len(p.strs); n > base {
-			if err := p.order(p.strs[n-1], s, off, "entry"); err != nil {
-				return err
-			}
+		if n := len(p.strs); n > base && p.strs[n-1] >= s {
+			return p.orderErr(p.strs[n-1], s, off, "entry")
 		}
 		p.strs = append(p.strs, s)
-		return nil
-	})
+	}
 }
 
 func (p *Parser) parseOutputs() error {
 	var kind OutputKind
 	var floatAlgo HashAlgo
-	err := p.each(func() error {
+	for first := true; ; first = false {
+		if n := p.next(first); n <= 0 {
+			if n < 0 {
+				return p.listErr()
+			}
+			break
+		}
 		start := p.pos
-		if err := p.expect("("); err != nil {
-			return err
+		if !p.eat('(') {
+			return p.expectErr("(")
 		}
 		var o Output
 		var offs [4]int
 		var err error
 		for k, dst := range [...]*string{&o.Name, &o.Path, &o.HashAlgo, &o.Hash} {
-			if k > 0 {
-				if err := p.expect(","); err != nil {
-					return err
-				}
+			if k > 0 && !p.eat(',') {
+				return p.expectErr(",")
 			}
 			if *dst, offs[k], err = p.rawString(); err != nil {
 				return err
 			}
 		}
-		if err := p.expect(")"); err != nil {
-			return err
+		if !p.eat(')') {
+			return p.expectErr(")")
 		}
 		if o.Name == "" {
 			return p.fail(offs[0], "empty output name")
 		}
-		if n := len(p.outs); n > 0 {
-			if err := p.order(p.outs[n-1].Name, o.Name, offs[0], "output"); err != nil {
-				return err
-			}
+		if n := len(p.outs); n > 0 && p.outs[n-1].Name >= o.Name {
+			return p.orderErr(p.outs[n-1].Name, o.Name, offs[0], "output")
 		}
 		k, algo, msg, field := classifyOutput(&o)
 		if msg != "" {
@@ -453,10 +581,6 @@ func (p *Parser) parseOutputs() error {
 			return p.fail(offs[0], "single fixed output must be named \"out\"")
 		}
 		p.outs = append(p.outs, o)
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 	if len(p.outs) == 0 {
 		return p.fail(p.pos-1, "a derivation must have at least one output")
@@ -509,9 +633,15 @@ func classifyOutput(o *Output) (kind OutputKind, algo HashAlgo, msg string, fiel
 }
 
 func (p *Parser) parseInputDrvs() error {
-	return p.each(func() error {
-		if err := p.expect("("); err != nil {
-			return err
+	for first := true; ; first = false {
+		if n := p.next(first); n <= 0 {
+			if n < 0 {
+				return p.listErr()
+			}
+			return nil
+		}
+		if !p.eat('(') {
+			return p.expectErr("(")
 		}
 		path, off, err := p.rawString()
 		if err != nil {
@@ -520,13 +650,11 @@ func (p *Parser) parseInputDrvs() error {
 		if reason := checkStorePath(path); reason != "" {
 			return p.fail(off, "invalid store path %q: %s", path, reason)
 		}
-		if n := len(p.inDrvs); n > 0 {
-			if err := p.order(p.inDrvs[n-1].Path, path, off, "input derivation"); err != nil {
-				return err
-			}
+		if n := len(p.inDrvs); n > 0 && p.inDrvs[n-1].Path >= path {
+			return p.orderErr(p.inDrvs[n-1].Path, path, off, "input derivation")
 		}
-		if err := p.expect(",["); err != nil {
-			return err
+		if !p.eatListStart() {
+			return p.expectErr(",[")
 		}
 		lstart := p.pos
 		begin := len(p.strs)
@@ -536,42 +664,44 @@ func (p *Parser) parseInputDrvs() error {
 		if len(p.strs) == begin {
 			return p.fail(lstart, "input derivation %q with no outputs", path)
 		}
-		if err := p.expect(")"); err != nil {
-			return err
+		if !p.eat(')') {
+			return p.expectErr(")")
 		}
 		p.inDrvs = append(p.inDrvs, InputDrv{Path: path})
 		p.spans = append(p.spans, begin, len(p.strs))
-		return nil
-	})
+	}
 }
 
 func (p *Parser) parseEnv() error {
-	return p.each(func() error {
-		if err := p.expect("("); err != nil {
-			return err
+	for first := true; ; first = false {
+		if n := p.next(first); n <= 0 {
+			if n < 0 {
+				return p.listErr()
+			}
+			return nil
+		}
+		if !p.eat('(') {
+			return p.expectErr("(")
 		}
 		k, off, err := p.escString()
 		if err != nil {
 			return err
 		}
-		if n := len(p.env); n > 0 {
-			if err := p.order(p.env[n-1].Key, k, off, "environment variable"); err != nil {
-				return err
-			}
+		if n := len(p.env); n > 0 && p.env[n-1].Key >= k {
+			return p.orderErr(p.env[n-1].Key, k, off, "environment variable")
 		}
-		if err := p.expect(","); err != nil {
-			return err
+		if !p.eat(',') {
+			return p.expectErr(",")
 		}
 		v, _, err := p.escString()
 		if err != nil {
 			return err
 		}
-		if err := p.expect(")"); err != nil {
-			return err
+		if !p.eat(')') {
+			return p.expectErr(")")
 		}
 		p.env = append(p.env, EnvVar{Key: k, Value: v})
-		return nil
-	})
+	}
 }
 
 // nix32 marks the characters of Nix's base32 alphabet; storeName those

@@ -144,7 +144,8 @@ func randomDerivation(rng *rand.Rand) string {
 	}
 	var b strings.Builder
 	b.WriteString("  live-random = derivation {\n    name = \"live-random\";\n    system = \"x86_64-linux\";\n")
-	fmt.Fprintf(&b, "    builder = %s;\n    args = [ %s %s ];\n", str(), str(), str())
+	// Nix wants a non-empty builder.
+	fmt.Fprintf(&b, "    builder = \"/bin/sh\" + %s;\n    args = [ %s %s ];\n", str(), str(), str())
 	for i := range 5 {
 		fmt.Fprintf(&b, "    k%d = %s;\n", i, str())
 	}

@@ -1,0 +1,207 @@
+package bench
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	gonix "github.com/nix-community/go-nix/pkg/derivation"
+
+	"github.com/nbuild/nbuild/eval/drv"
+)
+
+// DrvCorpus is a set of .drv files held in memory, for parse benchmarks.
+type DrvCorpus struct {
+	Name  string
+	Root  string   // chroot store root the files came from ("" if generated)
+	Paths []string // store paths, parallel to Files
+	Files [][]byte
+	Bytes int64
+}
+
+// repoDir is the repository root, found from this file's location so the
+// workloads run from any working directory.
+func repoDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}
+
+// ReadDrvCorpus reads every .drv file of the chroot store at root.
+func ReadDrvCorpus(tb testing.TB, name, root string) DrvCorpus {
+	tb.Helper()
+	dir := filepath.Join(root, "nix/store")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := DrvCorpus{Name: name, Root: root}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".drv") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		c.Paths = append(c.Paths, "/nix/store/"+e.Name())
+		c.Files = append(c.Files, data)
+		c.Bytes += int64(len(data))
+	}
+	if len(c.Files) == 0 {
+		tb.Fatalf("no .drv files in %s", dir)
+	}
+	return c
+}
+
+// FixtureDrvs is every .drv real Nix wrote into testdata/store (all output
+// kinds, escapes, structured attrs; about 1 KB each).
+func FixtureDrvs(tb testing.TB) DrvCorpus {
+	return ReadDrvCorpus(tb, "fixtures", filepath.Join(repoDir(), "testdata/store"))
+}
+
+// ScriptDrvs is 16 derivations with 64 KB build scripts full of newlines,
+// quotes and backslashes (the escaped-string path of the parsers), made by
+// enlarging a fixture and writing it with drv.AppendATerm.
+func ScriptDrvs(tb testing.TB) DrvCorpus {
+	tb.Helper()
+	fx := FixtureDrvs(tb)
+	c := DrvCorpus{Name: "scripts"}
+	line := "  if [ -n \"$out\" ]; then echo \"building \\\"$name\\\"\\tin $PWD\"; fi\n"
+	for i := 0; i < 16; i++ {
+		d, err := drv.Parse(fx.Files[i%len(fx.Files)])
+		if err != nil {
+			tb.Fatal(err)
+		}
+		script := strings.Repeat(line, 64<<10/len(line))
+		d.Env = append(d.Env, drv.EnvVar{Key: "~script", Value: script})
+		data := d.AppendATerm(nil)
+		c.Files = append(c.Files, data)
+		c.Bytes += int64(len(data))
+	}
+	return c
+}
+
+// GoNixSubset is the part of c that go-nix's ReadDerivation accepts (it
+// rejects deferred outputs, for one), so both parsers get the same bytes.
+func (c DrvCorpus) GoNixSubset() DrvCorpus {
+	sub := DrvCorpus{Name: c.Name, Root: c.Root}
+	for i, f := range c.Files {
+		if _, err := gonix.ReadDerivation(bytes.NewReader(f)); err != nil {
+			continue
+		}
+		if c.Paths != nil {
+			sub.Paths = append(sub.Paths, c.Paths[i])
+		}
+		sub.Files = append(sub.Files, f)
+		sub.Bytes += int64(len(f))
+	}
+	return sub
+}
+
+// DrvParse benchmarks drv.Parse over a corpus; one op parses every file.
+func DrvParse(b *testing.B, c DrvCorpus) {
+	b.ReportAllocs()
+	b.SetBytes(c.Bytes)
+	for b.Loop() {
+		for _, f := range c.Files {
+			if _, err := drv.Parse(f); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// DrvParseIntern benchmarks a reused drv.Parser with a string interner, as
+// a graph loader uses it.
+func DrvParseIntern(b *testing.B, c DrvCorpus) {
+	b.ReportAllocs()
+	b.SetBytes(c.Bytes)
+	strs := map[string]string{}
+	p := &drv.Parser{Intern: func(k []byte) string {
+		if s, ok := strs[string(k)]; ok {
+			return s
+		}
+		s := string(k)
+		strs[s] = s
+		return s
+	}}
+	for b.Loop() {
+		for _, f := range c.Files {
+			if _, err := p.Parse(f); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// DrvParseGoNix benchmarks go-nix's derivation.ReadDerivation on the same
+// files, for comparison.
+func DrvParseGoNix(b *testing.B, c DrvCorpus) {
+	b.ReportAllocs()
+	b.SetBytes(c.Bytes)
+	for b.Loop() {
+		for _, f := range c.Files {
+			if _, err := gonix.ReadDerivation(bytes.NewReader(f)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// DrvWrite benchmarks drv.AppendATerm into a reused buffer.
+func DrvWrite(b *testing.B, c DrvCorpus) {
+	drvs := parseAll(b, c)
+	b.ReportAllocs()
+	b.SetBytes(c.Bytes)
+	var buf []byte
+	for b.Loop() {
+		for _, d := range drvs {
+			buf = d.AppendATerm(buf[:0])
+		}
+	}
+}
+
+// DrvPaths benchmarks computing every .drv path and output path of a store
+// corpus from scratch (a new Hasher each op, so every hashDerivationModulo
+// is computed once per op); the derivations are parsed beforehand.
+func DrvPaths(b *testing.B, c DrvCorpus) {
+	drvs := parseAll(b, c)
+	byPath := make(map[string]*drv.Derivation, len(drvs))
+	for i, p := range c.Paths {
+		byPath[p] = drvs[i]
+	}
+	load := func(p string) (*drv.Derivation, error) {
+		if d, ok := byPath[p]; ok {
+			return d, nil
+		}
+		return nil, os.ErrNotExist
+	}
+	b.ReportAllocs()
+	b.SetBytes(c.Bytes)
+	for b.Loop() {
+		h := drv.NewHasher(load)
+		for _, d := range drvs {
+			if _, err := drv.DrvPath(d); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := h.OutputPaths(d); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+func parseAll(b *testing.B, c DrvCorpus) []*drv.Derivation {
+	drvs := make([]*drv.Derivation, len(c.Files))
+	for i, f := range c.Files {
+		d, err := drv.Parse(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		drvs[i] = d
+	}
+	return drvs
+}
