@@ -1,10 +1,12 @@
 package serve
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/nbuild/nbuild/nar/wire"
@@ -17,6 +19,65 @@ import (
 type decoder struct {
 	r   *wire.Reader
 	err error
+	// Store paths repeat within a reply (references, derivers), so
+	// parsed paths are kept by their text; buf is reused for reading it.
+	parsed map[string]store.Path
+	buf    []byte
+}
+
+// maxPathLen bounds a store path string: the store dir, a 32-character
+// hash, "-" and a name of at most 211 bytes.
+const maxPathLen = len(store.StoreDir) + 1 + store.HashPartLen + 1 + store.MaxNameLen
+
+// pathText reads a string expected to be a store path (or "") into d.buf
+// without allocating.
+func (d *decoder) pathText() []byte { return d.short(maxPathLen, "store path") }
+
+// short reads a string of at most limit (≤ maxPathLen) bytes into d.buf;
+// the result is valid until the next call.
+func (d *decoder) short(limit int, what string) []byte {
+	if d.err != nil {
+		return nil
+	}
+	n, err := d.r.ReadUint64()
+	if err != nil {
+		d.err = err
+		return nil
+	}
+	if n > uint64(limit) {
+		d.err = &wire.LengthError{What: what, Len: n, Limit: uint64(limit)}
+		return nil
+	}
+	if cap(d.buf) < int(n) {
+		d.buf = make([]byte, maxPathLen)
+	}
+	b := d.buf[:n]
+	if _, err := io.ReadFull(d.r.Underlying(), b); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		d.err = err
+		return nil
+	}
+	d.err = d.r.ReadPadding(n)
+	return b
+}
+
+// parsePath parses b as a full store path, through the cache.
+func (d *decoder) parsePath(b []byte, what string) store.Path {
+	if p, ok := d.parsed[string(b)]; ok {
+		return p
+	}
+	p, err := store.ParsePath(string(b))
+	if err != nil {
+		d.fail("%s: %v", what, err)
+		return store.Path{}
+	}
+	if d.parsed == nil {
+		d.parsed = map[string]store.Path{}
+	}
+	d.parsed[string(b)] = p
+	return p
 }
 
 func (d *decoder) u64() uint64 {
@@ -54,41 +115,36 @@ func (d *decoder) fail(format string, a ...any) {
 
 // path reads a full store path.
 func (d *decoder) path(what string) store.Path {
-	s := d.str()
+	b := d.pathText()
 	if d.err != nil {
 		return store.Path{}
 	}
-	p, err := store.ParsePath(s)
-	if err != nil {
-		d.fail("%s: %v", what, err)
-	}
-	return p
+	return d.parsePath(b, what)
 }
 
 // optPath reads a store path where "" means none.
 func (d *decoder) optPath(what string) store.Path {
-	s := d.str()
-	if d.err != nil || s == "" {
+	b := d.pathText()
+	if d.err != nil || len(b) == 0 {
 		return store.Path{}
 	}
-	p, err := store.ParsePath(s)
-	if err != nil {
-		d.fail("%s: %v", what, err)
-	}
-	return p
+	return d.parsePath(b, what)
 }
 
 // paths reads a list of full store paths.
 func (d *decoder) paths(what string) []store.Path {
-	ss := d.strs()
+	n := d.u64()
 	if d.err != nil {
 		return nil
 	}
-	out := make([]store.Path, 0, len(ss))
-	for _, s := range ss {
-		p, err := store.ParsePath(s)
-		if err != nil {
-			d.fail("%s: %v", what, err)
+	if max := d.r.MaxList; (max == 0 && n > 1<<20) || (max != 0 && n > max) {
+		d.err = &wire.LengthError{What: "list", Len: n, Limit: max}
+		return nil
+	}
+	out := make([]store.Path, 0, min(n, 1024))
+	for range n {
+		p := d.path(what)
+		if d.err != nil {
 			return nil
 		}
 		out = append(out, p)
@@ -112,19 +168,19 @@ func readPathInfos(r *wire.Reader, minor uint64, max int) ([]*store.PathInfo, er
 	d := decoder{r: r}
 	var out []*store.PathInfo
 	for {
-		s := d.str()
+		b := d.pathText()
 		if d.err != nil {
 			return nil, d.err
 		}
-		if s == "" {
+		if len(b) == 0 {
 			return out, nil
 		}
 		if len(out) >= max {
 			return nil, fmt.Errorf("%w: more path infos than paths asked for (%d)", ErrProtocol, max)
 		}
-		p, err := store.ParsePath(s)
-		if err != nil {
-			return nil, fmt.Errorf("%w: path info for %q: %v", ErrProtocol, s, err)
+		p := d.parsePath(b, "path info")
+		if d.err != nil {
+			return nil, d.err
 		}
 		info := &store.PathInfo{Path: p}
 		info.Deriver = d.optPath("deriver")
@@ -132,10 +188,10 @@ func readPathInfos(r *wire.Reader, minor uint64, max int) ([]*store.PathInfo, er
 		d.u64() // downloadSize: the NAR size again
 		info.NarSize = d.u64()
 		if minor >= 4 {
-			if h := d.str(); h != "" && d.err == nil {
-				info.NarHash, err = parseNarHash(h)
-				if err != nil {
-					d.fail("%s: %v", s, err)
+			if h := d.short(128, "NAR hash"); len(h) > 0 && d.err == nil {
+				var err error
+				if info.NarHash, err = parseNarHash(h); err != nil {
+					d.fail("%s: %v", p, err)
 				}
 			}
 			info.CA = d.str()
@@ -158,33 +214,28 @@ func readPathInfos(r *wire.Reader, minor uint64, max int) ([]*store.PathInfo, er
 
 // parseNarHash accepts the forms a server may send a SHA-256 in:
 // "sha256:<nix32|base16>" (2.8 sends nix32) and SRI "sha256-<base64>".
-func parseNarHash(s string) ([32]byte, error) {
+func parseNarHash(s []byte) ([32]byte, error) {
 	var h [32]byte
-	if rest, ok := strings.CutPrefix(s, "sha256-"); ok {
-		b, err := base64.StdEncoding.DecodeString(rest)
-		if err != nil || len(b) != 32 {
+	if rest, ok := bytes.CutPrefix(s, []byte("sha256-")); ok {
+		n, err := base64.StdEncoding.Decode(h[:], rest)
+		if err != nil || n != 32 || base64.StdEncoding.EncodedLen(32) != len(rest) {
 			return h, fmt.Errorf("bad SRI hash %q", s)
 		}
-		copy(h[:], b)
 		return h, nil
 	}
-	rest, ok := strings.CutPrefix(s, "sha256:")
+	rest, ok := bytes.CutPrefix(s, []byte("sha256:"))
 	if !ok {
 		return h, fmt.Errorf("NAR hash %q is not sha256", s)
 	}
 	switch len(rest) {
 	case 52:
-		b, err := nixbase32.DecodeString(rest)
-		if err != nil || len(b) != 32 {
+		if n, err := nixbase32.Decode(h[:], rest); err != nil || n != 32 {
 			return h, fmt.Errorf("bad nix32 hash %q", s)
 		}
-		copy(h[:], b)
 	case 64:
-		b, err := hex.DecodeString(rest)
-		if err != nil {
+		if _, err := hex.Decode(h[:], rest); err != nil {
 			return h, fmt.Errorf("bad base16 hash %q", s)
 		}
-		copy(h[:], b)
 	default:
 		return h, fmt.Errorf("bad hash length in %q", s)
 	}
