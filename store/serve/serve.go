@@ -203,7 +203,7 @@ func le64(b []byte) uint64 {
 // ServerVersion returns the version the server announced.
 func (c *Client) ServerVersion() uint64 { return c.version }
 
-// version returns the version both sides speak: min(ours, server's).
+// proto returns the version both sides speak: min(ours, server's).
 func (c *Client) proto() uint64 { return min(uint64(ClientVersion), c.version) }
 
 func (c *Client) minor() uint64 { return c.proto() & 0xff }
