@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	gonix "github.com/nix-community/go-nix/pkg/derivation"
 
@@ -101,10 +103,38 @@ func (c DrvCorpus) GoNixSubset() DrvCorpus {
 	return sub
 }
 
+// cpuClock measures the process' CPU time (user + system, all threads, so
+// the garbage collector's share counts) across a benchmark loop. On a
+// shared, loaded machine wall-clock ns/op swings with the neighbours; CPU
+// time per op much less, so the comparisons also report it.
+type cpuClock struct{ start time.Duration }
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func startCPU() cpuClock { return cpuClock{processCPU()} }
+
+// report adds cpu-ns/op and cpu-MB/s (bytes per op over CPU time).
+func (c cpuClock) report(b *testing.B, bytes int64) {
+	cpu := processCPU() - c.start
+	if cpu <= 0 || b.N == 0 {
+		return
+	}
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(bytes)*float64(b.N)/cpu.Seconds()/1e6, "cpu-MB/s")
+}
+
 // DrvParse benchmarks drv.Parse over a corpus; one op parses every file.
 func DrvParse(b *testing.B, c DrvCorpus) {
 	b.ReportAllocs()
 	b.SetBytes(c.Bytes)
+	clock := startCPU()
+	defer clock.report(b, c.Bytes)
 	for b.Loop() {
 		for _, f := range c.Files {
 			if _, err := drv.Parse(f); err != nil {
@@ -128,6 +158,8 @@ func DrvParseIntern(b *testing.B, c DrvCorpus) {
 		strs[s] = s
 		return s
 	}}
+	clock := startCPU()
+	defer clock.report(b, c.Bytes)
 	for b.Loop() {
 		for _, f := range c.Files {
 			if _, err := p.Parse(f); err != nil {
@@ -142,6 +174,8 @@ func DrvParseIntern(b *testing.B, c DrvCorpus) {
 func DrvParseGoNix(b *testing.B, c DrvCorpus) {
 	b.ReportAllocs()
 	b.SetBytes(c.Bytes)
+	clock := startCPU()
+	defer clock.report(b, c.Bytes)
 	for b.Loop() {
 		for _, f := range c.Files {
 			if _, err := gonix.ReadDerivation(bytes.NewReader(f)); err != nil {

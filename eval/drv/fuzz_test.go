@@ -50,3 +50,30 @@ func FuzzParse(f *testing.F) {
 		_, _ = ShowJSON(map[string]*Derivation{inDrv: d})
 	})
 }
+
+// FuzzEscape: the word-at-a-time escaper equals the plain definition of
+// printString, and Parse reads its output back.
+func FuzzEscape(f *testing.F) {
+	f.Add("plain")
+	f.Add("q\" b\\ n\n r\r t\t \x01\x0e\x7f é 12345678\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		want := []byte{'"'}
+		for i := 0; i < len(s); i++ {
+			if e := escapes[s[i]]; e != 0 {
+				want = append(want, '\\', e)
+			} else {
+				want = append(want, s[i])
+			}
+		}
+		want = append(want, '"')
+		got := appendEscaped(nil, s)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("appendEscaped(%q) = %q, want %q", s, got, want)
+		}
+		d := &Derivation{Outputs: []Output{{Name: "out", Path: outPath}}, Platform: "p", Builder: s}
+		back, err := Parse(d.AppendATerm(nil))
+		if err != nil || back.Builder != s {
+			t.Fatalf("Parse of escaped %q: %v, %q", s, err, back)
+		}
+	})
+}

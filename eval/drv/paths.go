@@ -57,35 +57,33 @@ func DrvPath(d *Derivation) (store.Path, error) {
 	if name == "" {
 		return store.Path{}, fmt.Errorf("drv: derivation has no name")
 	}
-	refs := make([]store.Path, 0, len(d.InputSrcs)+len(d.InputDrvs))
-	seen := make(map[string]bool, cap(refs))
-	add := func(s string) error {
-		if seen[s] {
-			return nil
-		}
-		seen[s] = true
-		p, err := store.ParsePath(s)
-		if err != nil {
-			return fmt.Errorf("drv: reference: %w", err)
-		}
-		refs = append(refs, p)
-		return nil
-	}
-	for _, s := range d.InputSrcs {
-		if err := add(s); err != nil {
-			return store.Path{}, err
-		}
-	}
+	// The references, sorted and unique, are already full store paths:
+	// build the "text:<ref>:<ref>…" type from them directly.
+	refs := make([]string, 0, len(d.InputSrcs)+len(d.InputDrvs))
+	refs = append(refs, d.InputSrcs...)
 	for _, in := range d.InputDrvs {
-		if err := add(in.Path); err != nil {
-			return store.Path{}, err
+		refs = append(refs, in.Path)
+	}
+	sort.Strings(refs)
+	refs = slices.Compact(refs)
+	n := len("text")
+	for _, r := range refs {
+		if reason := checkStorePath(r); reason != "" {
+			return store.Path{}, fmt.Errorf("drv: reference %q: %s", r, reason)
 		}
+		n += 1 + len(r)
+	}
+	typ := make([]byte, 0, n)
+	typ = append(typ, "text"...)
+	for _, r := range refs {
+		typ = append(typ, ':')
+		typ = append(typ, r...)
 	}
 	buf := bufPool.Get().(*[]byte)
 	*buf = d.AppendATerm((*buf)[:0])
 	sum := sha256.Sum256(*buf)
 	bufPool.Put(buf)
-	return store.MakeTextPath(name+".drv", sum, refs)
+	return store.MakePath(string(typ), sum, name+".drv")
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}

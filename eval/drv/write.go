@@ -1,6 +1,9 @@
 package drv
 
-import "slices"
+import (
+	"math/bits"
+	"slices"
+)
 
 // escapes maps the bytes printString escapes to the letter after the
 // backslash (2.8 src/libstore/derivations.cc printString).
@@ -155,12 +158,24 @@ func appendRawList(dst []byte, l []string) []byte {
 func appendEscaped(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	last := 0
-	for i := 0; i < len(s); i++ {
+	for i := 0; i < len(s); {
+		// Skip eight bytes at a time while none needs escaping (escMask
+		// also flags other bytes below 0x0E, which are written raw).
+		if i+8 <= len(s) {
+			m := escMask(uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+				uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56)
+			if m == 0 {
+				i += 8
+				continue
+			}
+			i += bits.TrailingZeros64(m) >> 3
+		}
 		if e := escapes[s[i]]; e != 0 {
 			dst = append(dst, s[last:i]...)
 			dst = append(dst, '\\', e)
 			last = i + 1
 		}
+		i++
 	}
 	dst = append(dst, s[last:]...)
 	return append(dst, '"')
