@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -159,5 +160,73 @@ func TestLocalMachineFromNixShowConfig(t *testing.T) {
 	// The builders setting is ours to parse too.
 	if _, err := ParseMachines(conf["builders"], ParseOptions{ThisSystem: conf["system"]}); err != nil {
 		t.Errorf("builders %q: %v", conf["builders"], err)
+	}
+}
+
+// TestMatchingAgainstNix gives the real Nix 2.8 build hook derivations with
+// required features and machines it cannot reach (ssh to port 1). The hook
+// tries every machine it finds capable, best first ("cannot build on
+// '<uri>'" each), so its attempts are the capable set in Nix's order of
+// preference; with every load 0 that is speed factor, highest first, then
+// file order. CanBuild must pick the same machines. (A capable machine
+// with max-jobs 0 is left out: 2.8's hook answers "postpone" for it
+// forever, a hang; CanBuild refuses such a machine instead.)
+func TestMatchingAgainstNix(t *testing.T) {
+	storetest.RequireNix(t)
+	dir := t.TempDir()
+	expr := filepath.Join(dir, "match.nix")
+	if err := os.WriteFile(expr, []byte(`{ feats }: derivation { name = "nbuild-sched-match"; system = "nbuild-sys"; builder = "/bin/sh"; args = ["-c" "echo > $out"]; requiredSystemFeatures = feats; }`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	machines := []string{
+		"ssh://plain@127.0.0.1 nbuild-sys - 1 1",
+		"ssh://kvm@127.0.0.1 nbuild-sys,other - 1 2 kvm",
+		"ssh://kvmbig@127.0.0.1 nbuild-sys - 2 3 kvm,big-parallel",
+		"ssh://mandbig@127.0.0.1 nbuild-sys - 1 1 kvm big-parallel",
+		"ssh://mandboth@127.0.0.1 nbuild-sys - 1 5 - kvm,big-parallel",
+		"ssh://othersys@127.0.0.1 other - 1 9 kvm,big-parallel",
+	}
+	spec := strings.Join(machines, "\n")
+	parsed, err := ParseMachines(spec, ParseOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, feats := range [][]string{nil, {"kvm"}, {"big-parallel"}, {"kvm", "big-parallel"}, {"benchmark"}, {"big-parallel", "kvm", "kvm"}} {
+		t.Run(fmt.Sprint(feats), func(t *testing.T) {
+			arg := "["
+			for _, f := range feats {
+				arg += fmt.Sprintf("%q ", f)
+			}
+			arg += "]"
+			out, err := exec.Command("nix-instantiate", "--no-gc-warning", expr, "--arg", "feats", arg).Output()
+			if err != nil {
+				t.Fatalf("nix-instantiate: %v", err)
+			}
+			cmd := exec.Command("nix-build", strings.TrimSpace(string(out)), "--no-out-link", "--option", "substituters", "", "--builders", spec)
+			cmd.Env = append(os.Environ(), "NIX_SSHOPTS=-p 1 -o BatchMode=yes -o ConnectTimeout=5")
+			b, _ := cmd.CombinedOutput()
+			var tried []string
+			for _, l := range strings.Split(string(b), "\n") {
+				if rest, ok := strings.CutPrefix(l, "cannot build on '"); ok {
+					tried = append(tried, rest[:strings.IndexByte(rest, '\'')])
+				}
+			}
+			p := MustPlatform("nbuild-sys", feats...)
+			var capable []Machine
+			for _, m := range parsed {
+				if CanBuild(&m, p) {
+					capable = append(capable, m)
+				}
+			}
+			sort.SliceStable(capable, func(i, j int) bool { return capable[i].SpeedFactor > capable[j].SpeedFactor })
+			var want []string
+			for _, m := range capable {
+				want = append(want, m.URI)
+			}
+			t.Logf("Nix tried %q", tried)
+			if strings.Join(tried, " ") != strings.Join(want, " ") {
+				t.Errorf("Nix tried %q\nCanBuild picks %q\nnix-build said:\n%s", tried, want, b)
+			}
+		})
 	}
 }
