@@ -63,6 +63,10 @@ type Host struct {
 	t       testing.TB
 	anchor  *exec.Cmd // holds the namespace: sleeps until killed
 	mntNS   string    // readlink of /proc/PID/ns/mnt of the anchor
+	// nsFile holds the namespace open until teardown has killed every
+	// process in it: a namespace's identity (its nsfs inode) may be
+	// reused once it is gone, and must not match another test's host.
+	nsFile *os.File
 	sshd    *exec.Cmd
 	daemon  *exec.Cmd
 	sshdLog string
@@ -166,8 +170,14 @@ func (h *Host) startAnchor(nixDir string) error {
 	case <-time.After(20 * time.Second):
 		return errors.New("creating the mount namespace timed out")
 	}
-	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid))
+	nsPath := fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid)
+	nsFile, err := os.Open(nsPath)
 	if err != nil {
+		return err
+	}
+	ns, err := os.Readlink(nsPath)
+	if err != nil {
+		nsFile.Close()
 		return err
 	}
 	self, err := os.Readlink("/proc/self/ns/mnt")
@@ -175,9 +185,11 @@ func (h *Host) startAnchor(nixDir string) error {
 		return err
 	}
 	if ns == self {
+		nsFile.Close()
 		return errors.New("unshare did not create a new mount namespace")
 	}
 	h.mntNS = ns
+	h.nsFile = nsFile
 	return nil
 }
 
@@ -219,6 +231,7 @@ func (h *Host) startSSHD(sshDir string) error {
 	}
 	conf := filepath.Join(sshDir, "sshd_config")
 	h.sshdLog = filepath.Join(sshDir, "sshd.log")
+	os.Remove(h.sshdLog) // from a failed attempt
 	config := strings.Join([]string{
 		"Port " + strconv.Itoa(port),
 		"ListenAddress 127.0.0.1",
@@ -257,6 +270,7 @@ func (h *Host) startSSHD(sshDir string) error {
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
+	listening := fmt.Sprintf("Server listening on 127.0.0.1 port %d.", port)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		select {
@@ -265,7 +279,9 @@ func (h *Host) startSSHD(sshDir string) error {
 			return fmt.Errorf("sshd exited: %s%s", stderr.String(), tail(log))
 		default:
 		}
-		if sshBanner(port) {
+		// Our sshd's own log says when it listens: a banner on the port
+		// could come from another test's server that took the port first.
+		if log, _ := os.ReadFile(h.sshdLog); bytes.Contains(log, []byte(listening)) && sshBanner(port) {
 			h.sshd = cmd
 			h.Port = port
 			return nil
@@ -468,11 +484,16 @@ func (h *Host) teardown() {
 		// Startup failed before the namespace was confirmed.
 		h.anchor.Process.Kill()
 		h.anchor.Wait()
+		h.anchor = nil
 		return
 	}
 	if err := h.killNamespace(true); err != nil {
 		h.t.Errorf("testhost teardown: %v", err)
 	}
+	// Only now may the namespace (and its identity) go.
+	h.nsFile.Close()
+	h.mntNS = ""
+	h.anchor = nil
 }
 
 // killNamespace SIGKILLs every process in the host's mount namespace

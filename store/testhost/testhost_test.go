@@ -188,14 +188,19 @@ func TestKillAndTeardown(t *testing.T) {
 	}
 
 	anchor := h.anchor.Process.Pid
-	h.teardown()
+	if err := h.killNamespace(true); err != nil {
+		t.Fatal(err)
+	}
 	if n := len(h.namespacePids()); n != 0 {
 		t.Errorf("%d processes in the host after teardown", n)
 	}
 	if _, err := os.Stat("/proc/" + strconv.Itoa(anchor) + "/ns/mnt"); err == nil {
 		t.Errorf("anchor %d still alive", anchor)
 	}
-	h.anchor = nil // teardown already ran
+	h.teardown()
+	if h.anchor != nil {
+		t.Error("teardown did not finish")
+	}
 }
 
 func hasProcess(h *Host, cmdline string) bool {
