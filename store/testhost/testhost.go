@@ -60,13 +60,13 @@ type Host struct {
 	// file holding the host key under HostKeyAlias.
 	Key, KnownHosts string
 
-	t       testing.TB
-	anchor  *exec.Cmd // holds the namespace: sleeps until killed
-	mntNS   string    // readlink of /proc/PID/ns/mnt of the anchor
+	t      testing.TB
+	anchor *exec.Cmd // holds the namespace: sleeps until killed
+	mntNS  string    // readlink of /proc/PID/ns/mnt of the anchor
 	// nsFile holds the namespace open until teardown has killed every
 	// process in it: a namespace's identity (its nsfs inode) may be
 	// reused once it is gone, and must not match another test's host.
-	nsFile *os.File
+	nsFile  *os.File
 	sshd    *exec.Cmd
 	daemon  *exec.Cmd
 	sshdLog string
