@@ -11,7 +11,8 @@ import (
 // build-remote.cc main_build_remote; src/libstore/machines.cc allSupported,
 // mandatoryMet]: the system is "builtin" or one of m's systems, every
 // required feature is supported or mandatory on m, and every mandatory
-// feature of m is required. A machine with no job slots builds nothing.
+// feature of m is required. A machine with no job slots builds nothing
+// (2.8's hook would answer "postpone" for it forever).
 //
 // For the local machine Nix's local rule applies instead: the system is
 // "builtin" or one of its systems (system + extra-platforms) and every
