@@ -89,7 +89,27 @@ func NewPlan(jobs []Job, machines []Machine) (*Plan, error) {
 	n := len(jobs)
 	p.capable = make([][]int32, n)
 	p.dependents = make([][]int32, n)
-	byPlatform := map[Platform][]int32{}
+	// Capable sets and classes are computed once per platform; jobs share
+	// the slices.
+	type platformInfo struct {
+		capable []int32
+		class   int32
+	}
+	byPlatform := map[Platform]platformInfo{}
+	classOf := map[string]int32{}
+	classFor := func(c []int32) int32 {
+		k := fmt.Sprint(c)
+		cl, ok := classOf[k]
+		if !ok {
+			cl = int32(len(p.classes))
+			classOf[k] = cl
+			p.classes = append(p.classes, c)
+		}
+		return cl
+	}
+	var localOnly []int32
+	var localClass int32
+	p.class = make([]int32, n)
 	var unbuildable []Unbuildable
 	for id := range jobs {
 		j := &jobs[id]
@@ -103,37 +123,32 @@ func NewPlan(jobs []Job, machines []Machine) (*Plan, error) {
 			return nil, fmt.Errorf("%w: job %d (%s) has no platform", ErrBadGraph, id, j.Name)
 		}
 		if j.PreferLocal && p.local >= 0 && CanBuild(&machines[p.local], j.Platform) {
-			p.capable[id] = []int32{int32(p.local)}
+			if localOnly == nil {
+				localOnly = []int32{int32(p.local)}
+				localClass = classFor(localOnly)
+			}
+			p.capable[id], p.class[id] = localOnly, localClass
 			continue
 		}
-		c, ok := byPlatform[j.Platform]
+		info, ok := byPlatform[j.Platform]
 		if !ok {
 			for m := range machines {
 				if CanBuild(&machines[m], j.Platform) {
-					c = append(c, int32(m))
+					info.capable = append(info.capable, int32(m))
 				}
 			}
-			byPlatform[j.Platform] = c
+			if len(info.capable) > 0 {
+				info.class = classFor(info.capable)
+			}
+			byPlatform[j.Platform] = info
 		}
-		if len(c) == 0 {
+		if len(info.capable) == 0 {
 			unbuildable = append(unbuildable, Unbuildable{Job: id, Name: j.Name, Reason: Why(j.Platform, machines)})
 		}
-		p.capable[id] = c
+		p.capable[id], p.class[id] = info.capable, info.class
 	}
 	if len(unbuildable) > 0 {
 		return nil, &UnbuildableError{Jobs: unbuildable}
-	}
-	p.class = make([]int32, n)
-	classOf := map[string]int32{}
-	for id, c := range p.capable {
-		k := fmt.Sprint(c)
-		cl, ok := classOf[k]
-		if !ok {
-			cl = int32(len(p.classes))
-			classOf[k] = cl
-			p.classes = append(p.classes, c)
-		}
-		p.class[id] = cl
 	}
 	if err := p.topoSort(); err != nil {
 		return nil, err
@@ -217,13 +232,11 @@ func (p *Plan) CriticalPath() time.Duration {
 // capacity. Transfers are not counted.
 func (p *Plan) LowerBound(dur []time.Duration) time.Duration {
 	n := len(p.Jobs)
-	fastest := make([]float64, n)
-	sets := map[string][]int32{}
-	for id := range p.Jobs {
-		for _, m := range p.capable[id] {
-			fastest[id] = max(fastest[id], float64(p.Machines[m].SpeedFactor))
+	fastest := make([]float64, len(p.classes))
+	for c, ms := range p.classes {
+		for _, m := range ms {
+			fastest[c] = max(fastest[c], float64(p.Machines[m].SpeedFactor))
 		}
-		sets[fmt.Sprint(p.capable[id])] = p.capable[id]
 	}
 	path := make([]float64, n)
 	var cp float64
@@ -233,31 +246,35 @@ func (p *Plan) LowerBound(dur []time.Duration) time.Duration {
 		for _, k := range p.dependents[id] {
 			after = max(after, path[k])
 		}
-		path[id] = float64(dur[id])/fastest[id] + after
+		path[id] = float64(dur[id])/fastest[p.class[id]] + after
 		cp = max(cp, path[id])
 	}
 	bound := cp
+	classWork := make([]float64, len(p.classes))
+	for id := range p.Jobs {
+		classWork[p.class[id]] += float64(dur[id])
+	}
 	all := make([]int32, len(p.Machines))
 	for m := range all {
 		all[m] = int32(m)
 	}
-	sets["all"] = all
-	for _, set := range sets {
-		in := make([]bool, len(p.Machines))
+	in := make([]bool, len(p.Machines))
+	for _, set := range append(p.classes[:len(p.classes):len(p.classes)], all) {
+		clear(in)
 		var capacity float64
 		for _, m := range set {
 			in[m] = true
 			capacity += float64(p.Machines[m].MaxJobs) * float64(p.Machines[m].SpeedFactor)
 		}
 		var work float64
-	jobs:
-		for id := range p.Jobs {
-			for _, m := range p.capable[id] {
+	classes:
+		for c, ms := range p.classes {
+			for _, m := range ms {
 				if !in[m] {
-					continue jobs
+					continue classes
 				}
 			}
-			work += float64(dur[id])
+			work += classWork[c]
 		}
 		if capacity > 0 {
 			bound = max(bound, work/capacity)

@@ -1,7 +1,6 @@
 package sched
 
 import (
-	"container/heap"
 	"errors"
 	"fmt"
 	"time"
@@ -51,7 +50,7 @@ func SimulatePlan(plan *Plan, dur []time.Duration, opts SimOptions) (*Timeline, 
 	var q simQueue
 	seq := 0
 	for _, o := range opts.Outages {
-		heap.Push(&q, simEvent{at: o.At, seq: seq, down: true, a: Assignment{Machine: o.Machine}})
+		q.push(simEvent{at: o.At, seq: seq, down: true, a: Assignment{Machine: o.Machine}})
 		seq++
 	}
 	var now time.Duration
@@ -62,13 +61,13 @@ func SimulatePlan(plan *Plan, dur []time.Duration, opts SimOptions) (*Timeline, 
 			if opts.Fail != nil && opts.Fail(a.Job) {
 				ev.outcome = Failed
 			}
-			heap.Push(&q, ev)
+			q.push(ev)
 			seq++
 		}
 		if s.Finished() {
 			break
 		}
-		if q.Len() == 0 {
+		if len(q) == 0 {
 			at, ok := s.Wake(epoch.Add(now))
 			if !ok {
 				return tl, fmt.Errorf("%w at %v with %d running", ErrStuck, now, s.Running())
@@ -76,12 +75,11 @@ func SimulatePlan(plan *Plan, dur []time.Duration, opts SimOptions) (*Timeline, 
 			now = at.Sub(epoch)
 			continue
 		}
-		ev := heap.Pop(&q).(simEvent)
-		if w, ok := s.Wake(epoch.Add(now)); ok && w.Sub(epoch) < ev.at {
-			heap.Push(&q, ev)
+		if w, ok := s.Wake(epoch.Add(now)); ok && w.Sub(epoch) < q[0].at {
 			now = w.Sub(epoch)
 			continue
 		}
+		ev := q.pop()
 		now = ev.at
 		if ev.down {
 			for _, a := range s.MachineDown(ev.a.Machine, epoch.Add(now)) {
@@ -106,20 +104,50 @@ type simEvent struct {
 	down    bool
 }
 
+// simQueue is a min-heap of events by time, then sequence number.
 type simQueue []simEvent
 
-func (q simQueue) Len() int { return len(q) }
-func (q simQueue) Less(i, j int) bool {
+func (q simQueue) less(i, j int) bool {
 	if q[i].at != q[j].at {
 		return q[i].at < q[j].at
 	}
 	return q[i].seq < q[j].seq
 }
-func (q simQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *simQueue) Push(x any)   { *q = append(*q, x.(simEvent)) }
-func (q *simQueue) Pop() any {
-	old := *q
-	x := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return x
+
+func (q *simQueue) push(ev simEvent) {
+	*q = append(*q, ev)
+	h := *q
+	for i := len(h) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !h.less(i, p) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+func (q *simQueue) pop() simEvent {
+	h := *q
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h = h[:last]
+	for i := 0; ; {
+		l := 2*i + 1
+		if l >= len(h) {
+			break
+		}
+		c := l
+		if r := l + 1; r < len(h) && h.less(r, l) {
+			c = r
+		}
+		if !h.less(c, i) {
+			break
+		}
+		h[i], h[c] = h[c], h[i]
+		i = c
+	}
+	*q = h
+	return top
 }
