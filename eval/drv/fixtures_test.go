@@ -3,6 +3,7 @@ package drv
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -288,4 +289,65 @@ func envText(d *Derivation) string {
 		b.WriteByte(' ')
 	}
 	return b.String()
+}
+
+// TestHasherConcurrent: one Hasher shared by goroutines gives every one of
+// them the results a Hasher of its own gives (run with -race).
+func TestHasherConcurrent(t *testing.T) {
+	paths := fixtureDrvs(t)
+	want := map[string]ModuloHash{}
+	solo := NewHasher(FileLoader(storeRoot))
+	for _, p := range paths {
+		h, err := solo.HashModulo(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[p] = h
+	}
+	shared := NewHasher(FileLoader(storeRoot))
+	errs := make(chan error, 4)
+	for g := 0; g < 4; g++ {
+		go func() {
+			for i := range paths {
+				p := paths[(i*7+g*13)%len(paths)]
+				h, err := shared.HashModulo(p)
+				if err == nil && h != want[p] {
+					err = fmt.Errorf("%s: %v, want %v", p, h, want[p])
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestHasherCycle: a store whose .drv files refer to each other in a
+// cycle (impossible for real .drv paths) gives an error, not a hang.
+func TestHasherCycle(t *testing.T) {
+	const a = "/nix/store/00000000000000000000000000000000-a.drv"
+	const b = "/nix/store/11111111111111111111111111111111-b.drv"
+	mk := func(in string) *Derivation {
+		return &Derivation{
+			Outputs:   []Output{{Name: "out", Path: outPath}},
+			InputDrvs: []InputDrv{{Path: in, Outputs: []string{"out"}}},
+			Env:       []EnvVar{{Key: "name", Value: "x"}},
+		}
+	}
+	h := NewHasher(func(p string) (*Derivation, error) {
+		if p == a {
+			return mk(b), nil
+		}
+		return mk(a), nil
+	})
+	if _, err := h.HashModulo(a); err == nil || !strings.Contains(err.Error(), "depends on itself") {
+		t.Errorf("cycle: %v", err)
+	}
 }
