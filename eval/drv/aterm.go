@@ -187,6 +187,10 @@ func (p *Parser) str(i, j int) string {
 	if p.owned && i < j {
 		return unsafe.String(&p.data[i], j-i)
 	}
+	return p.strSlow(i, j)
+}
+
+func (p *Parser) strSlow(i, j int) string {
 	if p.owned {
 		return ""
 	}
