@@ -43,14 +43,19 @@ type Parser struct {
 	// string is never longer than its quoted form, so it fits where it was
 	// and nothing parsed later is overwritten); with Intern the caller's
 	// bytes, left untouched.
-	data    []byte
-	owned   bool
-	pos     int
-	outs    []Output
+	data  []byte
+	owned bool
+	pos   int
+	// all receives every string of the derivation but platform, builder
+	// and input derivation paths, in the order of the file: 4 per output,
+	// the input derivations' output names, inputSrcs, args, 2 per env
+	// entry. It becomes the result's storage (Output and EnvVar are laid
+	// out as [4]string and [2]string), so each string is stored once.
+	all     []string
+	nOut    int
+	envAt   int // index in all of the first env entry
 	inDrvs  []InputDrv
-	spans   []int // [start, end) into strs of each input drv's outputs
-	strs    []string
-	env     []EnvVar
+	spans   []int  // [start, end) into all of each input drv's outputs
 	scratch []byte // unescaping area when Intern is set
 }
 
@@ -68,11 +73,12 @@ func Parse(data []byte) (*Derivation, error) {
 	return d, err
 }
 
-// reset drops the input. The scratch slices keep pointing at strings of
-// earlier derivations until overwritten; clearing them costs more than the
-// little memory that keeps alive.
+// reset drops the input and the result's storage. The scratch slices keep
+// pointing at strings of earlier derivations until overwritten; clearing
+// them costs more than the little memory that keeps alive.
 func (p *Parser) reset() {
 	p.data = nil
+	p.all = nil
 }
 
 // The single allocation in parse relies on these layouts.
@@ -93,11 +99,11 @@ func (p *Parser) Parse(data []byte) (*Derivation, error) {
 		p.data = data
 	}
 	p.pos = 0
-	p.outs = p.outs[:0]
+	// Every string has two quotes, so this never has to grow.
+	p.all = make([]string, 0, bytes.Count(p.data, []byte{'"'})/2)
+	p.nOut = 0
 	p.inDrvs = p.inDrvs[:0]
 	p.spans = p.spans[:0]
-	p.strs = p.strs[:0]
-	p.env = p.env[:0]
 	d, err := p.parse()
 	p.data = nil
 	if err != nil {
@@ -428,11 +434,11 @@ func (p *Parser) parse() (*Derivation, error) {
 	if !p.eatListStart() {
 		return nil, p.expectErr(",[")
 	}
-	srcStart := len(p.strs)
+	srcStart := len(p.all)
 	if err := p.parseSortedList(true); err != nil {
 		return nil, err
 	}
-	srcEnd := len(p.strs)
+	srcEnd := len(p.all)
 	if !p.eat(',') {
 		return nil, p.expectErr(",")
 	}
@@ -461,9 +467,9 @@ func (p *Parser) parse() (*Derivation, error) {
 		if err != nil {
 			return nil, err
 		}
-		p.strs = append(p.strs, s)
+		p.all = append(p.all, s)
 	}
-	argsEnd := len(p.strs)
+	argsEnd := len(p.all)
 	if !p.eatListStart() {
 		return nil, p.expectErr(",[")
 	}
@@ -483,16 +489,14 @@ func (p *Parser) parse() (*Derivation, error) {
 	}
 	// Outputs, env and the string lists share one allocation: Output and
 	// EnvVar are laid out exactly as [4]string and [2]string.
-	nOut, nEnv := len(p.outs), len(p.env)
-	all := make([]string, 4*nOut+2*nEnv+len(p.strs))
+	all := p.all
+	p.all = nil
+	nOut, envAt := p.nOut, p.envAt
 	d.Outputs = unsafe.Slice((*Output)(unsafe.Pointer(&all[0])), nOut)
-	copy(d.Outputs, p.outs)
-	if nEnv > 0 {
-		d.Env = unsafe.Slice((*EnvVar)(unsafe.Pointer(&all[4*nOut])), nEnv)
-		copy(d.Env, p.env)
+	if nEnv := (len(all) - envAt) / 2; nEnv > 0 {
+		d.Env = unsafe.Slice((*EnvVar)(unsafe.Pointer(&all[envAt])), nEnv)
 	}
-	strs := all[4*nOut+2*nEnv:]
-	copy(strs, p.strs)
+	strs := all[:envAt:envAt]
 	for k := range d.InputDrvs {
 		d.InputDrvs[k].Outputs = strs[p.spans[2*k]:p.spans[2*k+1]:p.spans[2*k+1]]
 	}
@@ -506,10 +510,10 @@ func (p *Parser) parse() (*Derivation, error) {
 }
 
 // parseSortedList parses the rest of a list of unescaped strings after its
-// "[" into p.strs, requiring strictly increasing elements (a set, as Nix
+// "[" into p.all, requiring strictly increasing elements (a set, as Nix
 // keeps it); paths additionally must be store paths.
 func (p *Parser) parseSortedList(paths bool) error {
-	base := len(p.strs)
+	base := len(p.all)
 	for first := true; ; first = false {
 		if n := p.next(first); n <= 0 {
 			if n < 0 {
@@ -526,10 +530,10 @@ func (p *Parser) parseSortedList(paths bool) error {
 				return p.fail(off, "invalid store path %q: %s", s, reason)
 			}
 		}
-		if n := len(p.strs); n > base && p.strs[n-1] >= s {
-			return p.orderErr(p.strs[n-1], s, off, "entry")
+		if n := len(p.all); n > base && p.all[n-1] >= s {
+			return p.orderErr(p.all[n-1], s, off, "entry")
 		}
-		p.strs = append(p.strs, s)
+		p.all = append(p.all, s)
 	}
 }
 
@@ -564,8 +568,8 @@ func (p *Parser) parseOutputs() error {
 		if o.Name == "" {
 			return p.fail(offs[0], "empty output name")
 		}
-		if n := len(p.outs); n > 0 && p.outs[n-1].Name >= o.Name {
-			return p.orderErr(p.outs[n-1].Name, o.Name, offs[0], "output")
+		if n := len(p.all); n > 0 && p.all[n-4] >= o.Name {
+			return p.orderErr(p.all[n-4], o.Name, offs[0], "output")
 		}
 		k, algo, msg, field := classifyOutput(&o)
 		if msg != "" {
@@ -584,9 +588,10 @@ func (p *Parser) parseOutputs() error {
 		if k == FixedOutput && o.Name != "out" {
 			return p.fail(offs[0], "single fixed output must be named \"out\"")
 		}
-		p.outs = append(p.outs, o)
+		p.all = append(p.all, o.Name, o.Path, o.HashAlgo, o.Hash)
+		p.nOut++
 	}
-	if len(p.outs) == 0 {
+	if p.nOut == 0 {
 		return p.fail(p.pos-1, "a derivation must have at least one output")
 	}
 	return nil
@@ -661,22 +666,23 @@ func (p *Parser) parseInputDrvs() error {
 			return p.expectErr(",[")
 		}
 		lstart := p.pos
-		begin := len(p.strs)
+		begin := len(p.all)
 		if err := p.parseSortedList(false); err != nil {
 			return err
 		}
-		if len(p.strs) == begin {
+		if len(p.all) == begin {
 			return p.fail(lstart, "input derivation %q with no outputs", path)
 		}
 		if !p.eat(')') {
 			return p.expectErr(")")
 		}
 		p.inDrvs = append(p.inDrvs, InputDrv{Path: path})
-		p.spans = append(p.spans, begin, len(p.strs))
+		p.spans = append(p.spans, begin, len(p.all))
 	}
 }
 
 func (p *Parser) parseEnv() error {
+	p.envAt = len(p.all)
 	for first := true; ; first = false {
 		if n := p.next(first); n <= 0 {
 			if n < 0 {
@@ -691,8 +697,8 @@ func (p *Parser) parseEnv() error {
 		if err != nil {
 			return err
 		}
-		if n := len(p.env); n > 0 && p.env[n-1].Key >= k {
-			return p.orderErr(p.env[n-1].Key, k, off, "environment variable")
+		if n := len(p.all); n > p.envAt && p.all[n-2] >= k {
+			return p.orderErr(p.all[n-2], k, off, "environment variable")
 		}
 		if !p.eat(',') {
 			return p.expectErr(",")
@@ -704,7 +710,7 @@ func (p *Parser) parseEnv() error {
 		if !p.eat(')') {
 			return p.expectErr(")")
 		}
-		p.env = append(p.env, EnvVar{Key: k, Value: v})
+		p.all = append(p.all, k, v)
 	}
 }
 
