@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 	"strings"
 	"sync"
 	"unsafe"
@@ -491,6 +492,11 @@ func (p *Parser) parse() (*Derivation, error) {
 	// EnvVar are laid out exactly as [4]string and [2]string.
 	all := p.all
 	p.all = nil
+	if cap(all)-len(all) > len(all)/4+8 {
+		// Many escaped quotes (scripts) made the estimate loose; do not
+		// keep the slack alive with the derivation.
+		all = slices.Clone(all)
+	}
 	nOut, envAt := p.nOut, p.envAt
 	d.Outputs = unsafe.Slice((*Output)(unsafe.Pointer(&all[0])), nOut)
 	if nEnv := (len(all) - envAt) / 2; nEnv > 0 {
