@@ -87,10 +87,10 @@ type Options struct {
 }
 
 // Conn is one connection to a nix-daemon. Its methods may be called from
-// several goroutines, but they run one at a time; use a Pool for parallel
-// ops. Close releases the stream.
+// several goroutines, but ops run one at a time; use a Pool for parallel
+// ops. Close releases the stream and makes a running op fail.
 type Conn struct {
-	mu  sync.Mutex
+	mu  sync.Mutex // held for the whole of an op
 	rwc io.ReadWriteCloser
 	br  *bufio.Reader
 	r   *wire.Reader
@@ -104,7 +104,8 @@ type Conn struct {
 	trust   Trust
 	feats   []string
 
-	broken error // sticky, wraps ErrBroken
+	bmu    sync.Mutex // guards broken, so Close and Err never wait for an op
+	broken error      // sticky, wraps ErrBroken
 }
 
 // Dial connects to the daemon listening on the unix socket at socketPath
@@ -270,18 +271,29 @@ func (c *Conn) Trust() Trust { return c.trust }
 
 // Err returns the error that broke the connection, or nil.
 func (c *Conn) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	return c.brokenErr()
+}
+
+func (c *Conn) brokenErr() error {
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	return c.broken
+}
+
+// breakWith marks the connection broken (keeping the first reason) and
+// returns the reason.
+func (c *Conn) breakWith(err error) error {
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	if c.broken == nil {
+		c.broken = err
+	}
 	return c.broken
 }
 
 // Close closes the stream. Ops running concurrently fail.
 func (c *Conn) Close() error {
-	c.mu.Lock()
-	if c.broken == nil {
-		c.broken = fmt.Errorf("%w: closed", ErrBroken)
-	}
-	c.mu.Unlock()
+	c.breakWith(fmt.Errorf("%w: closed", ErrBroken))
 	return c.rwc.Close()
 }
 

@@ -617,3 +617,26 @@ func TestQueryPathInfosPipelined(t *testing.T) {
 		t.Errorf("connection broken: %v", c.Err())
 	}
 }
+
+// TestCloseUnblocks: Close does not wait for a blocked op, and makes it
+// fail.
+func TestCloseUnblocks(t *testing.T) {
+	c, err := dialFake(t, &fakeDaemon{serve: func(p *peerConn) error {
+		p.readOp()
+		io.Copy(io.Discard, p.conn)
+		return nil
+	}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.IsValidPath(context.Background(), testPath)
+		errc <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // let the op block; the test passes either way
+	c.Close()
+	if err := <-errc; !errors.Is(err, ErrBroken) {
+		t.Fatalf("error = %v", err)
+	}
+}

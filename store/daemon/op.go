@@ -64,9 +64,9 @@ func (o Op) String() string {
 // the op's error; it unlocks and returns the error to hand to the caller.
 func (c *Conn) begin(ctx context.Context, op Op) (end func(err error) error, err error) {
 	c.mu.Lock()
-	if c.broken != nil {
+	if err := c.brokenErr(); err != nil {
 		c.mu.Unlock()
-		return nil, &OpError{Op: op, Err: c.broken}
+		return nil, &OpError{Op: op, Err: err}
 	}
 	if err := ctx.Err(); err != nil {
 		c.mu.Unlock()
@@ -79,8 +79,7 @@ func (c *Conn) begin(ctx context.Context, op Op) (end func(err error) error, err
 		if interrupted {
 			// The stream was closed under the op: whatever it returned, the
 			// connection is gone, and the reason is the context.
-			c.broken = fmt.Errorf("%w: %w", ErrBroken, ctx.Err())
-			return &OpError{Op: op, Err: c.broken}
+			return &OpError{Op: op, Err: c.breakWith(fmt.Errorf("%w: %w", ErrBroken, ctx.Err()))}
 		}
 		if err == nil || isDaemonError(err) {
 			return err
@@ -91,16 +90,16 @@ func (c *Conn) begin(ctx context.Context, op Op) (end func(err error) error, err
 		}
 		// Anything else left the stream at an unknown position.
 		if errors.Is(err, ErrBroken) {
-			c.broken = err
+			err = c.breakWith(err)
 			c.rwc.Close()
 			return &OpError{Op: op, Err: err}
 		}
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		c.broken = fmt.Errorf("%w: %w", ErrBroken, err)
+		err = c.breakWith(fmt.Errorf("%w: %w", ErrBroken, err))
 		c.rwc.Close()
-		return &OpError{Op: op, Err: c.broken}
+		return &OpError{Op: op, Err: err}
 	}
 	return end, nil
 }
