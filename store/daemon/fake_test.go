@@ -640,3 +640,36 @@ func TestCloseUnblocks(t *testing.T) {
 		t.Fatalf("error = %v", err)
 	}
 }
+
+// TestPoolAcquire: a full pool makes Acquire wait for a release or for
+// its context; broken connections are not reused.
+func TestPoolAcquire(t *testing.T) {
+	dials := 0
+	p := NewPool(1, func(ctx context.Context) (*Conn, error) {
+		dials++
+		return dialFake(t, &fakeDaemon{}, Options{})
+	})
+	defer p.Close()
+	ctx := context.Background()
+	c1, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if _, err := p.Acquire(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Acquire on a full pool = %v", err)
+	}
+	p.Release(c1)
+	c2, err := p.Acquire(ctx)
+	if err != nil || c2 != c1 {
+		t.Fatalf("Acquire after release = %p, %v; want the idle %p", c2, err, c1)
+	}
+	c2.Close()
+	p.Release(c2)
+	c3, err := p.Acquire(ctx)
+	if err != nil || c3 == c2 || dials != 2 {
+		t.Fatalf("after a broken conn: %p, %v, %d dials", c3, err, dials)
+	}
+	p.Release(c3)
+}
