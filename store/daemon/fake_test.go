@@ -673,3 +673,42 @@ func TestPoolAcquire(t *testing.T) {
 	}
 	p.Release(c3)
 }
+
+func TestNixAtLeast(t *testing.T) {
+	tests := []struct {
+		v    string
+		want bool
+	}{
+		{"2.8.0", false},
+		{"2.17.1", false},
+		{"2.18.0", true},
+		{"2.18pre20230901_abcdef", true},
+		{"2.30.0", true},
+		{"3.0", true},
+		{"1.11.16", false},
+		{"", false},
+		{"nix", false},
+		{"2", false},
+	}
+	for _, tt := range tests {
+		if got := nixAtLeast(tt.v, 2, 18); got != tt.want {
+			t.Errorf("nixAtLeast(%q, 2, 18) = %v, want %v", tt.v, got, tt.want)
+		}
+	}
+}
+
+func TestStripANSI(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"plain", "plain"},
+		{"path '\x1b[35;1m/nix/store/x\x1b[0m' is not valid", "path '/nix/store/x' is not valid"},
+		{"\x1b[31;1merror:\x1b[0m boom", "error: boom"},
+		{"trailing \x1b[", "trailing "},
+		{"lone \x1b", "lone "},
+		{"two-char \x1b(Bok", "two-char Bok"},
+	}
+	for _, tt := range tests {
+		if got := StripANSI(tt.in); got != tt.want {
+			t.Errorf("StripANSI(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -207,7 +207,11 @@ func nixAtLeast(v string, major, minor int) bool {
 		return false
 	}
 	ma, err1 := strconv.Atoi(parts[0])
-	mi, err2 := strconv.Atoi(strings.TrimRightFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
+	digits := parts[1]
+	if i := strings.IndexFunc(digits, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+		digits = digits[:i] // "18pre2023…" is 18
+	}
+	mi, err2 := strconv.Atoi(digits)
 	if err1 != nil || err2 != nil {
 		return false
 	}
