@@ -488,3 +488,26 @@ func TestAddMultipleToStore(t *testing.T) {
 }
 
 func errorsAs[T error](err error, target *T) bool { return errors.As(err, target) }
+
+// TestRejectedUploadKeepsConnection: the daemon drains a rejected upload's
+// frames, so the same connection goes on working (the suite allows stores
+// where it does not).
+func TestRejectedUploadKeepsConnection(t *testing.T) {
+	c := privateConn(t, t.TempDir(), daemon.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := storetest.NewObject(t, "rejected", nil)
+	b := storetest.NewObject(t, "rejected", nil)
+	err := c.AddToStoreNar(ctx, a.Info, bytes.NewReader(b.NAR))
+	var de *daemon.Error
+	if !errors.As(err, &de) || !strings.Contains(de.Message, "hash mismatch") {
+		t.Fatalf("AddToStoreNar with the wrong NAR = %v, want a hash mismatch *daemon.Error", err)
+	}
+	if err := c.AddToStoreNar(ctx, b.Info, bytes.NewReader(b.NAR)); err != nil {
+		t.Fatalf("next upload on the same connection: %v", err)
+	}
+	valid, err := c.QueryValidPaths(ctx, []store.Path{a.Info.Path, b.Info.Path}, false)
+	if err != nil || !slices.Equal(valid, []store.Path{b.Info.Path}) {
+		t.Fatalf("QueryValidPaths = %v, %v", valid, err)
+	}
+}
