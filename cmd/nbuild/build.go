@@ -199,6 +199,9 @@ func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *buildPlan,
 			_ = cache.RecordBuild(sched.PackageName(p.splan.Jobs[job].Name), d)
 		},
 	}
+	events.Lost = func(job, machine int, reason string) {
+		prog.warn("warning: %s: %s; trying elsewhere", p.splan.Jobs[job].Name, reason)
+	}
 	route := make(executor.Router, len(p.machines))
 	for m := range p.machines {
 		if p.machines[m].Local {
@@ -276,6 +279,17 @@ func isTerminal(w io.Writer) bool {
 }
 
 func (b *buildProgress) log(job int, line string) {}
+
+// warn prints a message on its own line, above the status line.
+func (b *buildProgress) warn(format string, args ...any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.shown {
+		fmt.Fprint(b.w, "\r\033[K")
+		b.shown = false
+	}
+	fmt.Fprintf(b.w, format+"\n", args...)
+}
 
 func (b *buildProgress) update(s *sched.Scheduler) {
 	if b.quiet || !b.tty {

@@ -47,6 +47,17 @@ type Events struct {
 	// Built is called after job was built on machine, before its result is
 	// reported to the scheduler.
 	Built func(job, machine int, res *store.BuildResult)
+	// Lost is called when job could not be built on machine because the
+	// machine or the link to it failed; the scheduler tries it elsewhere.
+	Lost func(job, machine int, reason string)
+}
+
+// report passes a lost machine's reason to Lost and returns res.
+func (ev *Events) report(res sched.Result) sched.Result {
+	if res.Outcome == sched.MachineLost && ev.Lost != nil {
+		ev.Lost(res.Job, res.Machine, res.Reason)
+	}
+	return res
 }
 
 // buildSettings are the daemon settings of a build connection. The plan

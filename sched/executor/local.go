@@ -29,7 +29,7 @@ var _ sched.Executor = (*Local)(nil)
 
 // Start implements sched.Executor.
 func (l *Local) Start(ctx context.Context, a sched.Assignment, results chan<- sched.Result) {
-	go func() { results <- l.build(ctx, a) }()
+	go func() { results <- l.Events.report(l.build(ctx, a)) }()
 }
 
 func (l *Local) build(ctx context.Context, a sched.Assignment) sched.Result {

@@ -41,6 +41,12 @@ type Options struct {
 	// Daemon starts a nix-daemon inside the host, listening on the
 	// host's /nix/var/nix/daemon-socket/socket.
 	Daemon bool
+	// NixConf is appended to the host's own nix.conf, which starts as a
+	// copy of the machine's /etc/nix/nix.conf with build users turned off
+	// (see writeNixConf): each host has its own
+	// /etc/nix, so it can be given other system-features or
+	// extra-platforms, as a real builder would have.
+	NixConf string
 }
 
 // HostKeyAlias is the name ssh checks the host key under, whatever the
@@ -109,7 +115,11 @@ func (h *Host) start(opts Options) error {
 			return err
 		}
 	}
-	if err := h.startAnchor(nixDir); err != nil {
+	etcDir := filepath.Join(h.Dir, "etc-nix")
+	if err := writeNixConf(etcDir, opts.NixConf); err != nil {
+		return err
+	}
+	if err := h.startAnchor(nixDir, etcDir); err != nil {
 		return err
 	}
 	if out, err := h.Run("nix-store", "--init"); err != nil {
@@ -140,11 +150,39 @@ func (h *Host) start(opts Options) error {
 	return nil
 }
 
+// writeNixConf writes the host's /etc/nix: the machine's nix.conf (Nix's
+// defaults if it has none) followed by extra.
+func writeNixConf(dir, extra string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	// The bind mount needs a mount point on the machine.
+	if err := os.MkdirAll("/etc/nix", 0o755); err != nil {
+		return err
+	}
+	base, err := os.ReadFile("/etc/nix/nix.conf")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	conf := string(base)
+	if conf != "" && !strings.HasSuffix(conf, "\n") {
+		conf += "\n"
+	}
+	// The machine's nixbld users are shared by every store on it, but each
+	// daemon takes them from a pool locked under its own /nix: two daemons
+	// could build as the same uid, and Nix kills all of a build user's
+	// processes before a build starts. A host's builds therefore run
+	// without build users.
+	conf += "build-users-group =\n"
+	return os.WriteFile(filepath.Join(dir, "nix.conf"), []byte(conf+extra), 0o644)
+}
+
 // startAnchor creates the namespace: unshare runs a shell that bind-mounts
-// the scratch /nix, says so, and then sleeps for as long as the host lives.
-func (h *Host) startAnchor(nixDir string) error {
+// the scratch /nix and the host's /etc/nix, says so, and then sleeps for as
+// long as the host lives.
+func (h *Host) startAnchor(nixDir, etcDir string) error {
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--",
-		"/bin/sh", "-c", `mount --bind "$1" /nix && echo ready && exec sleep 86400`, "sh", nixDir)
+		"/bin/sh", "-c", `mount --bind "$1" /nix && mount --bind "$2" /etc/nix && echo ready && exec sleep 86400`, "sh", nixDir, etcDir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
