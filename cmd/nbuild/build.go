@@ -99,14 +99,7 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 	if cache != nil {
 		defer cache.Close()
 	}
-	popts := planOptions{machines: machines, defaultDuration: o.defDur}
-	if cache != nil {
-		popts.duration = func(name string) (time.Duration, bool) {
-			s, ok := cache.BuildStats(sched.PackageName(name))
-			return s.Average, ok
-		}
-	}
-	p, err := makePlan(g, vi, popts)
+	p, err := makePlan(g, vi, planOptions{machines: machines, defaultDuration: o.defDur, duration: recordedDuration(cache)})
 	if err != nil {
 		return err
 	}

@@ -117,15 +117,11 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	if err != nil {
 		return err
 	}
-	popts := planOptions{machines: machines, defaultDuration: o.defDur}
-	if cache := openCache(env, o.cacheDir); cache != nil {
+	cache := openCache(env, o.cacheDir)
+	if cache != nil {
 		defer cache.Close()
-		popts.duration = func(name string) (time.Duration, bool) {
-			s, ok := cache.BuildStats(sched.PackageName(name))
-			return s.Average, ok
-		}
 	}
-	p, err := makePlan(g, vi, popts)
+	p, err := makePlan(g, vi, planOptions{machines: machines, defaultDuration: o.defDur, duration: recordedDuration(cache)})
 	if err != nil {
 		return err
 	}
@@ -195,6 +191,18 @@ func graphMachines(env *cmdEnv, o graphOptions) ([]sched.Machine, error) {
 		machines = append(machines, remote...)
 	}
 	return machines, nil
+}
+
+// recordedDuration looks build times up in the metadata cache by package
+// name (the name without its version); nil without a cache.
+func recordedDuration(cache *metacache.Cache) func(name string) (time.Duration, bool) {
+	if cache == nil {
+		return nil
+	}
+	return func(name string) (time.Duration, bool) {
+		s, ok := cache.BuildStats(sched.PackageName(name))
+		return s.Average, ok
+	}
 }
 
 // openCache opens the metadata cache for recorded build times; a cache

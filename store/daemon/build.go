@@ -126,7 +126,7 @@ func (c *Conn) BuildDerivation(ctx context.Context, drvPath store.Path, d *drv.D
 	err = func() error {
 		b := wire.AppendUint64(c.buf[:0], uint64(OpBuildDerivation))
 		b = wire.AppendString(b, drvPath.String())
-		b = appendBasicDerivation(b, d)
+		b = d.AppendBasicWire(b)
 		c.buf = wire.AppendUint64(b, uint64(mode))
 		if err := c.send(); err != nil {
 			return err
@@ -145,28 +145,6 @@ func (c *Conn) BuildDerivation(ctx context.Context, drvPath store.Path, d *drv.D
 		return res, &store.BuildError{Path: drvPath.String(), Status: res.Status, Message: res.ErrorMsg, LogTail: tail.lines()}
 	}
 	return res, nil
-}
-
-// appendBasicDerivation encodes d as 2.8 derivations.cc
-// writeDerivation(Sink&): outputs, inputSrcs, platform, builder, args, env.
-func appendBasicDerivation(b []byte, d *drv.Derivation) []byte {
-	b = wire.AppendUint64(b, uint64(len(d.Outputs)))
-	for _, o := range d.Outputs {
-		b = wire.AppendString(b, o.Name)
-		b = wire.AppendString(b, o.Path)
-		b = wire.AppendString(b, o.HashAlgo)
-		b = wire.AppendString(b, o.Hash)
-	}
-	b = wire.AppendStrings(b, d.InputSrcs)
-	b = wire.AppendString(b, d.Platform)
-	b = wire.AppendString(b, d.Builder)
-	b = wire.AppendStrings(b, d.Args)
-	b = wire.AppendUint64(b, uint64(len(d.Env)))
-	for _, e := range d.Env {
-		b = wire.AppendString(b, e.Key)
-		b = wire.AppendString(b, e.Value)
-	}
-	return b
 }
 
 // readBuildResult decodes a BuildResult at protocol version v (2.8

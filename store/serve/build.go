@@ -52,7 +52,7 @@ func (c *Client) BuildDerivation(ctx context.Context, drvPath store.Path, d *drv
 	err := c.do(ctx, "BuildDerivation", func() error {
 		b := wire.AppendUint64(c.buf[:0], cmdBuildDerivation)
 		b = wire.AppendString(b, drvPath.String())
-		b = appendBasicDerivation(b, d)
+		b = d.AppendBasicWire(b)
 		if err := c.send(c.appendBuildOptions(b, opts)); err != nil {
 			return err
 		}
@@ -67,29 +67,6 @@ func (c *Client) BuildDerivation(ctx context.Context, drvPath store.Path, d *drv
 		return res, res.Err(drvPath.String())
 	}
 	return res, nil
-}
-
-// appendBasicDerivation encodes d as 2.8 derivations.cc
-// writeDerivation(Sink&) does: outputs (name, path, hashAlgo, hash),
-// inputSrcs, platform, builder, args, env.
-func appendBasicDerivation(b []byte, d *drv.Derivation) []byte {
-	b = wire.AppendUint64(b, uint64(len(d.Outputs)))
-	for _, o := range d.Outputs {
-		b = wire.AppendString(b, o.Name)
-		b = wire.AppendString(b, o.Path)
-		b = wire.AppendString(b, o.HashAlgo)
-		b = wire.AppendString(b, o.Hash)
-	}
-	b = wire.AppendStrings(b, d.InputSrcs)
-	b = wire.AppendString(b, d.Platform)
-	b = wire.AppendString(b, d.Builder)
-	b = wire.AppendStrings(b, d.Args)
-	b = wire.AppendUint64(b, uint64(len(d.Env)))
-	for _, e := range d.Env {
-		b = wire.AppendString(b, e.Key)
-		b = wire.AppendString(b, e.Value)
-	}
-	return b
 }
 
 // BuildPaths builds or substitutes targets on the server, whose .drv
