@@ -1,0 +1,489 @@
+// Package compress compresses and decompresses NARs for binary caches and
+// copies, behind one writer/reader pair: "none", "zstd" (klauspost) and
+// "xz" (ulikunitz).
+//
+// Vocabulary:
+//
+//   - chunk: Options.ChunkSize bytes of input, compressed independently into
+//     one complete zstd frame or xz stream. The output is the chunks'
+//     frames/streams concatenated in input order, which `zstd -d`, `xz -d`
+//     and Nix 2.8 read as one stream (NIX-PROTOCOLS.md §8.5). The bytes do
+//     not depend on Concurrency.
+//   - in flight: input bytes accepted but not yet written out compressed;
+//     bounded by Options.MaxInFlightBytes.
+//
+// A Writer with Concurrency > 1 runs its workers and one ordered flusher in
+// an errgroup bound to Options.Context; they start only once a second
+// chunk is due (a small NAR is compressed in Close on the caller's
+// goroutine) and have all exited when Close or a failed Write returns, or
+// soon after the context is cancelled.
+package compress
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+	"github.com/ulikunitz/xz/lzma"
+	"golang.org/x/sync/errgroup"
+)
+
+// ErrUnknownAlgorithm is returned for a compression name other than
+// "none", "zstd" and "xz".
+var ErrUnknownAlgorithm = errors.New("compress: unknown compression algorithm")
+
+// ErrClosed is returned by Write after Close.
+var ErrClosed = errors.New("compress: write after close")
+
+// Options configure a Writer; the zero value means the defaults noted.
+type Options struct {
+	// Level is the algorithm's level: zstd 1-22 (default 3, mapped onto
+	// klauspost's four levels), xz 0-9 (default 6, the dictionary size of
+	// xz's preset).
+	Level int
+	// Concurrency is the number of chunks compressed at once; 0 means
+	// GOMAXPROCS, 1 compresses on the caller's goroutine.
+	Concurrency int
+	// ChunkSize is the input size of each independent frame or stream;
+	// 0 means 4 MiB for zstd and 3 dictionaries (24 MiB at level 6, as
+	// `xz -T` picks its block size) for xz.
+	ChunkSize int
+	// MaxInFlightBytes bounds the input bytes buffered in the pipeline;
+	// 0 means 2 × Concurrency × ChunkSize. At least Concurrency+1 chunks.
+	MaxInFlightBytes int64
+	// Context cancels compression; nil means context.Background().
+	Context context.Context
+}
+
+// Ext returns the file extension Nix gives a NAR compressed with algo
+// (".zst", ".xz", "" for none), as in a binary cache's nar/ directory.
+func Ext(algo string) string {
+	switch algo {
+	case "zstd":
+		return ".zst"
+	case "xz":
+		return ".xz"
+	}
+	return ""
+}
+
+// xzDictCap is the dictionary size of xz's presets 0-9.
+var xzDictCap = [10]int{256 << 10, 1 << 20, 2 << 20, 4 << 20, 4 << 20, 8 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20}
+
+// codec compresses one chunk into a complete frame/stream appended to dst.
+type codec interface {
+	appendCompressed(ctx context.Context, dst, src []byte) ([]byte, error)
+}
+
+type noneCodec struct{}
+
+func (noneCodec) appendCompressed(_ context.Context, dst, src []byte) ([]byte, error) {
+	return append(dst, src...), nil
+}
+
+type zstdCodec struct{ enc *zstd.Encoder }
+
+func (c zstdCodec) appendCompressed(_ context.Context, dst, src []byte) ([]byte, error) {
+	return c.enc.EncodeAll(src, dst), nil
+}
+
+type xzCodec struct{ cfg xz.WriterConfig }
+
+func (c xzCodec) appendCompressed(ctx context.Context, dst, src []byte) ([]byte, error) {
+	buf := ctxBuffer{ctx: ctx, b: bytes.NewBuffer(dst)}
+	zw, err := c.cfg.NewWriter(&buf)
+	if err != nil {
+		return dst, err
+	}
+	if _, err := zw.Write(src); err != nil {
+		return dst, err
+	}
+	if err := zw.Close(); err != nil {
+		return dst, err
+	}
+	return buf.b.Bytes(), nil
+}
+
+// ctxBuffer fails writes once ctx is done, so a cancelled xz compression
+// stops at its next output block rather than finishing the chunk.
+type ctxBuffer struct {
+	ctx context.Context
+	b   *bytes.Buffer
+}
+
+func (c *ctxBuffer) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.b.Write(p)
+}
+
+// job is one chunk: its input, its compressed output, and a channel closed
+// when the output is ready. Jobs are recycled, so their buffers are too.
+type job struct {
+	in, out []byte
+	err     error
+	done    chan struct{}
+}
+
+// Writer compresses what is written to it into an underlying writer. Close
+// flushes and stops the pipeline but does not close the underlying
+// writer. A Writer may be reused for another stream with Reset after
+// Close, keeping its encoder and buffers (cheap for many small NARs).
+type Writer struct {
+	w     io.Writer
+	codec codec
+	opts  Options
+	ctx   context.Context
+
+	cur       *job // chunk being filled
+	free      chan *job
+	allocated int // jobs allocated so far, ≤ cap(free)
+	err       error
+	closed    bool
+	emitted   bool // a chunk of this stream went to compression
+
+	// The pipeline, once started.
+	started bool
+	g       *errgroup.Group
+	gctx    context.Context
+	jobs    chan *job // work queue
+	order   chan *job // result queue, in input order
+}
+
+// NewWriter returns a Writer compressing with algo ("none", "zstd", "xz")
+// into w.
+func NewWriter(w io.Writer, algo string, opts Options) (*Writer, error) {
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = runtime.GOMAXPROCS(0)
+	}
+	if opts.Context == nil {
+		opts.Context = context.Background()
+	}
+	zw := &Writer{w: w, opts: opts, ctx: opts.Context}
+	switch algo {
+	case "none", "":
+		zw.codec = noneCodec{}
+		if opts.ChunkSize <= 0 {
+			opts.ChunkSize = 1 << 20
+		}
+	case "zstd":
+		level := opts.Level
+		if level == 0 {
+			level = 3
+		}
+		if opts.ChunkSize <= 0 {
+			opts.ChunkSize = 4 << 20
+		}
+		enc, err := zstd.NewWriter(nil,
+			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
+			zstd.WithEncoderConcurrency(opts.Concurrency),
+			zstd.WithEncoderCRC(true))
+		if err != nil {
+			return nil, fmt.Errorf("compress: zstd: %w", err)
+		}
+		zw.codec = zstdCodec{enc}
+	case "xz":
+		level := opts.Level
+		if level == 0 {
+			level = 6
+		}
+		if level < 0 || level > 9 {
+			return nil, fmt.Errorf("compress: xz level %d not in 0-9", level)
+		}
+		dict := xzDictCap[level]
+		if opts.ChunkSize <= 0 {
+			opts.ChunkSize = 3 * dict
+		}
+		cfg := xz.WriterConfig{DictCap: min(dict, max(opts.ChunkSize, 4096)), CheckSum: xz.CRC64, Matcher: lzma.BinaryTree}
+		if level <= 3 {
+			cfg.Matcher = lzma.HashTable4
+		}
+		if err := cfg.Verify(); err != nil {
+			return nil, fmt.Errorf("compress: xz: %w", err)
+		}
+		zw.codec = xzCodec{cfg}
+	default:
+		return nil, fmt.Errorf("%w %q", ErrUnknownAlgorithm, algo)
+	}
+	nJobs := int64(2 * opts.Concurrency)
+	if opts.MaxInFlightBytes > 0 {
+		nJobs = opts.MaxInFlightBytes / int64(opts.ChunkSize)
+	}
+	nJobs = max(nJobs, int64(opts.Concurrency+1))
+	zw.opts = opts
+	zw.free = make(chan *job, nJobs)
+	return zw, nil
+}
+
+// Reset makes a closed Writer compress a new stream into w.
+func (zw *Writer) Reset(w io.Writer) {
+	if zw.err != nil { // jobs may have been dropped with the pipeline
+		zw.free = make(chan *job, cap(zw.free))
+		zw.allocated = 0
+	}
+	zw.cur = nil
+	zw.w = w
+	zw.err = nil
+	zw.closed = false
+	zw.emitted = false
+	zw.started = false
+	zw.g, zw.gctx, zw.jobs, zw.order = nil, nil, nil, nil
+}
+
+// acquire returns an empty job, waiting for the flusher to return one when
+// MaxInFlightBytes are in flight.
+func (zw *Writer) acquire() (*job, error) {
+	select {
+	case j := <-zw.free:
+		j.in, j.out, j.err = j.in[:0], j.out[:0], nil
+		return j, nil
+	default:
+	}
+	if zw.allocated < cap(zw.free) {
+		zw.allocated++
+		return &job{in: make([]byte, 0, zw.opts.ChunkSize)}, nil
+	}
+	done := zw.ctx.Done()
+	if zw.started {
+		done = zw.gctx.Done()
+	}
+	select {
+	case j := <-zw.free:
+		j.in, j.out, j.err = j.in[:0], j.out[:0], nil
+		return j, nil
+	case <-done:
+		return nil, zw.fail(context.Cause(zw.ctxOrG()))
+	}
+}
+
+func (zw *Writer) ctxOrG() context.Context {
+	if zw.started {
+		return zw.gctx
+	}
+	return zw.ctx
+}
+
+// Write compresses p (buffering up to a chunk).
+func (zw *Writer) Write(p []byte) (int, error) {
+	if zw.err != nil {
+		return 0, zw.err
+	}
+	if zw.closed {
+		return 0, ErrClosed
+	}
+	if err := zw.ctx.Err(); err != nil {
+		return 0, zw.fail(err)
+	}
+	n := 0
+	for len(p) > 0 {
+		if zw.cur == nil {
+			j, err := zw.acquire()
+			if err != nil {
+				return n, err
+			}
+			zw.cur = j
+		}
+		k := min(len(p), zw.opts.ChunkSize-len(zw.cur.in))
+		zw.cur.in = append(zw.cur.in, p[:k]...)
+		p, n = p[k:], n+k
+		if len(zw.cur.in) == zw.opts.ChunkSize {
+			j := zw.cur
+			zw.cur = nil
+			if err := zw.submit(j); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// submit hands a full chunk to the pipeline, or compresses it at once when
+// Concurrency is 1.
+func (zw *Writer) submit(j *job) error {
+	zw.emitted = true
+	if zw.opts.Concurrency == 1 {
+		return zw.compressNow(j)
+	}
+	if !zw.started {
+		zw.start()
+	}
+	// The result queue is filled before the work queue, so the flusher
+	// sees jobs in input order whichever worker finishes first.
+	j.done = make(chan struct{})
+	select {
+	case zw.order <- j:
+	case <-zw.gctx.Done():
+		return zw.fail(zw.stop())
+	}
+	select {
+	case zw.jobs <- j:
+	case <-zw.gctx.Done():
+		return zw.fail(zw.stop())
+	}
+	return nil
+}
+
+func (zw *Writer) compressNow(j *job) error {
+	zw.emitted = true
+	var err error
+	j.out, err = zw.codec.appendCompressed(zw.ctx, j.out[:0], j.in)
+	if err == nil {
+		_, err = zw.w.Write(j.out)
+	}
+	zw.free <- j
+	if err != nil {
+		return zw.fail(err)
+	}
+	return nil
+}
+
+func (zw *Writer) start() {
+	zw.started = true
+	zw.g, zw.gctx = errgroup.WithContext(zw.ctx)
+	zw.jobs = make(chan *job)
+	zw.order = make(chan *job, cap(zw.free))
+	for range zw.opts.Concurrency {
+		zw.g.Go(zw.work)
+	}
+	zw.g.Go(zw.flush)
+}
+
+func (zw *Writer) work() error {
+	for {
+		select {
+		case j, ok := <-zw.jobs:
+			if !ok {
+				return nil
+			}
+			j.out, j.err = zw.codec.appendCompressed(zw.gctx, j.out[:0], j.in)
+			close(j.done)
+			if j.err != nil {
+				return j.err
+			}
+		case <-zw.gctx.Done():
+			return zw.gctx.Err()
+		}
+	}
+}
+
+// flush writes compressed chunks in input order and recycles their jobs.
+func (zw *Writer) flush() error {
+	for {
+		var j *job
+		select {
+		case next, ok := <-zw.order:
+			if !ok {
+				return nil
+			}
+			j = next
+		case <-zw.gctx.Done():
+			return zw.gctx.Err()
+		}
+		select {
+		case <-j.done:
+		case <-zw.gctx.Done():
+			return zw.gctx.Err()
+		}
+		if j.err != nil {
+			return j.err
+		}
+		if _, err := zw.w.Write(j.out); err != nil {
+			return err
+		}
+		zw.free <- j // never blocks: free holds every job
+	}
+}
+
+// stop closes the queues and waits for the pipeline's goroutines.
+func (zw *Writer) stop() error {
+	if !zw.started {
+		return nil
+	}
+	close(zw.jobs)
+	close(zw.order)
+	err := zw.g.Wait()
+	zw.started = false
+	return err
+}
+
+func (zw *Writer) fail(err error) error {
+	if zw.err == nil {
+		if err == nil {
+			err = context.Canceled
+		}
+		zw.err = err
+		zw.stop()
+	}
+	return zw.err
+}
+
+// Close compresses what is buffered, writes it, and waits for the pipeline
+// to drain. An empty stream still produces a valid (empty) frame/stream.
+func (zw *Writer) Close() error {
+	if zw.closed {
+		return zw.err
+	}
+	zw.closed = true
+	if zw.err != nil {
+		return zw.err
+	}
+	j := zw.cur
+	zw.cur = nil
+	if j == nil && !zw.emitted {
+		var err error
+		if j, err = zw.acquire(); err != nil {
+			return err
+		}
+	}
+	if j != nil {
+		if zw.started {
+			if err := zw.submit(j); err != nil {
+				return err
+			}
+		} else if err := zw.compressNow(j); err != nil {
+			return err
+		}
+	}
+	if err := zw.stop(); err != nil {
+		return zw.fail(err)
+	}
+	if err := zw.ctx.Err(); err != nil {
+		return zw.fail(err)
+	}
+	return nil
+}
+
+// NewReader returns a reader of the decompressed stream r compressed with
+// algo. Concatenated frames/streams are read as one. The caller must
+// Close it (releasing the zstd decoder); Close does not close r. Decoding
+// runs on the caller's goroutine.
+func NewReader(r io.Reader, algo string) (io.ReadCloser, error) {
+	switch algo {
+	case "none", "":
+		return io.NopCloser(r), nil
+	case "zstd":
+		dec, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<30))
+		if err != nil {
+			return nil, fmt.Errorf("compress: zstd: %w", err)
+		}
+		return zstdReader{dec}, nil
+	case "xz":
+		xr, err := xz.NewReader(r)
+		if err != nil {
+			return nil, fmt.Errorf("compress: xz: %w", err)
+		}
+		return io.NopCloser(xr), nil
+	}
+	return nil, fmt.Errorf("%w %q", ErrUnknownAlgorithm, algo)
+}
+
+type zstdReader struct{ dec *zstd.Decoder }
+
+func (z zstdReader) Read(p []byte) (int, error) { return z.dec.Read(p) }
+func (z zstdReader) Close() error               { z.dec.Close(); return nil }
