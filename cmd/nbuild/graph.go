@@ -45,6 +45,7 @@ type graphOptions struct {
 	diff     string
 	nixConf  string
 	cacheDir string
+	noCache  bool
 	defDur   time.Duration
 	options  map[string]string // --option NAME VALUE, for the nix-daemon
 }
@@ -64,7 +65,8 @@ func graphCommand() command {
 			fs.StringVar(&o.why, "why", "", "show the shortest dependency chains from the roots to PATH (.drv, output or source)")
 			fs.StringVar(&o.diff, "diff", "", "compare with the plan of INSTALLABLE (the old version) and name the root causes")
 			fs.StringVar(&o.nixConf, "nix-conf", "", "nix.conf to read the local machine from (default $NIX_CONF_DIR/nix.conf or /etc/nix/nix.conf)")
-			fs.StringVar(&o.cacheDir, "cache-dir", "", "metadata cache with recorded build times (default ~/.cache/nbuild; \"none\" disables)")
+			fs.StringVar(&o.cacheDir, "cache-dir", "", "metadata cache with recorded build times (default ~/.cache/nbuild/metacache); graph snapshots go to DIR-graphs; \"none\" disables both")
+			fs.BoolVar(&o.noCache, "no-cache", false, "read every .drv file instead of the graph snapshot saved by an earlier run in CACHE-DIR-graphs (and save none)")
 			fs.DurationVar(&o.defDur, "default-duration", 5*time.Minute, "build time assumed for derivations never built before")
 			optionFlag(fs, &o.options)
 			if err := parseFlags(fs, args); err != nil {
@@ -105,7 +107,7 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	if o.why != "" {
 		return runWhy(env.stdout, root, roots, o.why, o.format)
 	}
-	g, err := graph.Load(ctx, string(root), roots, graph.Options{})
+	g, err := graph.Load(ctx, string(root), roots, graph.Options{SnapshotDir: snapshotDir(o)})
 	if err != nil {
 		return err
 	}
@@ -130,9 +132,10 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	case "summary":
 		err = writeSummary(w, p)
 	case "tree":
-		err = p.refGraph().writeTree(w, p.rootPaths(), p.treeNote)
+		err = p.refGraph().writeTree(w, p.rootIDs(), p.treeNote)
 	case "dot":
-		err = p.refGraph().writeDot(w, p.rootPaths(), p.dotStyle)
+		rg := p.refGraph()
+		err = rg.writeDot(w, p.rootIDs(), p.dotStyle(rg))
 	case "json":
 		err = writePlanJSON(w, p)
 	}
@@ -205,6 +208,25 @@ func recordedDuration(cache *metacache.Cache) func(name string) (time.Duration, 
 	}
 }
 
+// snapshotDir is where graph snapshots are kept: beside the metadata
+// cache, in <cache-dir>-graphs. A snapshot holds a closure's derivation
+// graph only (a .drv path names its content, so it never goes stale);
+// validity is always asked fresh. "" disables them.
+func snapshotDir(o graphOptions) string {
+	if o.noCache || o.cacheDir == "none" {
+		return ""
+	}
+	dir := o.cacheDir
+	if dir == "" {
+		d, err := metacache.DefaultDir()
+		if err != nil {
+			return ""
+		}
+		dir = d
+	}
+	return filepath.Clean(dir) + "-graphs"
+}
+
 // openCache opens the metadata cache for recorded build times; a cache
 // that cannot be opened only costs the estimates.
 func openCache(env *cmdEnv, dir string) *metacache.Cache {
@@ -236,37 +258,58 @@ func (p *buildPlan) rootPaths() []string {
 
 // refGraph is the store reference relation of the plan's closure: a
 // derivation references its input derivations and input sources; sources
-// are leaves.
+// are leaves. Ids are the graph's NodeIDs, then one per distinct source.
 func (p *buildPlan) refGraph() *refGraph {
-	rg := &refGraph{refs: make(map[string][]string, p.g.Len())}
-	for id := 0; id < p.g.Len(); id++ {
-		node := p.g.Node(graph.NodeID(id))
-		seen := map[string]bool{}
-		var refs []string
-		add := func(s string) {
-			if !seen[s] {
-				seen[s] = true
-				refs = append(refs, s)
-			}
-		}
+	g := p.g
+	n := g.Len()
+	rg := &refGraph{paths: make([]string, n, n+n/4), refs: make([][]int32, n, n+n/4)}
+	for id := range n {
+		rg.paths[id] = g.Node(graph.NodeID(id)).Path.String()
+	}
+	srcID := map[store.Path]int32{}
+	var seen []int32 // seen[id] == node+1: already a reference of node
+	for id := range n {
+		node := g.Node(graph.NodeID(id))
+		refs := make([]int32, 0, len(node.Inputs)+len(node.InputSrcs))
 		for _, e := range node.Inputs {
-			add(p.g.Node(e.To).Path.String())
+			refs = append(refs, int32(e.To))
 		}
 		for _, s := range node.InputSrcs {
-			add(s.String())
+			sid, ok := srcID[s]
+			if !ok {
+				if nid, isNode := g.Lookup(s); isNode {
+					sid = int32(nid) // a .drv used as a string
+				} else {
+					sid = rg.add(s.String(), nil)
+				}
+				srcID[s] = sid
+			}
+			refs = append(refs, sid)
 		}
-		sortByBase(refs)
-		rg.refs[node.Path.String()] = refs
+		// Inputs are distinct and so are sources, but a .drv may be both.
+		if len(seen) < len(rg.paths) {
+			seen = append(seen, make([]int32, len(rg.paths)-len(seen))...)
+		}
+		k := 0
+		for _, r := range refs {
+			if seen[r] != int32(id)+1 {
+				seen[r] = int32(id) + 1
+				refs[k] = r
+				k++
+			}
+		}
+		rg.refs[id] = refs[:k]
 	}
+	rg.finish()
 	return rg
 }
 
-func (p *buildPlan) nodeOf(path string) (graph.NodeID, bool) {
-	sp, err := store.ParsePath(path)
-	if err != nil {
-		return 0, false
+func (p *buildPlan) rootIDs() []int32 {
+	ids := make([]int32, len(p.roots))
+	for i, r := range p.roots {
+		ids[i] = int32(r)
 	}
-	return p.g.Lookup(sp)
+	return ids
 }
 
 func (p *buildPlan) builderName(id graph.NodeID) string {
@@ -278,11 +321,11 @@ func (p *buildPlan) builderName(id graph.NodeID) string {
 
 // treeNote annotates a derivation in --format tree with its system, state
 // and builder; sources get nothing, so the paths read as in nix-store.
-func (p *buildPlan) treeNote(path string) string {
-	id, ok := p.nodeOf(path)
-	if !ok {
+func (p *buildPlan) treeNote(ref int32) string {
+	if int(ref) >= p.g.Len() {
 		return ""
 	}
+	id := graph.NodeID(ref)
 	node := p.g.Node(id)
 	s := fmt.Sprintf("  (%s, %s", node.System, p.state[id])
 	if b := p.builderName(id); b != "" {
@@ -298,11 +341,17 @@ var stateShape = map[nodeState]string{
 
 // dotStyle colours a derivation by system and shapes it by state; sources
 // are grey notes.
-func (p *buildPlan) dotStyle(path string) dotStyle {
-	id, ok := p.nodeOf(path)
-	if !ok {
-		return dotStyle{Label: nameOf(path), Shape: "note", FillColor: "#eeeeee"}
+func (p *buildPlan) dotStyle(rg *refGraph) func(int32) dotStyle {
+	return func(ref int32) dotStyle {
+		path := rg.paths[ref]
+		if int(ref) >= p.g.Len() {
+			return dotStyle{Label: nameOf(path), Shape: "note", FillColor: "#eeeeee"}
+		}
+		return p.nodeStyle(graph.NodeID(ref), path)
 	}
+}
+
+func (p *buildPlan) nodeStyle(id graph.NodeID, path string) dotStyle {
 	node := p.g.Node(id)
 	label := nameOf(path) + "\n" + node.System
 	if b := p.builderName(id); b != "" {

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"container/heap"
 	"fmt"
 	"io"
-	"sort"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -13,8 +15,42 @@ import (
 // references Nix registers for it; for any other path, the references its
 // store reports (none for a plain source). It drives the outputs that must
 // match nix-store -q --tree and --graph node for node.
+//
+// Paths are dense ids (a plan uses graph NodeIDs for derivations and the
+// ids after them for sources), so walking it needs no map: the base-name
+// order Nix sorts by is computed once, as a rank per id.
 type refGraph struct {
-	refs map[string][]string // full path -> references, sorted by base name
+	paths  []string  // full store path of each id
+	refs   [][]int32 // references of each id, sorted by base name (rank)
+	rank   []int32   // position of each id in base-name order
+	byRank []int32   // rank -> id
+}
+
+// add appends a path with its references (ids, in any order) and returns
+// its id; references may name ids added later. finish must follow.
+func (g *refGraph) add(path string, refs []int32) int32 {
+	g.paths = append(g.paths, path)
+	g.refs = append(g.refs, refs)
+	return int32(len(g.paths) - 1)
+}
+
+// finish ranks the paths by base name and sorts every reference list.
+func (g *refGraph) finish() {
+	n := len(g.paths)
+	g.byRank = make([]int32, n)
+	for i := range g.byRank {
+		g.byRank[i] = int32(i)
+	}
+	slices.SortFunc(g.byRank, func(a, b int32) int {
+		return strings.Compare(baseName(g.paths[a]), baseName(g.paths[b]))
+	})
+	g.rank = make([]int32, n)
+	for r, id := range g.byRank {
+		g.rank[id] = int32(r)
+	}
+	for _, refs := range g.refs {
+		slices.SortFunc(refs, func(a, b int32) int { return int(g.rank[a] - g.rank[b]) })
+	}
 }
 
 // baseName returns "<hash>-<name>" of a full store path.
@@ -29,53 +65,60 @@ func nameOf(p string) string {
 	return b
 }
 
-func sortByBase(ps []string) {
-	sort.Slice(ps, func(i, j int) bool { return baseName(ps[i]) < baseName(ps[j]) })
+// topoSorter orders sets of ids referrers first, as 2.8
+// src/libutil/topo-sort.hh topoSort does: a DFS in base-name order that
+// only follows references inside the set, post-order, reversed. Its marks
+// are generation numbers, so each sort costs only the set's size.
+type topoSorter struct {
+	g       *refGraph
+	gen     int32
+	in      []int32 // == gen: in the set being sorted
+	visited []int32 // == gen: visited
+	onStack []int32 // == gen: on the DFS stack
+	sorted  []int32
 }
 
-// topoSort orders items referrers first, as 2.8 src/libutil/topo-sort.hh
-// topoSort does: a DFS in base-name order that only follows references
-// inside the set, post-order, reversed.
-func (g *refGraph) topoSort(items []string) ([]string, error) {
-	in := make(map[string]bool, len(items))
-	for _, p := range items {
-		in[p] = true
+func newTopoSorter(g *refGraph) *topoSorter {
+	n := len(g.paths)
+	return &topoSorter{g: g, in: make([]int32, n), visited: make([]int32, n), onStack: make([]int32, n)}
+}
+
+// sort returns items (sorted by base name) referrers first, in a slice
+// valid until the next call.
+func (s *topoSorter) sort(items []int32) ([]int32, error) {
+	s.gen++
+	for _, id := range items {
+		s.in[id] = s.gen
 	}
-	sorted := make([]string, 0, len(items))
-	visited := make(map[string]bool, len(items))
-	parents := make(map[string]bool)
-	var visit func(p, parent string) error
-	visit = func(p, parent string) error {
-		if parents[p] {
-			return fmt.Errorf("cycle detected in the references of '%s' from '%s'", p, parent)
-		}
-		if visited[p] {
-			return nil
-		}
-		visited[p] = true
-		parents[p] = true
-		for _, r := range g.refs[p] {
-			if r != p && in[r] {
-				if err := visit(r, p); err != nil {
-					return err
-				}
-			}
-		}
-		sorted = append(sorted, p)
-		delete(parents, p)
-		return nil
-	}
-	order := append([]string(nil), items...)
-	sortByBase(order)
-	for _, p := range order {
-		if err := visit(p, ""); err != nil {
+	s.sorted = s.sorted[:0]
+	for _, id := range items {
+		if err := s.visit(id, -1); err != nil {
 			return nil, err
 		}
 	}
-	for i, j := 0, len(sorted)-1; i < j; i, j = i+1, j-1 {
-		sorted[i], sorted[j] = sorted[j], sorted[i]
+	slices.Reverse(s.sorted)
+	return s.sorted, nil
+}
+
+func (s *topoSorter) visit(id, parent int32) error {
+	if s.onStack[id] == s.gen {
+		return fmt.Errorf("cycle detected in the references of '%s' from '%s'", s.g.paths[id], s.g.paths[parent])
 	}
-	return sorted, nil
+	if s.visited[id] == s.gen {
+		return nil
+	}
+	s.visited[id] = s.gen
+	s.onStack[id] = s.gen
+	for _, r := range s.g.refs[id] {
+		if r != id && s.in[r] == s.gen {
+			if err := s.visit(r, id); err != nil {
+				return err
+			}
+		}
+	}
+	s.sorted = append(s.sorted, id)
+	s.onStack[id] = 0
+	return nil
 }
 
 const (
@@ -89,33 +132,33 @@ const (
 // src/nix-store/nix-store.cc printTree): a node already printed gets
 // " [...]" and is not expanded; children are the references topologically
 // sorted, dependencies first. annotate may add text after a path.
-func (g *refGraph) writeTree(w io.Writer, roots []string, annotate func(string) string) error {
-	done := make(map[string]bool)
-	var rec func(p, firstPad, tailPad string) error
-	rec = func(p, firstPad, tailPad string) error {
-		note := ""
+func (g *refGraph) writeTree(out io.Writer, roots []int32, annotate func(int32) string) error {
+	w := bufio.NewWriter(out)
+	done := make([]bool, len(g.paths))
+	ts := newTopoSorter(g)
+	var rec func(id int32, firstPad, tailPad string) error
+	rec = func(id int32, firstPad, tailPad string) error {
+		w.WriteString(firstPad)
+		w.WriteString(g.paths[id])
 		if annotate != nil {
-			note = annotate(p)
+			w.WriteString(annotate(id))
 		}
-		if done[p] {
-			_, err := fmt.Fprintf(w, "%s%s%s [...]\n", firstPad, p, note)
-			return err
+		if done[id] {
+			w.WriteString(" [...]\n")
+			return nil
 		}
-		done[p] = true
-		if _, err := fmt.Fprintf(w, "%s%s%s\n", firstPad, p, note); err != nil {
-			return err
-		}
-		sorted, err := g.topoSort(g.refs[p])
+		w.WriteByte('\n')
+		done[id] = true
+		sorted, err := ts.sort(g.refs[id])
 		if err != nil {
 			return err
 		}
-		for i, j := 0, len(sorted)-1; i < j; i, j = i+1, j-1 {
-			sorted[i], sorted[j] = sorted[j], sorted[i]
-		}
-		for i, c := range sorted {
-			last := i == len(sorted)-1
+		// Printed dependencies last, so children come in reverse.
+		children := slices.Clone(sorted)
+		slices.Reverse(children)
+		for i, c := range children {
 			fp, tp := tailPad+treeConn, tailPad+treeLine
-			if last {
+			if i == len(children)-1 {
 				fp, tp = tailPad+treeLast, tailPad+treeNull
 			}
 			if err := rec(c, fp, tp); err != nil {
@@ -129,7 +172,7 @@ func (g *refGraph) writeTree(w io.Writer, roots []string, annotate func(string) 
 			return err
 		}
 	}
-	return nil
+	return w.Flush()
 }
 
 // dotStyle gives the attributes nbuild adds to a node of the DOT output.
@@ -140,88 +183,99 @@ type dotStyle struct {
 	Tooltip   string
 }
 
+// appendQuoted appends s as Go's %q prints it (what the DOT output has
+// always used), without strconv's per-rune work for the plain ASCII that
+// store paths and labels almost always are.
+func appendQuoted(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return strconv.AppendQuote(dst, s)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
 // writeDot prints the closure of roots as nix-store -q --graph does (2.8
 // src/nix-store/dotgraph.cc): a worklist in base-name order, each node
 // followed by the edges from its references to it, colours cycling. style
 // replaces Nix's constant node look (red boxes) with nbuild's.
-func (g *refGraph) writeDot(w io.Writer, roots []string, style func(string) dotStyle) error {
+func (g *refGraph) writeDot(out io.Writer, roots []int32, style func(int32) dotStyle) error {
 	colours := []string{"black", "red", "green", "blue", "magenta", "burlywood"}
 	n := 0
-	done := make(map[string]bool)
-	work := newPathHeap(roots, done)
-	if _, err := io.WriteString(w, "digraph G {\n"); err != nil {
-		return err
+	// The worklist is a min-heap of ranks; pending marks what is in it or
+	// done, so nothing is pushed twice.
+	pending := make([]bool, len(g.paths))
+	var work rankHeap
+	for _, r := range roots {
+		if !pending[r] {
+			pending[r] = true
+			heap.Push(&work, g.rank[r])
+		}
 	}
-	for work.Len() > 0 {
-		p := work.pop()
-		if done[p] {
-			continue
-		}
-		done[p] = true
-		st := dotStyle{Label: nameOf(p), Shape: "box", FillColor: "#ff0000"}
+	w := bufio.NewWriter(out)
+	var buf []byte
+	buf = append(buf, "digraph G {\n"...)
+	for len(work) > 0 {
+		id := g.byRank[heap.Pop(&work).(int32)]
+		base := baseName(g.paths[id])
+		st := dotStyle{Label: nameOf(g.paths[id]), Shape: "box", FillColor: "#ff0000"}
 		if style != nil {
-			st = style(p)
+			st = style(id)
 		}
-		extra := ""
+		buf = appendQuoted(buf, base)
+		buf = append(buf, " [label = "...)
+		buf = appendQuoted(buf, st.Label)
+		buf = append(buf, ", shape = "...)
+		buf = append(buf, st.Shape...)
+		buf = append(buf, ", style = filled, fillcolor = "...)
+		buf = appendQuoted(buf, st.FillColor)
 		if st.Tooltip != "" {
-			extra = fmt.Sprintf(", tooltip = %q", st.Tooltip)
+			buf = append(buf, ", tooltip = "...)
+			buf = appendQuoted(buf, st.Tooltip)
 		}
-		if _, err := fmt.Fprintf(w, "%q [label = %q, shape = %s, style = filled, fillcolor = %q%s];\n",
-			baseName(p), st.Label, st.Shape, st.FillColor, extra); err != nil {
-			return err
-		}
-		for _, r := range g.refs[p] {
-			if r == p {
+		buf = append(buf, "];\n"...)
+		for _, r := range g.refs[id] {
+			if r == id {
 				continue
 			}
-			work.push(r)
-			if _, err := fmt.Fprintf(w, "%q -> %q [color = %q];\n", baseName(r), baseName(p), colours[n%len(colours)]); err != nil {
-				return err
+			if !pending[r] {
+				pending[r] = true
+				heap.Push(&work, g.rank[r])
 			}
+			buf = appendQuoted(buf, baseName(g.paths[r]))
+			buf = append(buf, " -> "...)
+			buf = appendQuoted(buf, base)
+			buf = append(buf, " [color = "...)
+			buf = appendQuoted(buf, colours[n%len(colours)])
+			buf = append(buf, "];\n"...)
 			n++
 		}
+		if len(buf) > 32<<10 {
+			if _, err := w.Write(buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
+		}
 	}
-	_, err := io.WriteString(w, "}\n")
-	return err
-}
-
-// pathHeap is the sorted worklist of printDotGraph: pop returns the
-// pending path with the smallest base name; a path already done or already
-// pending is not pushed again.
-type pathHeap struct {
-	items []string
-	in    map[string]bool
-	done  map[string]bool
-}
-
-func newPathHeap(ps []string, done map[string]bool) *pathHeap {
-	h := &pathHeap{in: make(map[string]bool), done: done}
-	for _, p := range ps {
-		h.push(p)
+	buf = append(buf, "}\n"...)
+	if _, err := w.Write(buf); err != nil {
+		return err
 	}
-	return h
+	return w.Flush()
 }
 
-func (h *pathHeap) Len() int           { return len(h.items) }
-func (h *pathHeap) Less(i, j int) bool { return baseName(h.items[i]) < baseName(h.items[j]) }
-func (h *pathHeap) Swap(i, j int)      { h.items[i], h.items[j] = h.items[j], h.items[i] }
-func (h *pathHeap) Push(x any)         { h.items = append(h.items, x.(string)) }
-func (h *pathHeap) Pop() any {
-	p := h.items[len(h.items)-1]
-	h.items = h.items[:len(h.items)-1]
-	return p
-}
+// rankHeap is a min-heap of ranks (container/heap).
+type rankHeap []int32
 
-func (h *pathHeap) push(p string) {
-	if h.in[p] || h.done[p] {
-		return
-	}
-	h.in[p] = true
-	heap.Push(h, p)
-}
-
-func (h *pathHeap) pop() string {
-	p := heap.Pop(h).(string)
-	delete(h.in, p)
-	return p
+func (h rankHeap) Len() int           { return len(h) }
+func (h rankHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h rankHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *rankHeap) Push(x any)        { *h = append(*h, x.(int32)) }
+func (h *rankHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }

@@ -58,20 +58,19 @@ func nixStoreOut(t *testing.T, root string, args ...string) string {
 // to nix-store -q --tree and --graph.
 func TestRefGraphMatchesNixStore(t *testing.T) {
 	root, top := instantiateChroot(t, refsExpr, "top")
-	g := &refGraph{refs: map[string][]string{}}
+	refs := map[string][]string{}
 	for _, p := range strings.Fields(nixStoreOut(t, root, "-qR", top)) {
-		refs := strings.Fields(nixStoreOut(t, root, "-q", "--references", p))
-		sortByBase(refs)
-		g.refs[p] = refs
+		refs[p] = strings.Fields(nixStoreOut(t, root, "-q", "--references", p))
 	}
+	g, ids := refGraphOf(refs)
 	var tree, dot bytes.Buffer
-	if err := g.writeTree(&tree, []string{top}, nil); err != nil {
+	if err := g.writeTree(&tree, []int32{ids[top]}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if want := nixStoreOut(t, root, "-q", "--tree", top); tree.String() != want {
 		t.Errorf("tree differs from nix-store -q --tree:\n got:\n%s\nwant:\n%s", tree.String(), want)
 	}
-	if err := g.writeDot(&dot, []string{top}, nil); err != nil {
+	if err := g.writeDot(&dot, []int32{ids[top]}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if want := nixStoreOut(t, root, "-q", "--graph", top); dot.String() != want {
@@ -79,10 +78,32 @@ func TestRefGraphMatchesNixStore(t *testing.T) {
 	}
 }
 
+// refGraphOf builds a refGraph from full paths and their references.
+func refGraphOf(refs map[string][]string) (*refGraph, map[string]int32) {
+	g := &refGraph{}
+	ids := map[string]int32{}
+	id := func(p string) int32 {
+		if i, ok := ids[p]; ok {
+			return i
+		}
+		ids[p] = g.add(p, nil)
+		return ids[p]
+	}
+	for p, rs := range refs {
+		from := id(p)
+		for _, r := range rs {
+			to := id(r) // may grow g.refs
+			g.refs[from] = append(g.refs[from], to)
+		}
+	}
+	g.finish()
+	return g, ids
+}
+
 func TestTopoSortCycle(t *testing.T) {
 	a, b := "/nix/store/00000000000000000000000000000000-a", "/nix/store/11111111111111111111111111111111-b"
-	g := &refGraph{refs: map[string][]string{a: {b}, b: {a}}}
-	_, err := g.topoSort([]string{a, b})
+	g, ids := refGraphOf(map[string][]string{a: {b}, b: {a}})
+	_, err := newTopoSorter(g).sort([]int32{ids[a], ids[b]})
 	if err == nil || !strings.Contains(err.Error(), "cycle detected") {
 		t.Fatalf("want a cycle error, got %v", err)
 	}

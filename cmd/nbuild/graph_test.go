@@ -88,6 +88,31 @@ func TestGraphGolden(t *testing.T) {
 	}
 }
 
+// TestGraphSnapshot runs the golden plans through a graph snapshot: the
+// first run saves it, the second reads it, and both print exactly what
+// --no-cache (every .drv read) prints.
+func TestGraphSnapshot(t *testing.T) {
+	pi := testStore + fixtureRoot(t, "cross", "system-aarch64")
+	cache := filepath.Join(t.TempDir(), "metacache")
+	for _, format := range []string{"summary", "tree", "dot", "json"} {
+		base := []string{"graph", "--store", testStore, "--nix-conf", "testdata/nix.conf", "--format", format, "--builders", "@../../testdata/machines"}
+		want, _, wantCode := run(t, append(base, "--cache-dir", "none", pi)...)
+		for i := range 2 {
+			got, errOut, code := run(t, append(base, "--cache-dir", cache, pi)...)
+			if code != wantCode || got != want {
+				t.Fatalf("%s, run %d: exit %d (want %d), output differs from --cache-dir none: %s\n%s", format, i, code, wantCode, errOut, got)
+			}
+		}
+		if got, _, _ := run(t, append(base, "--cache-dir", cache, "--no-cache", pi)...); got != want {
+			t.Fatalf("%s --no-cache differs", format)
+		}
+	}
+	snaps, _ := filepath.Glob(filepath.Join(cache+"-graphs", "*.graph"))
+	if len(snaps) != 1 {
+		t.Fatalf("want one snapshot in %s-graphs, found %v", cache, snaps)
+	}
+}
+
 // TestGraphTreeAndDotMatchNix instantiates the cross closure into a store
 // that real Nix knows (the committed fixture store has no database), and
 // compares nbuild's tree with nix-store -q --tree line for line once

@@ -104,6 +104,9 @@ type Graph struct {
 	systems  []SystemView
 	features []FeatureView
 
+	// fromSnapshot is set when Load read the graph from a snapshot.
+	fromSnapshot bool
+
 	outputsOnce sync.Once
 	outputs     map[store.Path]outputRef
 }
@@ -112,6 +115,10 @@ type outputRef struct {
 	node NodeID
 	name string
 }
+
+// FromSnapshot reports whether Load read the graph from a snapshot
+// (Options.SnapshotDir) instead of the .drv files.
+func (g *Graph) FromSnapshot() bool { return g.fromSnapshot }
 
 // Len returns the number of nodes.
 func (g *Graph) Len() int { return len(g.nodes) }

@@ -21,6 +21,13 @@ type Options struct {
 	// then answers from memory). It costs about the size of the .drv
 	// files in memory.
 	KeepDerivations bool
+	// SnapshotDir, if set, is a directory of graph snapshots: Load reads
+	// the closure from the snapshot of the same store root and roots when
+	// there is a usable one (a .drv path names its content, so it is never
+	// stale), and otherwise loads the .drv files and saves a snapshot
+	// there. A corrupt or truncated snapshot is ignored (and replaced).
+	// Not used with KeepDerivations.
+	SnapshotDir string
 }
 
 // Load reads the closure of roots (.drv paths) from the store whose files
@@ -57,6 +64,12 @@ func Load(ctx context.Context, storeRoot string, roots []store.Path, opts Option
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	snapshots := opts.SnapshotDir != "" && !opts.KeepDerivations
+	if snapshots {
+		if g, err := loadSnapshot(opts.SnapshotDir, storeRoot, roots); err == nil {
+			return g, nil
+		}
+	}
 	dir, err := openStoreDir(storeRoot)
 	if err != nil {
 		return nil, fmt.Errorf("graph: store directory: %w", err)
@@ -73,7 +86,11 @@ func Load(ctx context.Context, storeRoot string, roots []store.Path, opts Option
 	if l.err != nil {
 		return nil, l.err
 	}
-	return l.finish(storeRoot, rootIDs)
+	g, err := l.finish(storeRoot, rootIDs)
+	if err == nil && snapshots {
+		saveSnapshot(opts.SnapshotDir, storeRoot, roots, g) // only a cache
+	}
+	return g, err
 }
 
 // loader is the shared state of one Load. Nodes get a discovery number

@@ -1,0 +1,508 @@
+package graph
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"unsafe"
+
+	"github.com/nbuild/nbuild/eval/drv"
+	"github.com/nbuild/nbuild/store"
+)
+
+// A snapshot is a Graph saved to one file, so that loading the same
+// closure again reads one small file instead of thousands of .drv files.
+// A .drv path names its content, so a snapshot never goes stale; it is
+// keyed by the store root and the sorted roots (SnapshotFile).
+//
+// Layout (integers are unsigned varints unless said otherwise):
+//
+//	magic "nbuild-graph\x00" and version byte 1
+//	counts: strings, lists, nodes, outputs, edges, sources (totals)
+//	string table: length, bytes
+//	list table: length, string indexes (output-name lists, feature sets)
+//	nodes, in NodeID order:
+//	  path (digest: 20 raw bytes; name: string index), system
+//	  outputs: count; each name, 0 or 1, and a path when 1
+//	  inputs: count; each input NodeID (below this node's), list index
+//	  sources: count; each a path
+//	  feature list index + 1 (0: none), flags byte, kind byte
+//	roots: count; each a NodeID
+//	CRC-32C (4 bytes, little endian) of everything before it
+//
+// Decoding checks every count, index and name, so a truncated or corrupt
+// file is an error (ErrSnapshot), never a panic or a wrong graph.
+
+// ErrSnapshot is wrapped by the error for a snapshot that cannot be used.
+var ErrSnapshot = errors.New("graph: invalid snapshot")
+
+const (
+	snapshotMagic   = "nbuild-graph\x00\x01"
+	flagPreferLocal = 1 << 0
+	flagAllowSubst  = 1 << 1
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// SnapshotFile returns the name of the snapshot of the closure of roots in
+// the store under storeRoot ("" or "/" for /nix/store): a hash of both, so
+// the same set of roots in any order finds the same file.
+func SnapshotFile(storeRoot string, roots []store.Path) string {
+	if storeRoot == "/" {
+		storeRoot = ""
+	}
+	names := make([]string, len(roots))
+	for i, r := range roots {
+		names[i] = r.String()
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	h := sha256.New()
+	h.Write([]byte(storeRoot))
+	for _, n := range names {
+		h.Write([]byte{0})
+		h.Write([]byte(n))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16]) + ".graph"
+}
+
+// AppendSnapshot appends the snapshot encoding of g to dst.
+func (g *Graph) AppendSnapshot(dst []byte) []byte {
+	e := snapshotEncoder{strs: map[string]int{}, lists: map[string]int{}}
+	var nOut, nEdge, nSrc int
+	for i := range g.nodes {
+		n := &g.nodes[i]
+		nOut += len(n.Outputs)
+		nEdge += len(n.Inputs)
+		nSrc += len(n.InputSrcs)
+	}
+	// The body first, so the tables it fills can precede it.
+	var body []byte
+	for i := range g.nodes {
+		n := &g.nodes[i]
+		body = e.path(body, n.Path)
+		body = binary.AppendUvarint(body, e.str(n.System))
+		body = binary.AppendUvarint(body, uint64(len(n.Outputs)))
+		for _, o := range n.Outputs {
+			body = binary.AppendUvarint(body, e.str(o.Name))
+			if o.Path.IsZero() {
+				body = append(body, 0)
+			} else {
+				body = e.path(append(body, 1), o.Path)
+			}
+		}
+		body = binary.AppendUvarint(body, uint64(len(n.Inputs)))
+		for _, in := range n.Inputs {
+			body = binary.AppendUvarint(body, uint64(in.To))
+			body = binary.AppendUvarint(body, e.list(in.Outputs))
+		}
+		body = binary.AppendUvarint(body, uint64(len(n.InputSrcs)))
+		for _, s := range n.InputSrcs {
+			body = e.path(body, s)
+		}
+		feat := uint64(0)
+		if n.RequiredFeatures != nil {
+			feat = e.list(n.RequiredFeatures) + 1
+		}
+		body = binary.AppendUvarint(body, feat)
+		var flags byte
+		if n.PreferLocalBuild {
+			flags |= flagPreferLocal
+		}
+		if n.AllowSubstitutes {
+			flags |= flagAllowSubst
+		}
+		body = append(body, flags, byte(n.Kind))
+	}
+	body = binary.AppendUvarint(body, uint64(len(g.roots)))
+	for _, r := range g.roots {
+		body = binary.AppendUvarint(body, uint64(r))
+	}
+
+	start := len(dst)
+	dst = append(dst, snapshotMagic...)
+	for _, c := range []int{len(e.strTab), len(e.listTab), len(g.nodes), nOut, nEdge, nSrc} {
+		dst = binary.AppendUvarint(dst, uint64(c))
+	}
+	for _, s := range e.strTab {
+		dst = binary.AppendUvarint(dst, uint64(len(s)))
+		dst = append(dst, s...)
+	}
+	for _, l := range e.listTab {
+		dst = binary.AppendUvarint(dst, uint64(len(l)))
+		for _, s := range l {
+			dst = binary.AppendUvarint(dst, e.str(s))
+		}
+	}
+	dst = append(dst, body...)
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+type snapshotEncoder struct {
+	strs    map[string]int
+	strTab  []string
+	lists   map[string]int
+	listTab [][]string
+}
+
+func (e *snapshotEncoder) str(s string) uint64 {
+	k, ok := e.strs[s]
+	if !ok {
+		k = len(e.strTab)
+		e.strs[s] = k
+		e.strTab = append(e.strTab, s)
+	}
+	return uint64(k)
+}
+
+func (e *snapshotEncoder) list(l []string) uint64 {
+	key := strings.Join(l, "\x00")
+	if len(l) == 0 {
+		key = "\x01" // not the key of [""]
+	}
+	k, ok := e.lists[key]
+	if !ok {
+		k = len(e.listTab)
+		e.lists[key] = k
+		e.listTab = append(e.listTab, l)
+		for _, s := range l {
+			e.str(s) // strings precede lists in the file
+		}
+	}
+	return uint64(k)
+}
+
+func (e *snapshotEncoder) path(dst []byte, p store.Path) []byte {
+	d := p.Digest()
+	dst = append(dst, d[:]...)
+	return binary.AppendUvarint(dst, e.str(p.Name()))
+}
+
+// DecodeSnapshot decodes a snapshot made by AppendSnapshot. The Graph's
+// strings point into data, which the caller must not modify afterwards.
+// root is the store root the Graph reads full derivations from
+// (Graph.Derivation). Errors wrap ErrSnapshot.
+func DecodeSnapshot(data []byte, root string) (*Graph, error) {
+	if len(data) < len(snapshotMagic)+4 {
+		return nil, fmt.Errorf("%w: too short", ErrSnapshot)
+	}
+	body := data[:len(data)-4]
+	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(data[len(body):]) {
+		return nil, fmt.Errorf("%w: checksum mismatch", ErrSnapshot)
+	}
+	return decodeSnapshotBody(body, root)
+}
+
+// snapshotReader reads the body of a snapshot with a sticky error.
+type snapshotReader struct {
+	data string // the whole body, as one string the result shares
+	pos  int
+	err  error
+}
+
+func (r *snapshotReader) fail(msg string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: %s at offset %d", ErrSnapshot, msg, r.pos)
+	}
+	r.pos = len(r.data)
+}
+
+func (r *snapshotReader) uvarint() uint64 {
+	var x uint64
+	for shift := 0; r.pos < len(r.data); shift += 7 {
+		b := r.data[r.pos]
+		r.pos++
+		if shift == 63 && b > 1 {
+			break
+		}
+		if b < 0x80 {
+			return x | uint64(b)<<shift
+		}
+		x |= uint64(b&0x7f) << shift
+	}
+	r.fail("bad varint")
+	return 0
+}
+
+// count reads a count of items of at least minSize bytes each, bounded by
+// what is left, so a corrupt count cannot make a huge allocation.
+func (r *snapshotReader) count(minSize int) int {
+	n := r.uvarint()
+	if n > uint64(len(r.data)-r.pos)/uint64(minSize) {
+		r.fail("count larger than the file")
+		return 0
+	}
+	return int(n)
+}
+
+// index reads an index below n.
+func (r *snapshotReader) index(n int) int {
+	k := r.uvarint()
+	if k >= uint64(n) {
+		r.fail("index out of range")
+		return 0
+	}
+	return int(k)
+}
+
+func (r *snapshotReader) byte() byte {
+	if r.pos >= len(r.data) {
+		r.fail("unexpected end")
+		return 0
+	}
+	b := r.data[r.pos]
+	r.pos++
+	return b
+}
+
+func decodeSnapshotBody(body []byte, root string) (*Graph, error) {
+	if !bytes.HasPrefix(body, []byte(snapshotMagic)) {
+		return nil, fmt.Errorf("%w: not a graph snapshot (version 1)", ErrSnapshot)
+	}
+	if root == "/" {
+		root = ""
+	}
+	r := &snapshotReader{data: unsafe.String(unsafe.SliceData(body), len(body)), pos: len(snapshotMagic)}
+	// Minimum encoded sizes bound every count: a string 1 byte, a list 1,
+	// a node 26 (digest, name, system, 4 counts, flags, kind), an output
+	// 2, an edge 2, a source 21.
+	nStr, nList, nNode := r.count(1), r.count(1), r.count(26)
+	nOut, nEdge, nSrc := r.count(2), r.count(2), r.count(21)
+	strs := make([]string, nStr)
+	str := func() string {
+		if k := r.index(nStr); r.err == nil {
+			return strs[k]
+		}
+		return ""
+	}
+	for i := range strs {
+		n := r.count(1)
+		strs[i] = r.data[r.pos : r.pos+n]
+		r.pos += n
+	}
+	lists := make([][]string, nList)
+	var listStore []string
+	for i := range lists {
+		n := r.count(1)
+		if r.err != nil {
+			break
+		}
+		start := len(listStore)
+		for range n {
+			listStore = append(listStore, str())
+		}
+		l := listStore[start:len(listStore):len(listStore)]
+		// Output names and features are sorted sets, as Load makes them.
+		for k := 1; k < len(l); k++ {
+			if l[k-1] >= l[k] {
+				r.fail("list not sorted")
+			}
+		}
+		lists[i] = l
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	// Names are checked once per string, not once per use.
+	nameOK := make([]int8, nStr) // 0 unknown, 1 valid, -1 invalid
+	path := func() store.Path {
+		if len(r.data)-r.pos < store.DigestSize {
+			r.fail("unexpected end")
+			return store.Path{}
+		}
+		var d [store.DigestSize]byte
+		copy(d[:], r.data[r.pos:])
+		r.pos += store.DigestSize
+		k := r.index(nStr)
+		if r.err != nil {
+			return store.Path{}
+		}
+		p, err := store.NewPath(d, strs[k])
+		if nameOK[k] == 0 {
+			nameOK[k] = 1
+			if err != nil {
+				nameOK[k] = -1
+			}
+		}
+		if nameOK[k] < 0 {
+			r.fail("invalid store path name")
+		}
+		return p
+	}
+
+	g := &Graph{root: root, nodes: make([]Node, nNode), index: make(map[store.Path]NodeID, nNode)}
+	outs := make([]Output, 0, nOut)
+	edges := make([]Edge, 0, nEdge)
+	srcs := make([]store.Path, 0, nSrc)
+	for i := range g.nodes {
+		n := &g.nodes[i]
+		n.Path = path()
+		n.System = str()
+		no := r.count(2)
+		if r.err != nil || no > cap(outs)-len(outs) {
+			r.fail("more outputs than counted")
+			break
+		}
+		start := len(outs)
+		for range no {
+			o := Output{Name: str()}
+			switch r.byte() {
+			case 0:
+			case 1:
+				o.Path = path()
+			default:
+				r.fail("bad output path flag")
+			}
+			outs = append(outs, o)
+		}
+		n.Outputs = outs[start:len(outs):len(outs)]
+		ne := r.count(2)
+		if r.err != nil || ne > cap(edges)-len(edges) {
+			r.fail("more inputs than counted")
+			break
+		}
+		start = len(edges)
+		for range ne {
+			to := NodeID(r.index(i)) // inputs come first: below i
+			var l []string
+			if k := r.index(nList); r.err == nil {
+				l = lists[k]
+			}
+			edges = append(edges, Edge{To: to, Outputs: l})
+		}
+		n.Inputs = edges[start:len(edges):len(edges)]
+		ns := r.count(21)
+		if r.err != nil || ns > cap(srcs)-len(srcs) {
+			r.fail("more sources than counted")
+			break
+		}
+		if ns > 0 {
+			start = len(srcs)
+			for range ns {
+				srcs = append(srcs, path())
+			}
+			n.InputSrcs = srcs[start:len(srcs):len(srcs)]
+		}
+		if f := r.uvarint(); f > 0 {
+			if f > uint64(nList) {
+				r.fail("index out of range")
+				break
+			}
+			n.RequiredFeatures = lists[f-1]
+			if len(n.RequiredFeatures) == 0 {
+				r.fail("empty feature set (Load keeps nil)")
+			}
+			for _, feat := range n.RequiredFeatures {
+				if feat == "" || strings.ContainsAny(feat, " \t\n\r") {
+					r.fail("bad feature name")
+				}
+			}
+		}
+		flags := r.byte()
+		n.PreferLocalBuild = flags&flagPreferLocal != 0
+		n.AllowSubstitutes = flags&flagAllowSubst != 0
+		n.Kind = drv.OutputKind(r.byte())
+		if flags&^(flagPreferLocal|flagAllowSubst) != 0 || n.Kind < drv.InputAddressed || n.Kind > drv.Impure {
+			r.fail("bad flags or kind")
+		}
+		if r.err != nil {
+			break
+		}
+		if !n.Path.IsDerivation() {
+			r.fail("node is not a .drv")
+			break
+		}
+		if _, dup := g.index[n.Path]; dup {
+			r.fail("duplicate node")
+			break
+		}
+		g.index[n.Path] = NodeID(i)
+	}
+	nRoot := r.count(1)
+	if r.err == nil {
+		g.roots = make([]NodeID, nRoot)
+		for i := range g.roots {
+			g.roots[i] = NodeID(r.index(nNode))
+		}
+	}
+	if r.err == nil && r.pos != len(r.data) {
+		r.fail("trailing data")
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	g.indexDependents()
+	g.computeDepth()
+	g.groupBySystem()
+	g.groupByFeature()
+	return g, nil
+}
+
+// loadSnapshot returns the snapshot of roots in dir, with g.roots in the
+// order of roots, or an error when there is none or it is unusable.
+func loadSnapshot(dir, storeRoot string, roots []store.Path) (*Graph, error) {
+	data, err := os.ReadFile(filepath.Join(dir, SnapshotFile(storeRoot, roots)))
+	if err != nil {
+		return nil, err
+	}
+	g, err := DecodeSnapshot(data, storeRoot)
+	if err != nil {
+		return nil, err
+	}
+	// The snapshot may have been saved for the same roots in another
+	// order (or with duplicates): Roots follows this call's.
+	ids := make([]NodeID, 0, len(roots))
+	seen := make(map[NodeID]bool, len(roots))
+	for _, p := range roots {
+		id, ok := g.index[p]
+		if !ok {
+			return nil, fmt.Errorf("%w: root %s missing", ErrSnapshot, p)
+		}
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	for _, id := range g.roots {
+		if !seen[id] {
+			return nil, fmt.Errorf("%w: roots differ", ErrSnapshot)
+		}
+	}
+	if len(ids) != len(g.roots) {
+		return nil, fmt.Errorf("%w: roots differ", ErrSnapshot)
+	}
+	g.roots = ids
+	g.fromSnapshot = true
+	return g, nil
+}
+
+// saveSnapshot writes g's snapshot into dir, atomically (a reader sees the
+// old file or the whole new one). Failing to save only costs speed later.
+func saveSnapshot(dir, storeRoot string, roots []store.Path, g *Graph) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*.graph")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(g.AppendSnapshot(nil))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(dir, SnapshotFile(storeRoot, roots)))
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
