@@ -115,11 +115,11 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	if err != nil {
 		return err
 	}
-	vi, err := queryValidity(ctx, root, g, g.Roots(), o.options)
+	vi, err := queryStates(ctx, root, g, g.Roots(), validityOptions{options: o.options, noSubstituters: noSubstituters(env, o)})
 	if err != nil {
 		return err
 	}
-	cache := openCache(env, o.cacheDir)
+	cache := openBuildTimes(o.cacheDir)
 	if cache != nil {
 		defer cache.Close()
 	}
@@ -159,22 +159,8 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 // graphMachines are the builders: the local machine from nix.conf, then
 // --builders (or nix.conf's builders setting).
 func graphMachines(env *cmdEnv, o graphOptions) ([]sched.Machine, error) {
-	confFile := o.nixConf
-	if confFile == "" {
-		dir := env.getenv("NIX_CONF_DIR")
-		if dir == "" {
-			dir = "/etc/nix"
-		}
-		confFile = filepath.Join(dir, "nix.conf")
-	}
-	conf := sched.Conf{}
-	if f, err := os.Open(confFile); err == nil {
-		conf, err = sched.ParseNixConf(f, sched.ConfOptions{Path: confFile})
-		f.Close()
-		if err != nil {
-			return nil, err
-		}
-	} else if o.nixConf != "" {
+	conf, err := readNixConf(env, o)
+	if err != nil {
 		return nil, err
 	}
 	local, err := sched.LocalMachine(conf, sched.LocalOptions{})
@@ -196,16 +182,79 @@ func graphMachines(env *cmdEnv, o graphOptions) ([]sched.Machine, error) {
 	return machines, nil
 }
 
+// readNixConf reads --nix-conf, or $NIX_CONF_DIR/nix.conf, or
+// /etc/nix/nix.conf; a missing default file is an empty configuration.
+func readNixConf(env *cmdEnv, o graphOptions) (sched.Conf, error) {
+	confFile := o.nixConf
+	if confFile == "" {
+		dir := env.getenv("NIX_CONF_DIR")
+		if dir == "" {
+			dir = "/etc/nix"
+		}
+		confFile = filepath.Join(dir, "nix.conf")
+	}
+	conf := sched.Conf{}
+	if f, err := os.Open(confFile); err == nil {
+		conf, err = sched.ParseNixConf(f, sched.ConfOptions{Path: confFile})
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+	} else if o.nixConf != "" {
+		return nil, err
+	}
+	return conf, nil
+}
+
+// noSubstituters reports whether the plan's store has no substituters:
+// --option substituters ” (and no extra-substituters), or a nix.conf
+// whose substituters (default https://cache.nixos.org/) are empty. Then
+// nothing is substitutable and the daemon's QueryMissing, which walks
+// every .drv of the closure, can be skipped. (A daemon that does not
+// trust this user ignores the override; Nix's own clients assume the
+// same.)
+func noSubstituters(env *cmdEnv, o graphOptions) bool {
+	if v, ok := o.options["substituters"]; ok {
+		return strings.TrimSpace(v) == "" && strings.TrimSpace(o.options["extra-substituters"]) == ""
+	}
+	conf, err := readNixConf(env, o)
+	if err != nil {
+		return false
+	}
+	return strings.TrimSpace(conf.Value("substituters", "https://cache.nixos.org/")) == "" &&
+		strings.TrimSpace(o.options["extra-substituters"]) == ""
+}
+
 // recordedDuration looks build times up in the metadata cache by package
 // name (the name without its version); nil without a cache.
 func recordedDuration(cache *metacache.Cache) func(name string) (time.Duration, bool) {
 	if cache == nil {
 		return nil
 	}
+	// One scan instead of a lookup per derivation.
+	all := cache.AllBuildStats()
 	return func(name string) (time.Duration, bool) {
-		s, ok := cache.BuildStats(sched.PackageName(name))
+		if len(all) == 0 {
+			return 0, false
+		}
+		s, ok := all[sched.PackageName(name)]
 		return s.Average, ok
 	}
+}
+
+// metaCacheDir resolves --cache-dir: "" for none.
+func metaCacheDir(dir string) string {
+	switch dir {
+	case "none":
+		return ""
+	case "":
+		d, err := metacache.DefaultDir()
+		if err != nil {
+			return ""
+		}
+		return d
+	}
+	return filepath.Clean(dir)
 }
 
 // snapshotDir is where graph snapshots are kept: beside the metadata
@@ -213,32 +262,34 @@ func recordedDuration(cache *metacache.Cache) func(name string) (time.Duration, 
 // graph only (a .drv path names its content, so it never goes stale);
 // validity is always asked fresh. "" disables them.
 func snapshotDir(o graphOptions) string {
-	if o.noCache || o.cacheDir == "none" {
+	dir := metaCacheDir(o.cacheDir)
+	if o.noCache || dir == "" {
 		return ""
 	}
-	dir := o.cacheDir
-	if dir == "" {
-		d, err := metacache.DefaultDir()
-		if err != nil {
-			return ""
-		}
-		dir = d
+	return dir + "-graphs"
+}
+
+// openBuildTimes opens the metadata cache read-only for recorded build
+// times: a shared lock and no memtable, about a millisecond where a
+// writable open costs ten. No cache (none yet, locked by a running build,
+// unreadable) only costs the estimates, silently.
+func openBuildTimes(dir string) *metacache.Cache {
+	if dir = metaCacheDir(dir); dir == "" {
+		return nil
 	}
-	return filepath.Clean(dir) + "-graphs"
+	c, err := metacache.Open(dir, metacache.Options{ReadOnly: true})
+	if err != nil || c.Degraded() != nil {
+		c.Close()
+		return nil
+	}
+	return c
 }
 
 // openCache opens the metadata cache for recorded build times; a cache
 // that cannot be opened only costs the estimates.
 func openCache(env *cmdEnv, dir string) *metacache.Cache {
-	if dir == "none" {
+	if dir = metaCacheDir(dir); dir == "" {
 		return nil
-	}
-	if dir == "" {
-		d, err := metacache.DefaultDir()
-		if err != nil {
-			return nil
-		}
-		dir = d
 	}
 	c, err := metacache.Open(dir, metacache.Options{})
 	if err != nil {

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nbuild/nbuild/eval/graph"
@@ -69,6 +71,20 @@ type validityInfo struct {
 // is asked through the local nix-daemon (QueryValidPaths, QueryPathInfo
 // for sizes, QueryMissing for substitutes).
 func queryValidity(ctx context.Context, root storeRoot, g *graph.Graph, roots []graph.NodeID, options map[string]string) (*validityInfo, error) {
+	return queryStates(ctx, root, g, roots, validityOptions{options: options})
+}
+
+// validityOptions tune queryStates.
+type validityOptions struct {
+	options map[string]string // --option settings for the daemon
+	// noSubstituters skips asking what can be substituted (QueryMissing
+	// walks every .drv of the closure in the daemon: most of the query).
+	noSubstituters bool
+}
+
+// queryStates is queryValidity with options.
+func queryStates(ctx context.Context, root storeRoot, g *graph.Graph, roots []graph.NodeID, opts validityOptions) (*validityInfo, error) {
+	options := opts.options
 	vi := &validityInfo{valid: map[store.Path]bool{}, subst: map[store.Path]bool{}, size: map[store.Path]uint64{}}
 	var outs []store.Path
 	for id := 0; id < g.Len(); id++ {
@@ -80,14 +96,22 @@ func queryValidity(ctx context.Context, root storeRoot, g *graph.Graph, roots []
 	}
 	if root != "" {
 		vi.source = "files under " + string(root)
-		for _, p := range outs {
-			if _, err := os.Lstat(filepath.Join(string(root), p.String())); err == nil {
-				vi.valid[p] = true
-			}
+		for _, p := range existing(filepath.Join(string(root), store.StoreDir), outs) {
+			vi.valid[p] = true
 		}
 		return vi, nil
 	}
 	vi.source = "nix-daemon"
+	// A valid path exists in the store directory, so only outputs that do
+	// need the daemon's word (a path on disk may still be invalid, e.g.
+	// left by an interrupted build). One local lookup each is far cheaper
+	// than the daemon's, and a plan of nothing built asks it nothing.
+	if _, err := os.Stat(store.StoreDir); err == nil {
+		outs = existing(store.StoreDir, outs)
+	}
+	if len(outs) == 0 && opts.noSubstituters {
+		return vi, nil
+	}
 	c, err := daemon.Dial(ctx, storetest.DaemonSocket, daemon.Options{Settings: daemon.Settings{Overrides: options}})
 	if err != nil {
 		return nil, fmt.Errorf("asking the nix-daemon which paths are valid: %w", err)
@@ -107,6 +131,9 @@ func queryValidity(ctx context.Context, root storeRoot, g *graph.Graph, roots []
 			}
 		}
 	}
+	if opts.noSubstituters {
+		return vi, nil
+	}
 	var targets []store.DerivedPath
 	for _, r := range roots {
 		targets = append(targets, store.BuiltPath(g.Node(r).Path))
@@ -117,6 +144,58 @@ func queryValidity(ctx context.Context, root storeRoot, g *graph.Graph, roots []
 		}
 	}
 	return vi, nil
+}
+
+// existing returns the paths that exist in the store directory dir:
+// thousands of lookups are most of a warm plan's time. When the directory
+// is not much bigger than the list (by its size in bytes, a rough count of
+// entries), one listing is cheaper than a lookup per path; otherwise the
+// lookups run on one goroutine per CPU, relative to the directory (one
+// path component each). A directory that cannot be read has nothing.
+func existing(dir string, paths []store.Path) []store.Path {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	exists := make([]bool, len(paths))
+	if st, err := f.Stat(); err == nil && st.Size()/64 <= 2*int64(len(paths)) {
+		names, err := f.Readdirnames(-1)
+		if err != nil {
+			return nil
+		}
+		in := make(map[string]struct{}, len(names))
+		for _, n := range names {
+			in[n] = struct{}{}
+		}
+		for i, p := range paths {
+			_, exists[i] = in[p.Base()]
+		}
+	} else {
+		root, err := os.OpenRoot(dir)
+		if err != nil {
+			return nil
+		}
+		defer root.Close()
+		workers := min(runtime.GOMAXPROCS(0), len(paths)/256+1)
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				for i := w; i < len(paths); i += workers {
+					_, err := root.Lstat(paths[i].Base())
+					exists[i] = err == nil
+				}
+			})
+		}
+		wg.Wait()
+	}
+	var out []store.Path
+	for i, ok := range exists {
+		if ok {
+			out = append(out, paths[i])
+		}
+	}
+	return out
 }
 
 // planOptions are the inputs of makePlan besides the graph.

@@ -6,14 +6,18 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nbuild/nbuild/store"
 	"github.com/nbuild/nbuild/store/storetest"
 )
 
@@ -293,5 +297,76 @@ func TestGraphUsage(t *testing.T) {
 	}
 	if _, errOut, code := run(t, graphArgs("/tmp/not-a-store-path.drv")...); code != 1 || !strings.Contains(errOut, "not in the Nix store") {
 		t.Errorf("bad path: exit %d %q", code, errOut)
+	}
+}
+
+// TestExisting finds which store paths exist in a directory, both by
+// looking each up (few paths) and by listing it (many).
+func TestExisting(t *testing.T) {
+	dir := t.TempDir()
+	var paths, want []store.Path
+	for i := range 40 {
+		p := store.MustParsePath(fmt.Sprintf("/nix/store/%032d-p%d", i, i))
+		paths = append(paths, p)
+		if i%3 == 0 {
+			want = append(want, p)
+			if err := os.WriteFile(filepath.Join(dir, p.Base()), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, n := range []int{3, 40} { // lookups, then a listing
+		var w []store.Path
+		for _, p := range want {
+			if slices.Contains(paths[:n], p) {
+				w = append(w, p)
+			}
+		}
+		if got := existing(dir, paths[:n]); !slices.Equal(got, w) {
+			t.Errorf("%d paths: existing = %v, want %v", n, got, w)
+		}
+	}
+	if got := existing(filepath.Join(dir, "missing"), paths); got != nil {
+		t.Errorf("missing directory: %v", got)
+	}
+}
+
+// TestGraphDaemonValidity plans through the local nix-daemon: a built
+// input is valid, the derivation using it is to build. With no
+// substituters nbuild asks the daemon only about outputs present on disk.
+func TestGraphDaemonValidity(t *testing.T) {
+	storetest.RequireDaemon(t)
+	nonce := fmt.Sprint(time.Now().UnixNano())
+	expr := `let mk = name: deps: derivation { inherit name; system = builtins.currentSystem; builder = "/bin/sh"; args = ["-c" "echo ${name} ${toString deps} > $out"]; };
+  a = mk "nbuild-graph-a-` + nonce + `" [];
+in { inherit a; b = mk "nbuild-graph-b-` + nonce + `" [ a ]; }`
+	f := filepath.Join(t.TempDir(), "e.nix")
+	if err := os.WriteFile(f, []byte(expr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("nix-build", "--no-out-link", "--option", "substituters", "", f, "-A", "a").CombinedOutput(); err != nil {
+		t.Fatalf("nix-build: %v\n%s", err, out)
+	}
+	drvB, err := exec.Command("nix-instantiate", f, "-A", "b").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := run(t, "graph", "--cache-dir", "none", "--nix-conf", "testdata/nix.conf", "--option", "substituters", "", "--format", "json", strings.TrimSpace(string(drvB)))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var plan struct {
+		Validity string
+		Nodes    []struct{ Name, State string }
+	}
+	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]string{}
+	for _, n := range plan.Nodes {
+		states[strings.TrimSuffix(n.Name, "-"+nonce)] = n.State
+	}
+	if plan.Validity != "nix-daemon" || states["nbuild-graph-a"] != "valid" || states["nbuild-graph-b"] != "build" {
+		t.Errorf("validity from %q, states %v; want a valid, b to build", plan.Validity, states)
 	}
 }

@@ -585,3 +585,58 @@ func BenchmarkOpenClose(b *testing.B) {
 		c.Close()
 	}
 }
+
+// TestReadOnly opens a cache for lookups: it sees what a writer recorded,
+// drops writes, shares the directory with other readers but not with a
+// writer, and never creates a missing directory.
+func TestReadOnly(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cache")
+	var warned []error
+	ro := Options{ReadOnly: true, Warn: func(err error) { warned = append(warned, err) }}
+
+	c, _ := Open(dir, ro)
+	if c.Degraded() == nil || len(warned) != 1 {
+		t.Fatalf("missing directory: degraded %v, warnings %v", c.Degraded(), warned)
+	}
+	c.Close()
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a read-only Open created %s: %v", dir, err)
+	}
+
+	w, _ := Open(dir, Options{})
+	if err := w.RecordBuild("hello-2.12", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// A writer holds the directory: a reader runs uncached.
+	if c, _ := Open(dir, Options{ReadOnly: true}); !errors.Is(c.Degraded(), ErrLocked) {
+		t.Errorf("reader beside a writer: degraded %v, want ErrLocked", c.Degraded())
+	} else {
+		c.Close()
+	}
+	w.Close()
+
+	r1, _ := Open(dir, Options{ReadOnly: true})
+	defer r1.Close()
+	r2, _ := Open(dir, Options{ReadOnly: true})
+	defer r2.Close()
+	for _, r := range []*Cache{r1, r2} {
+		if err := r.Degraded(); err != nil {
+			t.Fatalf("two readers: %v", err)
+		}
+		if s, ok := r.BuildStats("hello-2.12"); !ok || s.Average != 3*time.Second {
+			t.Errorf("BuildStats = %+v, %v", s, ok)
+		}
+		if all := r.AllBuildStats(); len(all) != 1 || all["hello-2.12"].Average != 3*time.Second {
+			t.Errorf("AllBuildStats = %+v", all)
+		}
+	}
+	if err := r1.RecordBuild("other-1", time.Second); err != nil {
+		t.Errorf("RecordBuild on a reader: %v", err)
+	}
+	if err := r1.PutValid("daemon", []store.Path{testPath(t, 1, "x")}); err != nil {
+		t.Errorf("PutValid on a reader: %v", err)
+	}
+	if _, ok := r1.BuildStats("other-1"); ok {
+		t.Error("a reader's write was kept")
+	}
+}

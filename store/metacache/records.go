@@ -101,7 +101,7 @@ func (c *Cache) ValidPaths(storeURI string, paths []store.Path) []store.Path {
 
 // PutValid remembers that storeURI holds every path in paths as valid.
 func (c *Cache) PutValid(storeURI string, paths []store.Path) error {
-	if c == nil || c.db == nil || len(paths) == 0 {
+	if !c.writable() || len(paths) == 0 {
 		return nil
 	}
 	wb := c.db.NewWriteBatch()
@@ -320,9 +320,35 @@ func (c *Cache) BuildStats(name string) (BuildStats, bool) {
 	return s, err == nil
 }
 
+// AllBuildStats returns the recorded build times of every name, in one
+// scan: cheaper than a BuildStats lookup per derivation when a caller
+// wants many (a plan of thousands). Malformed records are left out.
+func (c *Cache) AllBuildStats() map[string]BuildStats {
+	out := map[string]BuildStats{}
+	if c == nil || c.db == nil {
+		return out
+	}
+	_ = c.db.View(func(txn *badger.Txn) error {
+		prefix := []byte{prefixBuild}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+		defer it.Close()
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			item := it.Item()
+			_ = item.Value(func(v []byte) error {
+				if s, err := decodeBuildStats(v); err == nil {
+					out[string(item.Key()[1:])] = s
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	return out
+}
+
 // RecordBuild adds one build of name that took d.
 func (c *Cache) RecordBuild(name string, d time.Duration) error {
-	if c == nil || c.db == nil {
+	if !c.writable() {
 		return nil
 	}
 	if name == "" || d < 0 {
