@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"container/heap"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"slices"
@@ -41,8 +43,21 @@ func (g *refGraph) finish() {
 	for i := range g.byRank {
 		g.byRank[i] = int32(i)
 	}
+	// Base names start with 32 hash characters, which almost always
+	// differ in their first 8: compare those as one integer first.
+	bases := make([]string, n)
+	keys := make([]uint64, n)
+	for i, p := range g.paths {
+		bases[i] = baseName(p)
+		var k [8]byte
+		copy(k[:], bases[i])
+		keys[i] = binary.BigEndian.Uint64(k[:])
+	}
 	slices.SortFunc(g.byRank, func(a, b int32) int {
-		return strings.Compare(baseName(g.paths[a]), baseName(g.paths[b]))
+		if keys[a] != keys[b] {
+			return cmp.Compare(keys[a], keys[b])
+		}
+		return strings.Compare(bases[a], bases[b])
 	})
 	g.rank = make([]int32, n)
 	for r, id := range g.byRank {
@@ -187,13 +202,18 @@ type dotStyle struct {
 // always used), without strconv's per-rune work for the plain ASCII that
 // store paths and labels almost always are.
 func appendQuoted(dst []byte, s string) []byte {
+	start := len(dst)
+	dst = append(dst, '"')
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
-			return strconv.AppendQuote(dst, s)
+		switch c := s[i]; {
+		case c >= 0x20 && c < 0x7f && c != '"' && c != '\\':
+			dst = append(dst, c)
+		case c == '\n':
+			dst = append(dst, '\\', 'n') // labels have line breaks
+		default:
+			return strconv.AppendQuote(dst[:start], s)
 		}
 	}
-	dst = append(dst, '"')
-	dst = append(dst, s...)
 	return append(dst, '"')
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -106,5 +107,14 @@ func TestTopoSortCycle(t *testing.T) {
 	_, err := newTopoSorter(g).sort([]int32{ids[a], ids[b]})
 	if err == nil || !strings.Contains(err.Error(), "cycle detected") {
 		t.Fatalf("want a cycle error, got %v", err)
+	}
+}
+
+// TestAppendQuoted quotes as %q does.
+func TestAppendQuoted(t *testing.T) {
+	for _, s := range []string{"", "abc-1.0", "name\nx86_64-linux\nssh://b", `q"b\s`, "tab\t", "ü", "\x00\x7f", "a\nü"} {
+		if got, want := string(appendQuoted([]byte("x"), s)), "x"+strconv.Quote(s); got != want {
+			t.Errorf("appendQuoted(%q) = %s, want %s", s, got, want)
+		}
 	}
 }
