@@ -43,15 +43,17 @@ var ErrClosed = errors.New("compress: write after close")
 // Options configure a Writer; the zero value means the defaults noted.
 type Options struct {
 	// Level is the algorithm's level: zstd 1-22 (default 3, mapped onto
-	// klauspost's four levels), xz 0-9 (default 6, the dictionary size of
-	// xz's preset).
+	// klauspost's four levels), xz 0-9 (default 6). For xz the level
+	// only picks the dictionary size of xz's preset (capped at the
+	// chunk size): the match finder is always ulikunitz's greedy
+	// HashTable4, so the ratio is that of about `xz -1` at any level.
 	Level int
 	// Concurrency is the number of chunks compressed at once; 0 means
 	// GOMAXPROCS, 1 compresses on the caller's goroutine.
 	Concurrency int
 	// ChunkSize is the input size of each independent frame or stream;
-	// 0 means 4 MiB for zstd and 3 dictionaries (24 MiB at level 6, as
-	// `xz -T` picks its block size) for xz.
+	// 0 means 4 MiB for zstd and for xz the larger of 16 MiB and the
+	// level's dictionary (8 MiB at level 6).
 	ChunkSize int
 	// MaxInFlightBytes bounds the input bytes buffered in the pipeline;
 	// 0 means 2 × Concurrency × ChunkSize. At least Concurrency+1 chunks.
@@ -74,6 +76,13 @@ func Ext(algo string) string {
 
 // xzDictCap is the dictionary size of xz's presets 0-9.
 var xzDictCap = [10]int{256 << 10, 1 << 20, 2 << 20, 4 << 20, 4 << 20, 8 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20}
+
+// xzMinChunk is the smallest default xz chunk. Each chunk restarts with
+// an empty dictionary: on a NAR of GOROOT at level 6 (8 MiB dictionary),
+// 8 MiB chunks compress to 0.244 and 16 MiB ones to 0.239 (xz -6: 0.183).
+// Larger chunks leave a core idle on NARs of a few chunks and hold more
+// memory in flight.
+const xzMinChunk = 16 << 20
 
 // codec compresses one chunk into a complete frame/stream appended to dst.
 type codec interface {
@@ -198,12 +207,13 @@ func NewWriter(w io.Writer, algo string, opts Options) (*Writer, error) {
 		}
 		dict := xzDictCap[level]
 		if opts.ChunkSize <= 0 {
-			opts.ChunkSize = 3 * dict
+			opts.ChunkSize = max(xzMinChunk, dict)
 		}
-		cfg := xz.WriterConfig{DictCap: min(dict, max(opts.ChunkSize, 4096)), CheckSum: xz.CRC64, Matcher: lzma.BinaryTree}
-		if level <= 3 {
-			cfg.Matcher = lzma.HashTable4
-		}
+		// Always HashTable4: ulikunitz's BinaryTree matcher is an
+		// unbalanced search tree that degenerates into a list on
+		// repetitive input (2 MiB of a Go NAR took 586 s, 91% of it
+		// in binTree.add); see bench/NOTES-nar.md.
+		cfg := xz.WriterConfig{DictCap: min(dict, max(opts.ChunkSize, 4096)), CheckSum: xz.CRC64, Matcher: lzma.HashTable4}
 		if err := cfg.Verify(); err != nil {
 			return nil, fmt.Errorf("compress: xz: %w", err)
 		}

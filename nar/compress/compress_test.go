@@ -124,7 +124,7 @@ func TestExternalTools(t *testing.T) {
 			}
 		}
 		// And we read what the tool writes (one stream, several frames).
-		cmd := exec.Command(algo, "-c", "-T2")
+		cmd := exec.Command(algo, "-1", "-c", "-T2") // -1: quick; the framing is what matters
 		cmd.Stdin = bytes.NewReader(data)
 		z, err := cmd.Output()
 		if err != nil {
