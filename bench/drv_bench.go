@@ -144,6 +144,24 @@ func DrvParse(b *testing.B, c DrvCorpus) {
 	}
 }
 
+// DrvParseShared benchmarks a reused drv.Parser's ParseShared: results
+// share the input's memory (no copy of the file) and the Parser's blocks,
+// as a loader that reads each file into its own buffer uses it.
+func DrvParseShared(b *testing.B, c DrvCorpus) {
+	b.ReportAllocs()
+	b.SetBytes(c.Bytes)
+	var p drv.Parser
+	clock := startCPU()
+	defer clock.report(b, c.Bytes)
+	for b.Loop() {
+		for _, f := range c.Files {
+			if _, err := p.ParseShared(f); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
 // DrvParseIntern benchmarks a reused drv.Parser with a string interner, as
 // a graph loader uses it.
 func DrvParseIntern(b *testing.B, c DrvCorpus) {

@@ -44,9 +44,12 @@ type Parser struct {
 	// string is never longer than its quoted form, so it fits where it was
 	// and nothing parsed later is overwritten); with Intern the caller's
 	// bytes, left untouched.
-	data  []byte
-	owned bool
-	pos   int
+	data []byte
+	// inPlace: data is the private copy, unescaped in place. views:
+	// strings are views of data (Parse, ParseShared) rather than interned.
+	// shared: ParseShared, whose results share data and the slabs below.
+	inPlace, views, shared bool
+	pos                    int
 	// all receives every string of the derivation but platform, builder
 	// and input derivation paths, in the order of the file: 4 per output,
 	// the input derivations' output names, inputSrcs, args, 2 per env
@@ -57,7 +60,15 @@ type Parser struct {
 	envAt   int // index in all of the first env entry
 	inDrvs  []InputDrv
 	spans   []int  // [start, end) into all of each input drv's outputs
-	scratch []byte // unescaping area when Intern is set
+	scratch []byte // unescaping area when data is not modified
+
+	// ParseShared hands out results from these slabs (one allocation for
+	// many derivations instead of three per derivation) and keeps the
+	// unescaped strings in arena. Results keep each other's slabs alive.
+	strSlab []string
+	drvSlab []Derivation
+	inSlab  []InputDrv
+	arena   []byte
 }
 
 var parserPool = sync.Pool{New: func() any { return new(Parser) }}
@@ -92,16 +103,48 @@ var _ = [1]struct{}{}[unsafe.Sizeof(EnvVar{})-2*unsafe.Sizeof("")]
 // but is stricter where Nix is lenient about what it never writes (stray
 // commas, unsorted or duplicate entries, non-canonical escapes).
 func (p *Parser) Parse(data []byte) (*Derivation, error) {
-	p.owned = p.Intern == nil
-	if p.owned {
+	p.inPlace = p.Intern == nil
+	p.views, p.shared = p.inPlace, false
+	if p.inPlace {
 		// append allocates without zeroing; this copy is the only one.
 		p.data = append([]byte(nil), data...)
 	} else {
 		p.data = data
 	}
+	return p.run()
+}
+
+// ParseShared parses data as Parse does, but the result shares data's
+// memory instead of copying it: every string that needs no unescaping is a
+// view of data, so the caller hands data over and must not modify it while
+// the result is in use. It is Parse without the copy of the whole file (a
+// loader that reads each file into a fresh buffer has no use for another),
+// and with the result's slices and unescaped strings carved out of blocks
+// shared by the Parser's successive results, which keep each other's
+// blocks alive. Intern, if set, takes precedence (then data is not
+// retained either).
+func (p *Parser) ParseShared(data []byte) (*Derivation, error) {
+	p.inPlace = false
+	p.views = p.Intern == nil
+	p.shared = p.views
+	p.data = data
+	return p.run()
+}
+
+func (p *Parser) run() (*Derivation, error) {
 	p.pos = 0
-	// Every string has two quotes, so this never has to grow.
-	p.all = make([]string, 0, bytes.Count(p.data, []byte{'"'})/2)
+	if p.shared {
+		// The rest of the slab, without counting the strings first: a
+		// derivation with more strings than fit (rare) grows out of it.
+		if cap(p.strSlab)-len(p.strSlab) < 1024 {
+			p.strSlab = make([]string, 0, 16<<10)
+		}
+		k := len(p.strSlab)
+		p.all = p.strSlab[k:k:cap(p.strSlab)]
+	} else {
+		// Every string has two quotes, so this never has to grow.
+		p.all = make([]string, 0, bytes.Count(p.data, []byte{'"'})/2)
+	}
 	p.nOut = 0
 	p.inDrvs = p.inDrvs[:0]
 	p.spans = p.spans[:0]
@@ -191,17 +234,37 @@ func (p *Parser) orderErr(prev, s string, off int, what string) error {
 // str returns data[i:j] as a string of the derivation: a view of the
 // private copy, or the interned string.
 func (p *Parser) str(i, j int) string {
-	if p.owned && i < j {
+	if p.views && i < j {
 		return unsafe.String(&p.data[i], j-i)
 	}
 	return p.strSlow(i, j)
 }
 
 func (p *Parser) strSlow(i, j int) string {
-	if p.owned {
+	if p.views {
 		return ""
 	}
 	return p.Intern(p.data[i:j])
+}
+
+// keep returns an unescaped string of ParseShared's result: claimed where
+// unescape wrote it at the arena's end, or else copied there.
+func (p *Parser) keep(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	k := len(p.arena)
+	if unsafe.SliceData(b) == unsafe.SliceData(p.arena[k:cap(p.arena)]) {
+		// Unescaped in place at the arena's end: claim it.
+		p.arena = p.arena[:k+len(b)]
+		return unsafe.String(&p.arena[k], len(b))
+	}
+	if cap(p.arena)-len(p.arena) < len(b) {
+		p.arena = make([]byte, 0, max(len(b), 16<<10))
+	}
+	k = len(p.arena)
+	p.arena = append(p.arena, b...)
+	return unsafe.String(&p.arena[k], len(b))
 }
 
 // quoteErr reports a missing opening quote at p.pos.
@@ -326,9 +389,18 @@ func (p *Parser) rawErr(r int) error {
 // otherwise into p.scratch.
 func (p *Parser) unescape(start, r int) (string, int, error) {
 	data := p.data
-	owned := p.owned
+	owned := p.inPlace
 	w := r
 	out := p.scratch[:0]
+	if p.views && !owned {
+		// ParseShared: unescape straight into the arena. The string is
+		// no longer than the rest of the input, so out never grows out of
+		// it (if it did, keep would copy it back in).
+		if cap(p.arena)-len(p.arena) < len(data)-start {
+			p.arena = make([]byte, 0, max(len(data)-start, 16<<10))
+		}
+		out = p.arena[len(p.arena):len(p.arena):cap(p.arena)]
+	}
 	if !owned {
 		out = append(out, data[start+1:r]...)
 	}
@@ -394,6 +466,9 @@ func (p *Parser) unescape(start, r int) (string, int, error) {
 			case '"':
 				p.pos = r + 1
 				if !owned {
+					if p.views {
+						return p.keep(out), start, nil
+					}
 					p.scratch = out
 					return p.Intern(out), start, nil
 				}
@@ -484,15 +559,37 @@ func (p *Parser) parse() (*Derivation, error) {
 		return nil, p.fail(p.pos, "trailing data after the derivation")
 	}
 
-	d := &Derivation{Platform: platform, Builder: builder}
-	if len(p.inDrvs) > 0 {
+	var d *Derivation
+	if p.shared {
+		if len(p.drvSlab) == cap(p.drvSlab) {
+			p.drvSlab = make([]Derivation, 0, 64)
+		}
+		p.drvSlab = p.drvSlab[:len(p.drvSlab)+1]
+		d = &p.drvSlab[len(p.drvSlab)-1]
+		d.Platform, d.Builder = platform, builder
+	} else {
+		d = &Derivation{Platform: platform, Builder: builder}
+	}
+	if n := len(p.inDrvs); n > 0 && p.shared {
+		if cap(p.inSlab)-len(p.inSlab) < n {
+			p.inSlab = make([]InputDrv, 0, max(n, 512))
+		}
+		k := len(p.inSlab)
+		p.inSlab = append(p.inSlab, p.inDrvs...)
+		d.InputDrvs = p.inSlab[k : k+n : k+n]
+	} else if n > 0 {
 		d.InputDrvs = append([]InputDrv(nil), p.inDrvs...)
 	}
 	// Outputs, env and the string lists share one allocation: Output and
 	// EnvVar are laid out exactly as [4]string and [2]string.
 	all := p.all
 	p.all = nil
-	if cap(all)-len(all) > len(all)/4+8 {
+	k := len(p.strSlab)
+	if p.shared && unsafe.SliceData(all) == unsafe.SliceData(p.strSlab[k:cap(p.strSlab)]) {
+		// Still in the slab: its unused part goes to the next derivation.
+		p.strSlab = p.strSlab[:k+len(all)]
+		all = p.strSlab[k : k+len(all) : k+len(all)]
+	} else if cap(all)-len(all) > len(all)/4+8 {
 		// Many escaped quotes (scripts) made the estimate loose; do not
 		// keep the slack alive with the derivation.
 		all = slices.Clone(all)

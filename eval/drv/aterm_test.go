@@ -3,6 +3,8 @@ package drv
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -259,5 +261,72 @@ func TestStructuredAttrsErrors(t *testing.T) {
 	d.Env[0].Value = "{"
 	if d.RequiredSystemFeatures() != nil || d.Name() != "" {
 		t.Error("broken JSON gave values")
+	}
+}
+
+// TestParseShared parses every fixture with one Parser's ParseShared: the
+// same derivations as Parse, inputs untouched, and earlier results intact
+// after later parses (they share the Parser's blocks).
+func TestParseShared(t *testing.T) {
+	var p Parser
+	type parsed struct {
+		data []byte
+		d    *Derivation
+	}
+	var all []parsed
+	files := [][]byte{[]byte(goodText)}
+	for _, f := range fixtureDrvs(t) {
+		files = append(files, readFixture(t, f))
+	}
+	for range 3 { // enough to fill several blocks
+		for _, data := range files {
+			in := bytes.Clone(data)
+			d, err := p.ParseShared(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(in, data) {
+				t.Fatal("ParseShared modified its input")
+			}
+			all = append(all, parsed{data, d})
+			if _, err := p.ParseShared([]byte(`Derive([("out","/nix/store/x","",""`)); err == nil {
+				t.Fatal("truncated input accepted")
+			}
+		}
+	}
+	for _, r := range all {
+		want, err := Parse(r.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(r.d, want) {
+			t.Fatalf("ParseShared result changed or differs from Parse:\n%+v\n%+v", r.d, want)
+		}
+		if got := r.d.AppendATerm(nil); !bytes.Equal(got, r.data) {
+			t.Fatal("round trip of a shared result differs")
+		}
+	}
+}
+
+// TestParseSharedManyStrings parses a derivation with more strings than a
+// slab holds: it grows out of the slab and stays intact.
+func TestParseSharedManyStrings(t *testing.T) {
+	d := &Derivation{Outputs: []Output{{Name: "out", Path: outPath}}, Platform: "p", Builder: "b"}
+	for i := range 40000 {
+		d.Args = append(d.Args, fmt.Sprint("a\n", i))
+	}
+	data := d.AppendATerm(nil)
+	var p Parser
+	got, err := p.ParseShared(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := p.ParseShared([]byte(goodText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := Parse([]byte(goodText))
+	if !reflect.DeepEqual(got, d) || !reflect.DeepEqual(next, want) {
+		t.Fatal("results differ")
 	}
 }

@@ -19,6 +19,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`Derive([("out","","r:sha256","")],[],[],"s","b",["\"\\\n\r\t"],[("a","\n")])`))
 	f.Add([]byte(`Derive([("out","","r:sha256","impure")],[],[],"s","b",[],[])`))
 	intern := &Parser{Intern: func(b []byte) string { return string(b) }}
+	shared := &Parser{}
 	errLoad := errors.New("no store")
 	h := NewHasher(func(string) (*Derivation, error) { return nil, errLoad })
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -31,7 +32,15 @@ func FuzzParse(f *testing.F) {
 			if _, err2 := intern.Parse(data); err2 == nil || err2.Error() != err.Error() {
 				t.Fatalf("Intern changes the error: %v vs %v", err, err2)
 			}
+			if _, err2 := shared.ParseShared(bytes.Clone(data)); err2 == nil || err2.Error() != err.Error() {
+				t.Fatalf("ParseShared changes the error: %v vs %v", err, err2)
+			}
 			return
+		}
+		in := bytes.Clone(data)
+		d3, err := shared.ParseShared(in)
+		if err != nil || !reflect.DeepEqual(d, d3) || !bytes.Equal(in, data) {
+			t.Fatalf("ParseShared differs or modified its input: %v", err)
 		}
 		out := d.AppendATerm(nil)
 		if !bytes.Equal(out, data) {

@@ -30,7 +30,8 @@ func FileLoader(root string) Loader {
 		if p == nil {
 			p = new(Parser)
 		}
-		d, err := p.Parse(data)
+		// data is this call's own buffer: the result may keep it.
+		d, err := p.ParseShared(data)
 		p.reset()
 		pool.Put(p)
 		if err != nil {
