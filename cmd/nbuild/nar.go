@@ -8,22 +8,28 @@ import (
 	"os"
 
 	"github.com/nbuild/nbuild/nar"
+	"github.com/nbuild/nbuild/nar/compress"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 )
 
-const narUsage = `nar dump PATH | restore DIR | ls [--json] [FILE] | hash PATH
+const narUsage = `nar dump PATH | restore DIR | ls [--json] [FILE] | hash PATH |
+           compress ALGO | decompress ALGO
 
-  dump PATH     write the NAR serialisation of PATH to stdout (as nix-store --dump)
-  restore DIR   unpack a NAR from stdin into DIR, which must not exist; the NAR
-                is verified strictly first, and nothing is left behind on error
-  ls [FILE]     list a NAR (stdin, or FILE) as nix nar ls -lR does; --json
-                prints the .ls listing a binary cache stores
-  hash PATH     print the NAR hash of PATH as nix-store -q --hash does`
+  dump PATH         write the NAR serialisation of PATH to stdout (as nix-store --dump)
+  restore DIR       unpack a NAR from stdin into DIR, which must not exist; the NAR
+                    is verified strictly first, and nothing is left behind on error
+  ls [FILE]         list a NAR (stdin, or FILE) as nix nar ls -lR does; --json
+                    prints the .ls listing a binary cache stores
+  hash PATH         print the NAR hash of PATH as nix-store -q --hash does
+  compress ALGO     compress stdin to stdout as a binary cache stores NARs
+                    (ALGO: zstd, xz, none); chunks are compressed in parallel
+  decompress ALGO   decompress stdin to stdout (concatenated streams too)`
 
 const narExample = `  nbuild nar dump ./result > result.nar
   nbuild nar ls < result.nar
   nbuild nar restore /tmp/out < result.nar
-  nbuild nar hash /nix/store/...-hello-2.12`
+  nbuild nar hash /nix/store/...-hello-2.12
+  nbuild nar dump ./result | nbuild nar compress xz --jobs 2 > result.nar.xz`
 
 func narCommand() command {
 	return command{
@@ -32,6 +38,9 @@ func narCommand() command {
 		run: func(ctx context.Context, env *cmdEnv, args []string) error {
 			fs := newFlagSet(env, "nar", narUsage, narExample)
 			jsonOut := fs.Bool("json", false, "ls: print the .ls JSON listing")
+			level := fs.Int("level", 0, "compress: level (zstd 1-22, default 3; xz 0-9, default 6)")
+			jobs := fs.IntP("jobs", "j", 0, "compress: chunks compressed at once (default: all cores)")
+			chunk := fs.Int("chunk-size", 0, "compress: input bytes per independent frame/stream (default: per algorithm)")
 			if err := parseFlags(fs, args); err != nil {
 				return err
 			}
@@ -87,8 +96,38 @@ func narCommand() command {
 					in = f
 				}
 				return narList(env.stdout, bufio.NewReaderSize(in, 256<<10), *jsonOut)
+			case "compress":
+				algo, err := one()
+				if err != nil {
+					return err
+				}
+				zw, err := compress.NewWriter(env.stdout, algo, compress.Options{
+					Level: *level, Concurrency: *jobs, ChunkSize: *chunk, Context: ctx})
+				if err != nil {
+					return err
+				}
+				if _, err := io.Copy(zw, env.stdin); err != nil {
+					zw.Close()
+					return err
+				}
+				return zw.Close()
+			case "decompress":
+				algo, err := one()
+				if err != nil {
+					return err
+				}
+				zr, err := compress.NewReader(bufio.NewReaderSize(env.stdin, 256<<10), algo)
+				if err != nil {
+					return err
+				}
+				defer zr.Close()
+				w := bufio.NewWriterSize(env.stdout, 256<<10)
+				if _, err := io.Copy(w, zr); err != nil {
+					return err
+				}
+				return w.Flush()
 			}
-			return usagef("nar: unknown subcommand %q (dump, restore, ls, hash)", sub)
+			return usagef("nar: unknown subcommand %q (dump, restore, ls, hash, compress, decompress)", sub)
 		},
 	}
 }
