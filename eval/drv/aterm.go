@@ -247,26 +247,6 @@ func (p *Parser) strSlow(i, j int) string {
 	return p.Intern(p.data[i:j])
 }
 
-// keep returns an unescaped string of ParseShared's result: claimed where
-// unescape wrote it at the arena's end, or else copied there.
-func (p *Parser) keep(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	k := len(p.arena)
-	if unsafe.SliceData(b) == unsafe.SliceData(p.arena[k:cap(p.arena)]) {
-		// Unescaped in place at the arena's end: claim it.
-		p.arena = p.arena[:k+len(b)]
-		return unsafe.String(&p.arena[k], len(b))
-	}
-	if cap(p.arena)-len(p.arena) < len(b) {
-		p.arena = make([]byte, 0, max(len(b), 16<<10))
-	}
-	k = len(p.arena)
-	p.arena = append(p.arena, b...)
-	return unsafe.String(&p.arena[k], len(b))
-}
-
 // quoteErr reports a missing opening quote at p.pos.
 func (p *Parser) quoteErr() error {
 	if p.pos >= len(p.data) {
@@ -384,25 +364,32 @@ func (p *Parser) rawErr(r int) error {
 }
 
 // unescape finishes a string with escapes: data[start] is its opening quote
-// and data[r] its first backslash. With a private copy the text is
-// unescaped in place (the write index w never passes the read index r);
-// otherwise into p.scratch.
+// and data[r] its first backslash. The text is unescaped into dst at w: in
+// place with Parse's private copy (w never passes the read index r), at the
+// end of the arena with ParseShared, into p.scratch with Intern. An
+// unescaped string is never longer than the rest of the input, so dst is
+// made that big and is written a word at a time.
 func (p *Parser) unescape(start, r int) (string, int, error) {
 	data := p.data
-	owned := p.inPlace
-	w := r
-	out := p.scratch[:0]
-	if p.views && !owned {
-		// ParseShared: unescape straight into the arena. The string is
-		// no longer than the rest of the input, so out never grows out of
-		// it (if it did, keep would copy it back in).
+	sep := !p.inPlace // dst does not alias data
+	var dst []byte
+	var base, w int
+	switch {
+	case p.inPlace:
+		dst, w = data, r
+	case p.views:
 		if cap(p.arena)-len(p.arena) < len(data)-start {
 			p.arena = make([]byte, 0, max(len(data)-start, 16<<10))
 		}
-		out = p.arena[len(p.arena):len(p.arena):cap(p.arena)]
-	}
-	if !owned {
-		out = append(out, data[start+1:r]...)
+		base = len(p.arena)
+		dst = p.arena[:cap(p.arena)]
+		w = base + copy(dst[base:], data[start+1:r])
+	default:
+		if cap(p.scratch) < len(data)-start {
+			p.scratch = make([]byte, len(data)-start)
+		}
+		dst = p.scratch[:cap(p.scratch)]
+		w = copy(dst, data[start+1:r])
 	}
 	for {
 		// data[r] is a backslash.
@@ -421,42 +408,32 @@ func (p *Parser) unescape(start, r int) (string, int, error) {
 		default:
 			return "", start, p.fail(r, "invalid escape sequence \\%c (Nix writes only \\\" \\\\ \\n \\r \\t)", c)
 		}
-		if owned {
-			data[w] = c
-			w++
-		} else {
-			out = append(out, c)
-		}
+		dst[w] = c
+		w++
 		r += 2
 		// Copy up to the next byte that needs a look.
 		for {
-			if owned {
-				for r+8 <= len(data) {
-					x := binary.LittleEndian.Uint64(data[r:])
-					if m := escMask(x); m != 0 {
-						k := bits.TrailingZeros64(m) >> 3
-						if r-w >= 8 {
-							// Bytes past k land on text already read.
-							binary.LittleEndian.PutUint64(data[w:], x)
-						} else {
-							for j := 0; j < k; j++ {
-								data[w+j] = data[r+j]
-							}
+			for r+8 <= len(data) {
+				x := binary.LittleEndian.Uint64(data[r:])
+				if m := escMask(x); m != 0 {
+					k := bits.TrailingZeros64(m) >> 3
+					if sep || r-w >= 8 {
+						// Bytes past k land where nothing is read again.
+						binary.LittleEndian.PutUint64(dst[w:], x)
+					} else {
+						for j := 0; j < k; j++ {
+							dst[w+j] = data[r+j]
 						}
-						w, r = w+k, r+k
-						break
 					}
-					binary.LittleEndian.PutUint64(data[w:], x)
-					w, r = w+8, r+8
+					w, r = w+k, r+k
+					break
 				}
-				if r+8 > len(data) {
-					k := scanEsc(data, r)
-					w += copy(data[w:], data[r:k])
-					r = k
-				}
-			} else {
+				binary.LittleEndian.PutUint64(dst[w:], x)
+				w, r = w+8, r+8
+			}
+			if r+8 > len(data) {
 				k := scanEsc(data, r)
-				out = append(out, data[r:k]...)
+				w += copy(dst[w:], data[r:k])
 				r = k
 			}
 			if r >= len(data) {
@@ -465,24 +442,23 @@ func (p *Parser) unescape(start, r int) (string, int, error) {
 			switch data[r] {
 			case '"':
 				p.pos = r + 1
-				if !owned {
-					if p.views {
-						return p.keep(out), start, nil
+				switch {
+				case p.inPlace:
+					return p.str(start+1, w), start, nil
+				case p.views:
+					p.arena = p.arena[:w]
+					if w == base {
+						return "", start, nil
 					}
-					p.scratch = out
-					return p.Intern(out), start, nil
+					return unsafe.String(&p.arena[base], w-base), start, nil
 				}
-				return p.str(start+1, w), start, nil
+				return p.Intern(dst[:w]), start, nil
 			case '\\':
 			case '\n', '\r', '\t':
 				return "", start, p.rawErr(r)
 			default:
-				if owned {
-					data[w] = data[r]
-					w++
-				} else {
-					out = append(out, data[r])
-				}
+				dst[w] = data[r]
+				w++
 				r++
 				continue
 			}
