@@ -51,7 +51,8 @@ func GraphLoad(b *testing.B, c *graphgen.Corpus, opts graph.Options) {
 }
 
 // GraphParseOnly parses every .drv file of a corpus from memory with one
-// reused drv.Parser: the parsing part of GraphLoad, without file reads or
+// reused drv.Parser (ParseShared, as the loader does): the parsing part of
+// GraphLoad, without file reads or
 // graph building, to show where a load's time goes.
 func GraphParseOnly(b *testing.B, c *graphgen.Corpus) {
 	dir := filepath.Join(c.Dir, store.StoreDir)
@@ -74,7 +75,7 @@ func GraphParseOnly(b *testing.B, c *graphgen.Corpus) {
 	var p drv.Parser
 	for b.Loop() {
 		for _, data := range files {
-			if _, err := p.Parse(data); err != nil {
+			if _, err := p.ParseShared(data); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -131,6 +131,17 @@ func (p *Parser) ParseShared(data []byte) (*Derivation, error) {
 	return p.run()
 }
 
+// Recycle declares every derivation ParseShared has returned so far dead:
+// the Parser reuses their memory for the next ones. A loader that copies
+// what it keeps out of each derivation before parsing the next calls it
+// before each parse, and then parses without allocating.
+func (p *Parser) Recycle() {
+	clear(p.strSlab) // no stale pointers for the collector to follow
+	clear(p.drvSlab)
+	clear(p.inSlab)
+	p.strSlab, p.drvSlab, p.inSlab, p.arena = p.strSlab[:0], p.drvSlab[:0], p.inSlab[:0], p.arena[:0]
+}
+
 func (p *Parser) run() (*Derivation, error) {
 	p.pos = 0
 	if p.shared {

@@ -330,3 +330,21 @@ func TestParseSharedManyStrings(t *testing.T) {
 		t.Fatal("results differ")
 	}
 }
+
+// TestRecycle reuses a Parser's memory between ParseShared calls: each
+// result is right until the next Recycle.
+func TestRecycle(t *testing.T) {
+	var p Parser
+	for _, f := range fixtureDrvs(t) {
+		data := readFixture(t, f)
+		p.Recycle()
+		d, err := p.ParseShared(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := Parse(data)
+		if !reflect.DeepEqual(d, want) {
+			t.Fatalf("%s: differs after Recycle", f)
+		}
+	}
+}

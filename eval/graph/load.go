@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"unsafe"
 
 	"github.com/nbuild/nbuild/eval/drv"
 	"github.com/nbuild/nbuild/store"
@@ -149,9 +148,6 @@ func (l *loader) fail(err error) {
 // holds a derivation that may still add inputs.
 func (l *loader) work() {
 	w := worker{keep: l.keep}
-	if !l.keep {
-		w.parser.Intern = w.arenaString
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for {
@@ -215,9 +211,6 @@ type worker struct {
 	name   nameBuf
 	buf    []byte
 	parser drv.Parser
-	// arena holds the strings of the derivation being loaded (see
-	// arenaString). Unset with Options.KeepDerivations.
-	arena  []byte
 	inputs []string              // the last loaded node's input derivations
 	srcs   map[string]store.Path // input sources: drvs share many
 	// strs and lists intern strings and output-name lists; per worker, so
@@ -282,33 +275,27 @@ func (w *worker) internList(names []string) []string {
 	return l
 }
 
-// arenaString is the parser's Intern hook: it copies b into the worker's
-// arena, which the next parse overwrites. The parsed derivation lives only
-// until load has copied what the graph keeps (internString, parsePath,
-// discover), so one reused arena replaces a buffer per file, which was
-// half of a load's allocations. An error may hold arena strings; a worker
-// never parses again after an error, so they stay intact.
-func (w *worker) arenaString(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	if len(w.arena)+len(b) > cap(w.arena) {
-		// A new array: strings already made point into the old one.
-		w.arena = make([]byte, 0, max(2*cap(w.arena), len(b), 64<<10))
-	}
-	start := len(w.arena)
-	w.arena = append(w.arena, b...)
-	return unsafe.String(&w.arena[start], len(b))
-}
-
 func (w *worker) parse(dir *storeDir, base string) (*drv.Derivation, error) {
-	w.arena = w.arena[:0]
+	if w.keep {
+		// The derivation outlives this read: it gets its own copy.
+		data, err := dir.read(base, w.buf, &w.name)
+		w.buf = data[:0]
+		if err != nil {
+			return nil, err
+		}
+		return w.parser.Parse(data)
+	}
+	// The parsed derivation lives only until load has copied what the
+	// graph keeps (internString, parsePath, discover), so its strings may
+	// point into the reused read buffer and the parser may reuse its
+	// blocks: no copy of the file, and no allocation once warm.
+	w.parser.Recycle()
 	data, err := dir.read(base, w.buf, &w.name)
 	w.buf = data[:0]
 	if err != nil {
 		return nil, err
 	}
-	return w.parser.Parse(data)
+	return w.parser.ParseShared(data)
 }
 
 // load reads rec's derivation and fills rec.node, except the inputs' To,
