@@ -147,11 +147,13 @@ func queryStates(ctx context.Context, root storeRoot, g *graph.Graph, roots []gr
 }
 
 // existing returns the paths that exist in the store directory dir:
-// thousands of lookups are most of a warm plan's time. When the directory
-// is not much bigger than the list (by its size in bytes, a rough count of
-// entries), one listing is cheaper than a lookup per path; otherwise the
-// lookups run on one goroutine per CPU, relative to the directory (one
-// path component each). A directory that cannot be read has nothing.
+// thousands of lookups are most of a warm plan's time. Measured on ext4
+// (about 100 directory bytes per entry), a listing costs ~0.6 µs per entry
+// and a lookup ~1.6 µs per path even on two goroutines, so the directory is
+// listed unless it has more than about 2.5 entries per path (by its size
+// in bytes, a rough count); otherwise the lookups run on one goroutine per
+// CPU, relative to the directory (one path component each). A directory
+// that cannot be read has nothing.
 func existing(dir string, paths []store.Path) []store.Path {
 	f, err := os.Open(dir)
 	if err != nil {
@@ -159,7 +161,7 @@ func existing(dir string, paths []store.Path) []store.Path {
 	}
 	defer f.Close()
 	exists := make([]bool, len(paths))
-	if st, err := f.Stat(); err == nil && st.Size()/64 <= 2*int64(len(paths)) {
+	if st, err := f.Stat(); err == nil && st.Size()/64 <= 4*int64(len(paths)) {
 		names, err := f.Readdirnames(-1)
 		if err != nil {
 			return nil

@@ -315,7 +315,7 @@ func TestExisting(t *testing.T) {
 			}
 		}
 	}
-	for _, n := range []int{3, 40} { // lookups, then a listing
+	for _, n := range []int{3, 40} { // lookups (4096/64 > 4*3), then a listing
 		var w []store.Path
 		for _, p := range want {
 			if slices.Contains(paths[:n], p) {
