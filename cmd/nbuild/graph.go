@@ -29,7 +29,12 @@ with -A ATTR, or FLAKEREF#ATTR): which derivations are valid, which can be
 substituted, which must be built, for which system and on which builder,
 which cannot be built anywhere and why, and the critical path. Several
 installables form one plan. Exits 1 when some derivation has no capable
-builder (they are listed first).`
+builder (they are listed first).
+
+The loaded derivation graph is saved as a snapshot beside the metadata
+cache, so the next plan of the same installables reads one file instead of
+every .drv (a .drv path names its content: a snapshot never goes stale);
+which outputs are valid is asked anew every time. --no-cache bypasses it.`
 
 const graphExample = `  nbuild graph --store testdata/store testdata/store/nix/store/*-nixos-system-pi-23.05.drv --builders @testdata/machines
   nbuild graph --format dot ./result.drv | dot -Tsvg > plan.svg
@@ -66,7 +71,7 @@ func graphCommand() command {
 			fs.StringVar(&o.diff, "diff", "", "compare with the plan of INSTALLABLE (the old version) and name the root causes")
 			fs.StringVar(&o.nixConf, "nix-conf", "", "nix.conf to read the local machine from (default $NIX_CONF_DIR/nix.conf or /etc/nix/nix.conf)")
 			fs.StringVar(&o.cacheDir, "cache-dir", "", "metadata cache with recorded build times (default ~/.cache/nbuild/metacache); graph snapshots go to DIR-graphs; \"none\" disables both")
-			fs.BoolVar(&o.noCache, "no-cache", false, "read every .drv file instead of the graph snapshot saved by an earlier run in CACHE-DIR-graphs (and save none)")
+			fs.BoolVar(&o.noCache, "no-cache", false, "read every .drv file, not the graph snapshot an earlier run saved in CACHE-DIR-graphs (and save none)")
 			fs.DurationVar(&o.defDur, "default-duration", 5*time.Minute, "build time assumed for derivations never built before")
 			optionFlag(fs, &o.options)
 			if err := parseFlags(fs, args); err != nil {
