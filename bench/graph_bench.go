@@ -50,6 +50,33 @@ func GraphLoad(b *testing.B, c *graphgen.Corpus, opts graph.Options) {
 	}
 }
 
+// GraphLoadSnapshot benchmarks graph.Load of a corpus's closure from a
+// snapshot (Options.SnapshotDir, saved by a first load outside the loop);
+// bytes are the .drv files' total size, as for GraphLoad, so the MB/s
+// compare.
+func GraphLoadSnapshot(b *testing.B, c *graphgen.Corpus) {
+	root, err := store.ParsePath(c.Root)
+	if err != nil {
+		b.Fatal(err)
+	}
+	opts := graph.Options{SnapshotDir: b.TempDir()}
+	ctx := context.Background()
+	if _, err := graph.Load(ctx, c.Dir, []store.Path{root}, opts); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(c.DrvBytes)
+	for b.Loop() {
+		g, err := graph.Load(ctx, c.Dir, []store.Path{root}, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !g.FromSnapshot() || g.Len() != c.Drvs {
+			b.Fatalf("snapshot: %v, %d derivations", g.FromSnapshot(), g.Len())
+		}
+	}
+}
+
 // GraphParseOnly parses every .drv file of a corpus from memory with one
 // reused drv.Parser (ParseShared, as the loader does): the parsing part of
 // GraphLoad, without file reads or
