@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -94,6 +95,14 @@ func graphCommand() command {
 }
 
 func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) error {
+	// A plan is a short burst of allocation in a short-lived process: at
+	// the default GOGC the collector's cycles were a third of the user
+	// time of a warm 3,500-derivation plan, for 0.5 MB less peak RSS.
+	// (20,000 derivations: 0.24 -> 0.19 s warm, 51 -> 76 MB, still 1.5x
+	// the .drv bytes.) An explicit GOGC wins.
+	if os.Getenv("GOGC") == "" {
+		defer debug.SetGCPercent(debug.SetGCPercent(400))
+	}
 	root, err := parseStoreFlag(o.store)
 	if err != nil {
 		return err
