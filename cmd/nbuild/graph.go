@@ -432,12 +432,19 @@ func (p *buildPlan) nodeStyle(id graph.NodeID, path string) dotStyle {
 
 // systemColour gives each system a stable pastel colour.
 func systemColour(system string) string {
-	known := map[string]string{
-		"x86_64-linux": "#a6cee3", "aarch64-linux": "#b2df8a", "riscv64-linux": "#fdbf6f",
-		"i686-linux": "#cab2d6", "armv7l-linux": "#fb9a99", "builtin": "#dddddd",
-	}
-	if c, ok := known[system]; ok {
-		return c
+	switch system { // a switch: a map literal here was made per node
+	case "x86_64-linux":
+		return "#a6cee3"
+	case "aarch64-linux":
+		return "#b2df8a"
+	case "riscv64-linux":
+		return "#fdbf6f"
+	case "i686-linux":
+		return "#cab2d6"
+	case "armv7l-linux":
+		return "#fb9a99"
+	case "builtin":
+		return "#dddddd"
 	}
 	h := uint32(2166136261)
 	for i := 0; i < len(system); i++ {

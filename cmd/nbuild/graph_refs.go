@@ -23,6 +23,7 @@ import (
 // order Nix sorts by is computed once, as a rank per id.
 type refGraph struct {
 	paths  []string  // full store path of each id
+	bases  []string  // base name of each id (set by finish)
 	refs   [][]int32 // references of each id, sorted by base name (rank)
 	rank   []int32   // position of each id in base-name order
 	byRank []int32   // rank -> id
@@ -46,6 +47,7 @@ func (g *refGraph) finish() {
 	// Base names start with 32 hash characters, which almost always
 	// differ in their first 8: compare those as one integer first.
 	bases := make([]string, n)
+	g.bases = bases
 	keys := make([]uint64, n)
 	for i, p := range g.paths {
 		bases[i] = baseName(p)
@@ -204,16 +206,30 @@ type dotStyle struct {
 func appendQuoted(dst []byte, s string) []byte {
 	start := len(dst)
 	dst = append(dst, '"')
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c >= 0x20 && c < 0x7f && c != '"' && c != '\\':
-			dst = append(dst, c)
-		case c == '\n':
+	for i := 0; i < len(s); {
+		j := i
+		for j < len(s) && s[j] >= 0x20 && s[j] < 0x7f && s[j] != '"' && s[j] != '\\' {
+			j++
+		}
+		dst = append(dst, s[i:j]...)
+		switch {
+		case j == len(s):
+		case s[j] == '\n':
 			dst = append(dst, '\\', 'n') // labels have line breaks
+			j++
 		default:
 			return strconv.AppendQuote(dst[:start], s)
 		}
+		i = j
 	}
+	return append(dst, '"')
+}
+
+// appendQuotedBase appends a store path's base name quoted: its characters
+// (store.ParsePath's [a-zA-Z0-9+-._?=]) need no escaping.
+func appendQuotedBase(dst []byte, base string) []byte {
+	dst = append(dst, '"')
+	dst = append(dst, base...)
 	return append(dst, '"')
 }
 
@@ -239,12 +255,12 @@ func (g *refGraph) writeDot(out io.Writer, roots []int32, style func(int32) dotS
 	buf = append(buf, "digraph G {\n"...)
 	for len(work) > 0 {
 		id := g.byRank[heap.Pop(&work).(int32)]
-		base := baseName(g.paths[id])
+		base := g.bases[id]
 		st := dotStyle{Label: nameOf(g.paths[id]), Shape: "box", FillColor: "#ff0000"}
 		if style != nil {
 			st = style(id)
 		}
-		buf = appendQuoted(buf, base)
+		buf = appendQuotedBase(buf, base)
 		buf = append(buf, " [label = "...)
 		buf = appendQuoted(buf, st.Label)
 		buf = append(buf, ", shape = "...)
@@ -264,9 +280,9 @@ func (g *refGraph) writeDot(out io.Writer, roots []int32, style func(int32) dotS
 				pending[r] = true
 				heap.Push(&work, g.rank[r])
 			}
-			buf = appendQuoted(buf, baseName(g.paths[r]))
+			buf = appendQuotedBase(buf, g.bases[r])
 			buf = append(buf, " -> "...)
-			buf = appendQuoted(buf, base)
+			buf = appendQuotedBase(buf, base)
 			buf = append(buf, " [color = "...)
 			buf = appendQuoted(buf, colours[n%len(colours)])
 			buf = append(buf, "];\n"...)
