@@ -722,8 +722,12 @@ func classifyOutput(o *Output) (kind OutputKind, algo HashAlgo, msg string, fiel
 	if method == Text && algo != SHA256 {
 		return 0, 0, "text hashing requires sha256", 2
 	}
-	if _, err := decodeHash(o.Hash, algo); err != nil {
-		return 0, 0, err.Error(), 3
+	// The hex Nix writes is checked without decoding (which allocates);
+	// anything else gets decodeHash's verdict and message.
+	if len(o.Hash) != 2*algo.Size() || !isHex(o.Hash) {
+		if _, err := decodeHash(o.Hash, algo); err != nil {
+			return 0, 0, err.Error(), 3
+		}
 	}
 	if reason := checkStorePath(o.Path); reason != "" {
 		return 0, 0, "invalid store path: " + reason, 1
@@ -802,6 +806,17 @@ func (p *Parser) parseEnv() error {
 		}
 		p.all = append(p.all, k, v)
 	}
+}
+
+// isHex reports whether s is all hex digits, as hex.DecodeString accepts
+// them (either case).
+func isHex(s string) bool {
+	bad := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		bad = bad || !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F')
+	}
+	return !bad
 }
 
 // nix32 marks the characters of Nix's base32 alphabet; storeName those

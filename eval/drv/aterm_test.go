@@ -2,6 +2,7 @@ package drv
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"reflect"
@@ -345,6 +346,17 @@ func TestRecycle(t *testing.T) {
 		want, _ := Parse(data)
 		if !reflect.DeepEqual(d, want) {
 			t.Fatalf("%s: differs after Recycle", f)
+		}
+	}
+}
+
+// TestIsHex agrees with hex.DecodeString on every byte.
+func TestIsHex(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		s := "0a" + string([]byte{byte(c)}) + "F"
+		_, err := hex.DecodeString(s)
+		if got := isHex(s); got != (err == nil) {
+			t.Errorf("isHex(%q) = %v, hex.DecodeString error %v", s, got, err)
 		}
 	}
 }
