@@ -18,6 +18,7 @@ func narTrees(b *testing.B) []NarCorpus {
 func BenchmarkNarDumpHash(b *testing.B) {
 	for _, c := range narTrees(b) {
 		b.Run(c.Name, func(b *testing.B) { NarDumpHash(b, c) })
+		b.Run(c.Name+"/sha256-only", func(b *testing.B) { NarSHA256(b, c) })
 	}
 }
 
