@@ -390,7 +390,7 @@ func (p *Parser) unescape(start, r int) (string, int, error) {
 		dst, w = data, r
 	case p.views:
 		if cap(p.arena)-len(p.arena) < len(data)-start {
-			p.arena = make([]byte, 0, max(len(data)-start, 16<<10))
+			p.arena = make([]byte, 0, max(len(data)-start, 64<<10))
 		}
 		base = len(p.arena)
 		dst = p.arena[:cap(p.arena)]
