@@ -832,9 +832,43 @@ var nix32, storeName = func() (n, s [256]bool) {
 	return n, s
 }()
 
+// pathChars is 1 for a byte allowed in a store path's name, plus 2 for one
+// of Nix's base32 alphabet, so a whole path is checked with an AND per byte
+// and one branch.
+var pathChars = func() (t [256]uint8) {
+	for c := range t {
+		if storeName[c] {
+			t[c] |= 1
+		}
+		if nix32[c] {
+			t[c] |= 2
+		}
+	}
+	return t
+}()
+
 // checkStorePath validates a full store path the way store.ParsePath does,
 // without allocating; it returns why s is rejected, or "".
 func checkStorePath(s string) string {
+	const prefix = "/nix/store/"
+	if len(s) >= len(prefix)+34 && len(s) <= len(prefix)+33+211 && s[:len(prefix)] == prefix && s[len(prefix)+32] == '-' {
+		base := s[len(prefix):]
+		hash, name := uint8(2), uint8(1)
+		for i := 0; i < 32; i++ {
+			hash &= pathChars[base[i]]
+		}
+		for i := 33; i < len(base); i++ {
+			name &= pathChars[base[i]]
+		}
+		if hash != 0 && name != 0 {
+			return ""
+		}
+	}
+	return checkStorePathSlow(s)
+}
+
+// checkStorePathSlow says what is wrong with a path checkStorePath rejects.
+func checkStorePathSlow(s string) string {
 	const prefix = "/nix/store/"
 	if !strings.HasPrefix(s, prefix) {
 		return "not in /nix/store"

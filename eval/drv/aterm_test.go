@@ -360,3 +360,19 @@ func TestIsHex(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckStorePath: the fast check agrees with the precise one.
+func TestCheckStorePath(t *testing.T) {
+	good := "/nix/store/6fpsx5wb2pxm5zxl9671lmqzry2llqaq-ia-simple"
+	cases := []string{good, good[:len(good)-1] + "!", "/nix/store/6fpsx5wb2pxm5zxl9671lmqzry2llqaq", "/nix/store/6fpsx5wb2pxm5zxl9671lmqzry2llqaqxia",
+		"/nix/store/6fpsx5wb2pxm5zxl9671lmqzry2llqae-ia", "/nix/stor/6fpsx5wb2pxm5zxl9671lmqzry2llqaq-ia", "/nix/store/" + strings.Repeat("a", 32) + "-" + strings.Repeat("n", 211),
+		"/nix/store/" + strings.Repeat("a", 32) + "-" + strings.Repeat("n", 212), "/nix/store/6fpsx5wb2pxm5zxl9671lmqzry2llqaq-a\x00b", ""}
+	for c := 0; c < 256; c++ {
+		cases = append(cases, good[:15]+string([]byte{byte(c)})+good[16:], good+string([]byte{byte(c)}))
+	}
+	for _, s := range cases {
+		if got, want := checkStorePath(s), checkStorePathSlow(s); got != want {
+			t.Errorf("checkStorePath(%q) = %q, want %q", s, got, want)
+		}
+	}
+}
