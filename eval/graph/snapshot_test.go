@@ -178,3 +178,17 @@ func FuzzSnapshot(f *testing.F) {
 		sameGraph(t, g, h)
 	})
 }
+
+// TestSnapshotCoversNode fails when Node gains a field: the snapshot
+// encoding (and its version byte) must then learn it.
+func TestSnapshotCoversNode(t *testing.T) {
+	var fields []string
+	typ := reflect.TypeFor[graph.Node]()
+	for i := range typ.NumField() {
+		fields = append(fields, typ.Field(i).Name)
+	}
+	want := []string{"Path", "System", "Outputs", "Inputs", "InputSrcs", "RequiredFeatures", "PreferLocalBuild", "AllowSubstitutes", "Kind"}
+	if !slices.Equal(fields, want) {
+		t.Fatalf("graph.Node has fields %v; the snapshot encodes %v", fields, want)
+	}
+}
