@@ -2,6 +2,7 @@ package graph
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -503,6 +504,41 @@ func saveSnapshot(dir, storeRoot string, roots []store.Path, g *Graph) error {
 	}
 	if err != nil {
 		os.Remove(f.Name())
+		return err
 	}
-	return err
+	pruneSnapshots(dir, maxSnapshots)
+	return nil
+}
+
+// maxSnapshots bounds a snapshot directory: one closure of 20,000
+// derivations takes 3.4 MB.
+const maxSnapshots = 32
+
+// pruneSnapshots removes the oldest snapshots (by when they were saved)
+// beyond keep.
+func pruneSnapshots(dir string, keep int) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	type snap struct {
+		name string
+		mod  int64
+	}
+	var snaps []snap
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".graph") || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if info, err := e.Info(); err == nil {
+			snaps = append(snaps, snap{e.Name(), info.ModTime().UnixNano()})
+		}
+	}
+	if len(snaps) <= keep {
+		return
+	}
+	slices.SortFunc(snaps, func(a, b snap) int { return cmp.Compare(b.mod, a.mod) })
+	for _, s := range snaps[keep:] {
+		os.Remove(filepath.Join(dir, s.name))
+	}
 }
