@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -96,7 +98,9 @@ func queryStates(ctx context.Context, root storeRoot, g *graph.Graph, roots []gr
 	}
 	if root != "" {
 		vi.source = "files under " + string(root)
-		for _, p := range existing(filepath.Join(string(root), store.StoreDir), outs) {
+		// A store directory that cannot be read has nothing valid.
+		valid, _ := existing(filepath.Join(string(root), store.StoreDir), outs)
+		for _, p := range valid {
 			vi.valid[p] = true
 		}
 		return vi, nil
@@ -106,8 +110,9 @@ func queryStates(ctx context.Context, root storeRoot, g *graph.Graph, roots []gr
 	// need the daemon's word (a path on disk may still be invalid, e.g.
 	// left by an interrupted build). One local lookup each is far cheaper
 	// than the daemon's, and a plan of nothing built asks it nothing.
-	if _, err := os.Stat(store.StoreDir); err == nil {
-		outs = existing(store.StoreDir, outs)
+	// If the directory cannot be read, the daemon is asked about all.
+	if onDisk, err := existing(store.StoreDir, outs); err == nil {
+		outs = onDisk
 	}
 	if len(outs) == 0 && opts.noSubstituters {
 		return vi, nil
@@ -154,17 +159,17 @@ func queryStates(ctx context.Context, root storeRoot, g *graph.Graph, roots []gr
 // in bytes, a rough count); otherwise the lookups run on one goroutine per
 // CPU, relative to the directory (one path component each). A directory
 // that cannot be read has nothing.
-func existing(dir string, paths []store.Path) []store.Path {
+func existing(dir string, paths []store.Path) ([]store.Path, error) {
 	f, err := os.Open(dir)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	defer f.Close()
 	exists := make([]bool, len(paths))
 	if st, err := f.Stat(); err == nil && st.Size()/64 <= 4*int64(len(paths)) {
 		names, err := f.Readdirnames(-1)
 		if err != nil {
-			return nil
+			return nil, err
 		}
 		in := make(map[string]struct{}, len(names))
 		for _, n := range names {
@@ -176,20 +181,27 @@ func existing(dir string, paths []store.Path) []store.Path {
 	} else {
 		root, err := os.OpenRoot(dir)
 		if err != nil {
-			return nil
+			return nil, err
 		}
 		defer root.Close()
 		workers := min(runtime.GOMAXPROCS(0), len(paths)/256+1)
+		errs := make([]error, workers)
 		var wg sync.WaitGroup
 		for w := range workers {
 			wg.Go(func() {
 				for i := w; i < len(paths); i += workers {
 					_, err := root.Lstat(paths[i].Base())
 					exists[i] = err == nil
+					if err != nil && !errors.Is(err, fs.ErrNotExist) && errs[w] == nil {
+						errs[w] = err
+					}
 				}
 			})
 		}
 		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
 	}
 	var out []store.Path
 	for i, ok := range exists {
@@ -197,7 +209,7 @@ func existing(dir string, paths []store.Path) []store.Path {
 			out = append(out, paths[i])
 		}
 	}
-	return out
+	return out, nil
 }
 
 // planOptions are the inputs of makePlan besides the graph.

@@ -322,12 +322,12 @@ func TestExisting(t *testing.T) {
 				w = append(w, p)
 			}
 		}
-		if got := existing(dir, paths[:n]); !slices.Equal(got, w) {
-			t.Errorf("%d paths: existing = %v, want %v", n, got, w)
+		if got, err := existing(dir, paths[:n]); err != nil || !slices.Equal(got, w) {
+			t.Errorf("%d paths: existing = %v, %v; want %v", n, got, err, w)
 		}
 	}
-	if got := existing(filepath.Join(dir, "missing"), paths); got != nil {
-		t.Errorf("missing directory: %v", got)
+	if got, err := existing(filepath.Join(dir, "missing"), paths); err == nil {
+		t.Errorf("missing directory: %v, no error", got)
 	}
 }
 
