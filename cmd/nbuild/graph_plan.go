@@ -70,8 +70,9 @@ type validityInfo struct {
 // queryValidity asks the store which outputs are valid or substitutable.
 // A chroot store given as a directory has no daemon here: an output is
 // taken as valid when its path exists under the root. The machine's store
-// is asked through the local nix-daemon (QueryValidPaths, QueryPathInfo
-// for sizes, QueryMissing for substitutes).
+// is asked through the local nix-daemon (QueryValidPaths for the outputs
+// present in /nix/store, QueryPathInfo for sizes, QueryMissing for
+// substitutes).
 func queryValidity(ctx context.Context, root storeRoot, g *graph.Graph, roots []graph.NodeID, options map[string]string) (*validityInfo, error) {
 	return queryStates(ctx, root, g, roots, validityOptions{options: options})
 }
@@ -158,7 +159,8 @@ func queryStates(ctx context.Context, root storeRoot, g *graph.Graph, roots []gr
 // listed unless it has more than about 2.5 entries per path (by its size
 // in bytes, a rough count); otherwise the lookups run on one goroutine per
 // CPU, relative to the directory (one path component each). A directory
-// that cannot be read has nothing.
+// that cannot be read, or a lookup failing other than with "no such file",
+// is an error.
 func existing(dir string, paths []store.Path) ([]store.Path, error) {
 	f, err := os.Open(dir)
 	if err != nil {
