@@ -285,8 +285,16 @@ func makePlan(g *graph.Graph, vi *validityInfo, opts planOptions) (*buildPlan, e
 func (p *buildPlan) schedule() error {
 	g := p.g
 	jobOf := make([]int, g.Len())
-	var jobs []sched.Job
-	var nodes []graph.NodeID
+	// Sized up front: growing thousands of jobs by append was a tenth of
+	// a warm plan's page faults.
+	n := 0
+	for _, st := range p.state {
+		if st == stateBuild {
+			n++
+		}
+	}
+	jobs := make([]sched.Job, 0, n)
+	nodes := make([]graph.NodeID, 0, n)
 	for id := 0; id < g.Len(); id++ {
 		jobOf[id] = -1
 		if p.state[id] != stateBuild {
