@@ -374,6 +374,10 @@ func (p *Parser) rawErr(r int) error {
 	return p.fail(r, "raw control character %q in a string Nix writes escaped", p.data[r])
 }
 
+// unescapes maps the byte after a backslash to the byte it stands for; 0
+// for an escape Nix never writes.
+var unescapes = [256]byte{'"': '"', '\\': '\\', 'n': '\n', 'r': '\r', 't': '\t'}
+
 // unescape finishes a string with escapes: data[start] is its opening quote
 // and data[r] its first backslash. The text is unescaped into dst at w: in
 // place with Parse's private copy (w never passes the read index r), at the
@@ -407,17 +411,9 @@ func (p *Parser) unescape(start, r int) (string, int, error) {
 		if r+1 >= len(data) {
 			return "", start, p.fail(start, "unterminated string")
 		}
-		c := data[r+1]
-		switch c {
-		case '"', '\\':
-		case 'n':
-			c = '\n'
-		case 'r':
-			c = '\r'
-		case 't':
-			c = '\t'
-		default:
-			return "", start, p.fail(r, "invalid escape sequence \\%c (Nix writes only \\\" \\\\ \\n \\r \\t)", c)
+		c := unescapes[data[r+1]]
+		if c == 0 {
+			return "", start, p.fail(r, "invalid escape sequence \\%c (Nix writes only \\\" \\\\ \\n \\r \\t)", data[r+1])
 		}
 		dst[w] = c
 		w++
