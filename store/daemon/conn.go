@@ -184,12 +184,7 @@ func (c *Conn) handshake(ver uint64) error {
 	}
 	// Below 1.38 nothing the client sends depends on the daemon's answer, so
 	// the whole greeting goes out at once: one round trip over ssh.
-	b := wire.AppendUint64(c.buf[:0], workerMagic1)
-	b = wire.AppendUint64(b, ver)
-	if ver < 1<<8|38 {
-		b = appendObsolete(b)
-	}
-	c.buf = b
+	c.buf = appendGreeting(c.buf[:0], ver)
 	if err := c.send(); err != nil {
 		return fail(err)
 	}
@@ -254,6 +249,27 @@ func (c *Conn) handshake(ver uint64) error {
 func appendObsolete(b []byte) []byte {
 	b = wire.AppendUint64(b, 0)
 	return wire.AppendUint64(b, 0)
+}
+
+// GreetingLen is the number of bytes NewConn sends before it waits for
+// the daemon's first reply when announcing version (below 1.38: magic,
+// version, and two obsolete fields). A transport that must know where the
+// interactive part of a session ends (see AddFlags.EndInput) uses it; with
+// SkipSetOptions nothing else is sent until the first operation.
+func GreetingLen(version uint64) int {
+	if version == 0 {
+		version = DefaultVersion
+	}
+	return len(appendGreeting(nil, version))
+}
+
+func appendGreeting(b []byte, ver uint64) []byte {
+	b = wire.AppendUint64(b, workerMagic1)
+	b = wire.AppendUint64(b, ver)
+	if ver < 1<<8|38 {
+		b = appendObsolete(b)
+	}
+	return b
 }
 
 // Version returns the negotiated protocol version.

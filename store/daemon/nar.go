@@ -75,6 +75,18 @@ func (s *stickyWriter) Write(p []byte) (int, error) {
 type AddFlags struct {
 	Repair      bool
 	NoCheckSigs bool
+	// KnownMissing tells AddMultipleToStore that the caller has just
+	// found none of the paths valid, so the pre-check older daemons need
+	// (see AddMultipleToStore) is skipped.
+	KnownMissing bool
+	// EndStream calls the transport's EndStream method (it must have one)
+	// once the upload is complete, before the reply is read. It is for
+	// sessions whose input passes through a decompressor on the remote:
+	// the transport ends the compressed stream there and pushes it through
+	// the decompressor's buffers, and no further request may follow.
+	// (Closing the input instead would race: a 2.8 daemon treats a hung-up
+	// input during an operation as an interrupt.)
+	EndStream bool
 }
 
 // AddToStoreNar adds info.Path from its NAR, which the daemon checks
@@ -95,7 +107,7 @@ func (c *Conn) AddToStoreNarFlags(ctx context.Context, info *store.PathInfo, nar
 	c.buf = appendPathInfo(c.buf, info)
 	c.buf = wire.AppendBool(c.buf, flags.Repair)
 	c.buf = wire.AppendBool(c.buf, flags.NoCheckSigs)
-	_, err = c.upload(OpAddToStoreNar, func(w io.Writer) error {
+	_, err = c.upload(OpAddToStoreNar, flags.EndStream, func(w io.Writer) error {
 		_, err := nar.Copy(w, narData)
 		return err
 	})
@@ -133,7 +145,7 @@ func (c *Conn) AddMultipleToStore(ctx context.Context, infos []*store.PathInfo, 
 	if len(infos) == 0 {
 		return nil
 	}
-	if !nixAtLeast(c.nixVer, 2, 18) {
+	if !flags.KnownMissing && !nixAtLeast(c.nixVer, 2, 18) {
 		paths := make([]store.Path, len(infos))
 		for i, info := range infos {
 			paths[i] = info.Path
@@ -165,7 +177,7 @@ func (c *Conn) AddMultipleToStore(ctx context.Context, infos []*store.PathInfo, 
 	c.buf = wire.AppendUint64(c.buf[:0], uint64(OpAddMultipleToStore))
 	c.buf = wire.AppendBool(c.buf, flags.Repair)
 	c.buf = wire.AppendBool(c.buf, flags.NoCheckSigs)
-	_, err = c.upload(OpAddMultipleToStore, func(w io.Writer) error {
+	_, err = c.upload(OpAddMultipleToStore, flags.EndStream, func(w io.Writer) error {
 		var b []byte
 		b = wire.AppendUint64(b, uint64(len(infos)))
 		for _, info := range infos {
@@ -233,7 +245,7 @@ func (c *Conn) AddToStore(ctx context.Context, name, method string, refs []store
 	c.buf = appendPaths(c.buf, refs)
 	c.buf = wire.AppendBool(c.buf, repair)
 	var info *store.PathInfo
-	_, err = c.upload(OpAddToStore, func(w io.Writer) error {
+	_, err = c.upload(OpAddToStore, false, func(w io.Writer) error {
 		_, err := io.Copy(w, data)
 		return err
 	})
@@ -285,7 +297,7 @@ var errStderrDone = errors.New("daemon answered during upload")
 // may report (and fail) while data is still arriving (2.8 remote-store.cc
 // ConnectionHandle::withFramedSink). On return the reader goroutine has
 // ended and, unless the error breaks the connection, the stream is in step.
-func (c *Conn) upload(op Op, body func(w io.Writer) error) (*logTail, error) {
+func (c *Conn) upload(op Op, endStream bool, body func(w io.Writer) error) (*logTail, error) {
 	if _, err := c.bw.Write(c.buf); err != nil {
 		return nil, err
 	}
@@ -316,6 +328,13 @@ func (c *Conn) upload(op Op, body func(w io.Writer) error) (*logTail, error) {
 			fw.werr = c.bw.Flush()
 		} else {
 			fw.werr = err
+		}
+	}
+	if fw.werr == nil && endStream {
+		if es, ok := c.rwc.(interface{ EndStream() error }); !ok {
+			fw.werr = fmt.Errorf("%w: EndStream on a transport without an EndStream method", ErrProtocol)
+		} else {
+			fw.werr = es.EndStream()
 		}
 	}
 	if fw.werr != nil {

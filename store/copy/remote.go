@@ -1,0 +1,442 @@
+package copy
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/nbuild/nbuild/nar"
+	"github.com/nbuild/nbuild/nar/compress"
+	"github.com/nbuild/nbuild/nar/wire"
+	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/daemon"
+	"github.com/nbuild/nbuild/store/serve"
+	"github.com/nbuild/nbuild/store/ssh"
+)
+
+// remoteScript is the command a ToHost session runs on the remote, in
+// POSIX sh. One ssh session does everything, with two round trips before
+// the data flows:
+//
+//  1. It says which protocol (nix-daemon --stdio, else nix-store --serve
+//     --write) and which decompressors (zstd, xz) the remote has, then
+//     reads "SUBSTITUTE LEN" and LEN bytes of store paths, one a line, and
+//     prints those that are not valid there, then ".". With SUBSTITUTE 1
+//     it first tries to substitute each invalid path (nix-copy-closure -s).
+//  2. It reads "PROTO DECOMPRESSOR RAW" and runs PROTO with its input
+//     being RAW bytes as they are and then the rest through the
+//     decompressor. The raw prefix carries the interactive part of the
+//     protocol (the daemon handshake); everything after it is one upload
+//     that the client ends by closing its side. The split is needed
+//     because `zstd -dc` and `xz -dc` read their input in full blocks and
+//     would hold back an interactive exchange.
+//
+// `read` in sh reads a pipe one byte at a time and `head -c` never reads
+// past its count, so nothing is consumed early. Only tools every NixOS and
+// Debian host has are used (head, xargs; zstd and xz when present).
+const remoteScript = `set -e
+have() { command -v "$1" >/dev/null 2>&1; }
+p=serve; have nix-daemon && p=daemon
+z=-; have zstd && z=zstd
+x=-; have xz && x=xz
+echo "nbuild-copy 1 $p $z $x"
+read -r s n
+l=$(head -c "$n")
+if [ "$s" = 1 ] && [ -n "$l" ]; then
+  for q in $(printf '%s\n' "$l" | xargs nix-store --check-validity --print-invalid); do
+    nix-store --realise "$q" >/dev/null 2>&1 || true
+  done
+fi
+[ -z "$l" ] || printf '%s\n' "$l" | xargs nix-store --check-validity --print-invalid
+echo .
+read -r proto dec raw || exit 0
+case $proto in
+  daemon) set -- nix-daemon --stdio ;;
+  serve) set -- nix-store --serve --write ;;
+  *) echo "nbuild-copy: unknown protocol $proto" >&2; exit 1 ;;
+esac
+case $dec in
+  zstd) { head -c "$raw"; exec zstd -dcq; } | "$@" ;;
+  xz) { head -c "$raw"; exec xz -dcq; } | "$@" ;;
+  *) exec "$@" ;;
+esac`
+
+// HostOptions tune ToHost. The zero value compresses with zstd when the
+// remote can decompress it and reads NARs from the local file system.
+type HostOptions struct {
+	// SSH configures the transport (NIX_SSHOPTS through Getenv, -C, -v).
+	SSH ssh.Options
+	// Compress is "auto" (or ""), "none", "zstd" or "xz". Auto means zstd
+	// when the remote has it, else none. An explicit algorithm the remote
+	// cannot decompress is an error.
+	Compress string
+	// Level is the compression level; 0 means the algorithm's default
+	// (zstd 3, xz 6).
+	Level int
+	// Jobs is the compressor's parallelism; 0 means GOMAXPROCS.
+	Jobs int
+	// UseSubstitutes lets the remote substitute missing paths first.
+	UseSubstitutes bool
+	// NoDaemon uses nix-store --serve --write even when the remote has
+	// nix-daemon (uncompressed, one acknowledgement window).
+	NoDaemon bool
+	// Source reads NARs; nil dumps them from the local file system.
+	Source store.NarReader
+	// Progress is called as in Options.
+	Progress func(Progress)
+}
+
+// HostResult says what ToHost did.
+type HostResult struct {
+	// Sent are the paths the remote lacked, now valid there.
+	Sent []*store.PathInfo
+	// Protocol is "daemon" or "serve"; Compression what the NARs went as.
+	Protocol, Compression string
+}
+
+// ErrNotTrusted is wrapped when the remote daemon refused paths for lack
+// of a trusted signature, which means the ssh user is not in its
+// trusted-users.
+var ErrNotTrusted = errors.New("copy: remote refused unsigned paths")
+
+// ToHost copies the paths of closure (references first, e.g. from Closure)
+// that host lacks, over one ssh session. The remote's own Nix registers
+// each path after verifying its NAR hash, so an interrupted copy leaves
+// only complete paths valid and a rerun sends the rest.
+func ToHost(ctx context.Context, host string, closure []*store.PathInfo, opts HostOptions) (*HostResult, error) {
+	sc, err := ssh.Dial(ctx, host, []string{"sh", "-c", remoteScript}, opts.SSH)
+	if err != nil {
+		return nil, err
+	}
+	defer sc.Close()
+	stop := context.AfterFunc(ctx, sc.Kill)
+	defer stop()
+	res, err := toHost(ctx, sc, closure, opts)
+	if err != nil {
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		return res, explain(host, sc, err)
+	}
+	return res, nil
+}
+
+func toHost(ctx context.Context, sc *ssh.Conn, closure []*store.PathInfo, opts HostOptions) (*HostResult, error) {
+	// Round trip 1: what the remote has and lacks. The query goes out
+	// before the greeting is read.
+	var list strings.Builder
+	for _, info := range closure {
+		list.WriteString(info.Path.String())
+		list.WriteByte('\n')
+	}
+	subst := 0
+	if opts.UseSubstitutes {
+		subst = 1
+	}
+	if _, err := fmt.Fprintf(sc, "%d %d\n%s", subst, list.Len(), list.String()); err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(sc, 64<<10)
+	greeting, err := readLine(br)
+	if err != nil {
+		return nil, fmt.Errorf("no answer from the remote shell: %w", err)
+	}
+	f := strings.Fields(greeting)
+	if len(f) != 5 || f[0] != "nbuild-copy" || f[1] != "1" {
+		return nil, fmt.Errorf("unexpected answer from the remote shell: %q", greeting)
+	}
+	proto, hasZstd, hasXz := f[2], f[3] == "zstd", f[4] == "xz"
+	invalid := map[store.Path]bool{}
+	for {
+		line, err := readLine(br)
+		if err != nil {
+			return nil, fmt.Errorf("reading the remote's invalid paths: %w", err)
+		}
+		if line == "." {
+			break
+		}
+		p, err := store.ParsePath(line)
+		if err != nil {
+			return nil, fmt.Errorf("remote listed %q as invalid: %w", line, err)
+		}
+		invalid[p] = true
+	}
+	res := &HostResult{Protocol: proto, Compression: "none"}
+	var missing []*store.PathInfo
+	for _, info := range closure {
+		if invalid[info.Path] {
+			// A copy is not the source's ultimate trust (2.8 copyStorePath).
+			c := *info
+			c.Ultimate = false
+			missing = append(missing, &c)
+		}
+	}
+	if len(missing) == 0 {
+		if err := sc.CloseWrite(); err != nil {
+			return res, err
+		}
+		return res, sc.Wait(ctx)
+	}
+	if opts.NoDaemon {
+		proto = "serve"
+	}
+	res.Protocol = proto
+	algo, err := chooseCompression(opts.Compress, proto, hasZstd, hasXz)
+	if err != nil {
+		return res, err
+	}
+	res.Compression = algo
+	t := newTracker(missing, opts.Progress)
+	writeNar := func(info *store.PathInfo, w io.Writer) error {
+		cw := &countWriter{w: w, t: t}
+		var err error
+		if opts.Source != nil {
+			err = opts.Source.NarFromPath(ctx, info.Path, cw)
+		} else {
+			err = nar.DumpPath(cw, info.Path.String())
+		}
+		if err == nil {
+			t.pathDone()
+		}
+		return err
+	}
+	switch proto {
+	case "daemon":
+		err = sendDaemon(ctx, sc, br, algo, missing, writeNar, opts)
+		if errors.Is(err, errDone) {
+			res.Sent = missing
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			sc.Wait(wctx)
+			return res, nil
+		}
+	case "serve":
+		err = sendServe(ctx, sc, br, missing, writeNar)
+	default:
+		err = fmt.Errorf("remote offered unknown protocol %q", proto)
+	}
+	if err != nil {
+		return res, err
+	}
+	res.Sent = missing
+	return res, sc.Wait(ctx)
+}
+
+func readLine(br *bufio.Reader) (string, error) {
+	line, err := br.ReadString('\n')
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return "", err
+	}
+	return strings.TrimSuffix(line, "\n"), nil
+}
+
+func chooseCompression(want, proto string, hasZstd, hasXz bool) (string, error) {
+	if proto == "serve" {
+		if want == "zstd" || want == "xz" {
+			return "", fmt.Errorf("--compress %s needs nix-daemon on the remote; use --compress none", want)
+		}
+		return "none", nil
+	}
+	switch want {
+	case "", "auto":
+		if hasZstd {
+			return "zstd", nil
+		}
+		return "none", nil
+	case "none":
+		return "none", nil
+	case "zstd":
+		if !hasZstd {
+			return "", errors.New("the remote has no zstd to decompress with; use --compress xz or none")
+		}
+		return "zstd", nil
+	case "xz":
+		if !hasXz {
+			return "", errors.New("the remote has no xz to decompress with; use --compress zstd or none")
+		}
+		return "xz", nil
+	}
+	return "", fmt.Errorf("unknown compression %q (want auto, none, zstd or xz)", want)
+}
+
+// sendDaemon runs the daemon protocol: the handshake raw, then one
+// AddMultipleToStore whose bytes go through the compressor.
+func sendDaemon(ctx context.Context, sc *ssh.Conn, br *bufio.Reader, algo string, missing []*store.PathInfo,
+	writeNar daemon.NarWriterFunc, opts HostOptions) error {
+	raw := daemon.GreetingLen(daemon.DefaultVersion)
+	dec := algo
+	if algo == "none" {
+		dec = "-"
+	}
+	if _, err := fmt.Fprintf(sc, "daemon %s %d\n", dec, raw); err != nil {
+		return err
+	}
+	tr := &splitConn{sc: sc, br: br, raw: raw, algo: algo, padOp: padOp(missing[0].Path)}
+	if algo != "none" {
+		cw, err := compress.NewWriter(sc, algo, compress.Options{Level: opts.Level, Concurrency: opts.Jobs, Context: ctx})
+		if err != nil {
+			return err
+		}
+		tr.cw = cw
+	}
+	conn, err := daemon.NewConn(ctx, tr, daemon.Options{Version: daemon.DefaultVersion, SkipSetOptions: true})
+	if err != nil {
+		return err
+	}
+	if err := conn.AddMultipleToStore(ctx, missing, writeNar,
+		daemon.AddFlags{NoCheckSigs: true, KnownMissing: true, EndStream: true}); err != nil {
+		return err
+	}
+	// Every path is registered. Ending the input ends the daemon; with a
+	// decompressor in between, it may still be answering the padding
+	// request when its input hangs up, which 2.8 reports as an interrupt,
+	// so its exit status no longer matters.
+	if err := sc.CloseWrite(); err != nil {
+		return err
+	}
+	if algo != "none" {
+		return errDone
+	}
+	return nil
+}
+
+// errDone tells toHost that the copy succeeded and the session's exit
+// status is not to be checked.
+var errDone = errors.New("copy: done")
+
+// sendServe uploads through nix-store --serve --write, uncompressed.
+func sendServe(ctx context.Context, sc *ssh.Conn, br *bufio.Reader, missing []*store.PathInfo, writeNar daemon.NarWriterFunc) error {
+	if _, err := fmt.Fprintf(sc, "serve - 0\n"); err != nil {
+		return err
+	}
+	c, err := serve.NewClient(ctx, &splitConn{sc: sc, br: br}, serve.Options{Remote: "ssh://" + sc.Host()})
+	if err != nil {
+		return err
+	}
+	srcs := make([]serve.NarSource, len(missing))
+	for i, info := range missing {
+		srcs[i] = serve.NarSource{Info: info, WriteNAR: func(w io.Writer) error { return writeNar(info, w) }}
+	}
+	if err := c.AddToStoreNars(ctx, srcs, serve.AddOptions{}); err != nil {
+		return err
+	}
+	return sc.CloseWrite()
+}
+
+// splitConn is the session as the protocol clients see it: reads come
+// through the buffered reader that read the script's greeting; the first
+// raw bytes written go as they are, the rest through the compressor cw (if
+// any). EndStream ends the compressed stream.
+type splitConn struct {
+	sc    *ssh.Conn
+	br    *bufio.Reader
+	raw   int
+	algo  string
+	cw    *compress.Writer
+	padOp []byte
+}
+
+func (s *splitConn) Read(p []byte) (int, error) { return s.br.Read(p) }
+
+func (s *splitConn) Write(p []byte) (int, error) {
+	n := 0
+	if s.raw > 0 || s.cw == nil {
+		k := len(p)
+		if s.cw != nil {
+			k = min(k, s.raw)
+		}
+		m, err := s.sc.Write(p[:k])
+		n += m
+		s.raw -= m
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	if len(p) > 0 {
+		m, err := s.cw.Write(p)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// rawPadding follows a compressed upload so that the remote decompressor,
+// which reads its input in whole blocks (zstd 1.5 reads ahead 128 KiB jobs,
+// xz 8 KiB), reaches the last real byte without seeing the end of its
+// input.
+const rawPadding = 512 << 10
+
+// opPadding is how many decompressed bytes of a harmless request follow
+// the upload inside the compressed stream: the decompressors write through
+// a buffer (glibc's stdio buffer of 4 KiB on a pipe for zstd, 8 KiB for
+// xz) that only a full buffer or the end of input flushes, so the upload's
+// tail reaches the daemon only when more output follows it.
+const opPadding = 64 << 10
+
+// EndStream finishes the compressed stream: a harmless request (see
+// padOp) pushes the upload's tail out of the decompressor's output buffer,
+// and bytes the decompressor reads and discards (a zstd skippable frame,
+// or xz stream padding: zero bytes, a multiple of four) push the stream's
+// end through its input buffer.
+func (s *splitConn) EndStream() error {
+	if s.cw == nil {
+		return nil
+	}
+	if _, err := s.cw.Write(s.padOp); err != nil {
+		return err
+	}
+	if err := s.cw.Close(); err != nil {
+		return err
+	}
+	pad := make([]byte, rawPadding)
+	if s.algo == "zstd" {
+		// Skippable frame: magic 0x184D2A50, u32 LE length, content
+		// (RFC 8878 section 3.1.2).
+		binary.LittleEndian.PutUint32(pad[0:], 0x184D2A50)
+		binary.LittleEndian.PutUint32(pad[4:], rawPadding-8)
+	}
+	_, err := s.sc.Write(pad)
+	return err
+}
+
+// padOp returns a QueryValidPaths request (op 31: string list, substitute
+// flag) of at least opPadding bytes asking about p again and again: the
+// daemon answers it after the upload, and nobody reads the answer.
+func padOp(p store.Path) []byte {
+	b := wire.AppendUint64(nil, uint64(daemon.OpQueryValidPaths))
+	entry := len(wire.AppendString(nil, p.String()))
+	n := opPadding/entry + 1
+	b = wire.AppendUint64(b, uint64(n))
+	for range n {
+		b = wire.AppendString(b, p.String())
+	}
+	return wire.AppendBool(b, false)
+}
+
+func (s *splitConn) Close() error { return s.sc.Close() }
+
+// explain turns a failure into what the user must know: the remote's
+// stderr when the session died, and trust problems named as such.
+func explain(host string, sc *ssh.Conn, err error) error {
+	var de *daemon.Error
+	if errors.As(err, &de) && strings.Contains(de.Message, "lacks a valid signature") {
+		return fmt.Errorf("%w: %s: %s\n(the ssh user is not in trusted-users on %s, and the paths carry no signature it trusts: "+
+			"add the user to trusted-users there, or sign the paths with a key in its trusted-public-keys)",
+			ErrNotTrusted, host, de.Message, host)
+	}
+	if tail := strings.TrimSpace(sc.StderrTail()); tail != "" && !strings.Contains(err.Error(), tail) {
+		return fmt.Errorf("%s: %w\nremote said: %s", host, err, tail)
+	}
+	return fmt.Errorf("%s: %w", host, err)
+}

@@ -1,0 +1,217 @@
+package copy_test
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/copy"
+	"github.com/nbuild/nbuild/store/daemon"
+	"github.com/nbuild/nbuild/store/ssh"
+	"github.com/nbuild/nbuild/store/storetest"
+	"github.com/nbuild/nbuild/store/testhost"
+)
+
+// buildClosure builds testdata/closure.nix with the local daemon and
+// returns its root and closure (references first).
+func buildClosure(t *testing.T, salt string) (store.Path, []*store.PathInfo) {
+	t.Helper()
+	storetest.RequireDaemon(t)
+	out, err := exec.Command("nix-build", "--option", "substituters", "", "--no-out-link",
+		"testdata/closure.nix", "--argstr", "salt", salt).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("nix-build: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatalf("nix-build: %v", err)
+	}
+	root := store.MustParsePath(strings.TrimSpace(string(out)))
+	conn := localConn(t)
+	infos, err := copy.Closure(context.Background(), conn, []store.Path{root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, infos
+}
+
+func localConn(t testing.TB) *daemon.Conn {
+	t.Helper()
+	c, err := daemon.Dial(context.Background(), storetest.DaemonSocket, daemon.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// checkSame asserts that every path of infos is valid on h with the same
+// hash, references and deriver as locally, as nix-store reports them.
+func checkSame(t *testing.T, h *testhost.Host, infos []*store.PathInfo) {
+	t.Helper()
+	for _, info := range infos {
+		p := info.Path.String()
+		if _, err := h.Run("nix-store", "--verify-path", p); err != nil {
+			t.Errorf("remote verify-path %s: %v", p, err)
+			continue
+		}
+		for _, q := range []string{"--hash", "--references", "--deriver"} {
+			local, err := exec.Command("nix-store", "-q", q, p).Output()
+			if err != nil {
+				t.Fatalf("local nix-store -q %s %s: %v", q, p, err)
+			}
+			remote, err := h.Run("nix-store", "-q", q, p)
+			if err != nil {
+				t.Fatalf("remote nix-store -q %s %s: %v", q, p, err)
+			}
+			if string(local) != remote {
+				t.Errorf("%s %s: local %q, remote %q", q, p, local, remote)
+			}
+		}
+	}
+}
+
+// remoteValid returns which of infos are valid on h.
+func remoteValid(t *testing.T, h *testhost.Host, infos []*store.PathInfo) []store.Path {
+	t.Helper()
+	args := []string{"nix-store", "--check-validity", "--print-invalid"}
+	for _, info := range infos {
+		args = append(args, info.Path.String())
+	}
+	out, err := h.Run(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	invalid := strings.Fields(out)
+	var valid []store.Path
+	for _, info := range infos {
+		if !slices.Contains(invalid, info.Path.String()) {
+			valid = append(valid, info.Path)
+		}
+	}
+	return valid
+}
+
+func TestToHost(t *testing.T) {
+	_, infos := buildClosure(t, "tohost")
+	h := testhost.New(t, testhost.Options{})
+	for _, tc := range []struct {
+		compress, want string
+		noDaemon       bool
+	}{
+		{compress: "auto", want: "zstd"},
+		{compress: "xz", want: "xz"},
+		{compress: "none", want: "none"},
+		{compress: "auto", want: "none", noDaemon: true},
+	} {
+		name := tc.compress
+		if tc.noDaemon {
+			name = "serve"
+		}
+		t.Run(name, func(t *testing.T) {
+			h.MustRun("sh", "-c", "nix-store --delete "+paths(infos)+" >/dev/null 2>&1 || true")
+			if v := remoteValid(t, h, infos); len(v) != 0 {
+				t.Fatalf("remote still holds %v", v)
+			}
+			// The first path is already there: only the rest is sent.
+			first := copy.HostOptions{SSH: ssh.Options{Getenv: h.Getenv}, Compress: tc.compress}
+			res, err := copy.ToHost(context.Background(), h.Addr, infos[:1], first)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Sent) != 1 {
+				t.Fatalf("sent %d paths, want 1", len(res.Sent))
+			}
+			var last copy.Progress
+			opts := copy.HostOptions{SSH: ssh.Options{Getenv: h.Getenv}, Compress: tc.compress, NoDaemon: tc.noDaemon,
+				Progress: func(p copy.Progress) { last = p }}
+			res, err = copy.ToHost(context.Background(), h.Addr, infos, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Sent) != len(infos)-1 || res.Compression != tc.want {
+				t.Errorf("sent %d paths as %s, want %d as %s", len(res.Sent), res.Compression, len(infos)-1, tc.want)
+			}
+			if last.Paths != len(infos)-1 || last.Bytes != last.TotalBytes {
+				t.Errorf("last progress %+v", last)
+			}
+			checkSame(t, h, infos)
+			// Nothing left to send: one session, nothing sent.
+			res, err = copy.ToHost(context.Background(), h.Addr, infos, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Sent) != 0 {
+				t.Errorf("second copy sent %d paths", len(res.Sent))
+			}
+		})
+	}
+}
+
+// TestToHostInterrupted cuts the link at several points of the transfer;
+// afterwards no partial path may be valid on the remote, and a rerun sends
+// exactly what is still missing.
+func TestToHostInterrupted(t *testing.T) {
+	_, infos := buildClosure(t, "interrupted")
+	h := testhost.New(t, testhost.Options{})
+	for _, tc := range []struct {
+		name     string
+		compress string
+		cutAfter int64
+	}{
+		{"handshake", "none", 2 << 10},
+		{"first-nar", "none", 1 << 20},
+		{"middle", "none", 10 << 20},
+		{"middle-zstd", "zstd", 600 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.MustRun("sh", "-c", "nix-store --delete "+paths(infos)+" >/dev/null 2>&1 || true")
+			relay := testhost.NewRelay(t, h.HostAddr(), testhost.RelayOptions{RateBytesPerSec: 50 << 20})
+			relay.CutAfter(tc.cutAfter)
+			opts := copy.HostOptions{SSH: ssh.Options{Getenv: h.GetenvPort(relay.Port)}, Compress: tc.compress}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if _, err := copy.ToHost(ctx, h.Addr, infos, opts); err == nil {
+				t.Fatalf("copy through a link cut after %d bytes succeeded", tc.cutAfter)
+			}
+			// The remote may still be working through bytes that arrived
+			// before the cut: end it as a dropped session would be ended.
+			h.KillSessions()
+			// Whatever the remote holds must be complete and intact.
+			before := remoteValid(t, h, infos)
+			for _, p := range before {
+				if _, err := h.Run("nix-store", "--verify-path", p.String()); err != nil {
+					t.Errorf("partial path %s is valid: %v", p, err)
+				}
+			}
+			res, err := copy.ToHost(ctx, h.Addr, infos, copy.HostOptions{SSH: ssh.Options{Getenv: h.Getenv}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Sent)+len(before) != len(infos) {
+				t.Errorf("rerun sent %d paths; %d of %d were there", len(res.Sent), len(before), len(infos))
+			}
+			for _, info := range res.Sent {
+				if slices.Contains(before, info.Path) {
+					t.Errorf("rerun re-sent %s", info.Path)
+				}
+			}
+			checkSame(t, h, infos)
+			t.Logf("cut after %d bytes: %d of %d paths were complete", tc.cutAfter, len(before), len(infos))
+		})
+	}
+}
+
+func paths(infos []*store.PathInfo) string {
+	var b strings.Builder
+	for i := len(infos) - 1; i >= 0; i-- { // referrers first, so deletion can proceed
+		b.WriteString(infos[i].Path.String())
+		b.WriteByte(' ')
+	}
+	return b.String()
+}

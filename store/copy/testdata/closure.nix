@@ -1,0 +1,29 @@
+# A small closure for copy tests: a chain of five paths, each referencing
+# the one before, with every NAR entry kind and about 1.5 MB of
+# compressible data each, so a copy cut part-way leaves some paths complete.
+# Built with sandbox = false (the test daemon's setting): builders are
+# /bin/sh scripts with absolute tool paths.
+{ salt ? "" }:
+let
+  mk = name: dep: derivation {
+    inherit name salt;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    dep = if dep == null then "" else dep;
+    args = [ "-c" ''
+      set -e
+      /bin/mkdir -p $out/bin $out/share/empty $out/share/doc
+      echo "$name $salt" > $out/share/doc/README
+      echo "$dep" > $out/share/doc/dep
+      printf '#!/bin/sh\necho %s\n' "$name" > $out/bin/run
+      /bin/chmod +x $out/bin/run
+      /bin/ln -s ../share/doc/README $out/bin/readme
+      : > $out/share/empty-file
+      /usr/bin/seq 1 200000 | /bin/sed "s/^/$name line /" > $out/share/data
+    '' ];
+  };
+  a = mk "copytest-a" null;
+  b = mk "copytest-b" a;
+  c = mk "copytest-c" b;
+  d = mk "copytest-d" c;
+in mk "copytest-e" d
