@@ -50,6 +50,7 @@ func commands() []command {
 	return []command{
 		buildCommand(),
 		graphCommand(),
+		copyCommand(),
 		narCommand(),
 		versionCommand(),
 		drvCommand(),

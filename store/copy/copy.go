@@ -27,6 +27,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/nbuild/nbuild/nar"
 	"github.com/nbuild/nbuild/store"
 )
 
@@ -321,4 +322,16 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.t.add(n)
 	return n, err
+}
+
+// FileSystem reads NARs straight from the local store's files, which are
+// world-readable: no daemon round trip, and safe for concurrent use.
+type FileSystem struct{}
+
+// NarFromPath dumps p's NAR to w.
+func (FileSystem) NarFromPath(ctx context.Context, p store.Path, w io.Writer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return nar.DumpPath(w, p.String())
 }

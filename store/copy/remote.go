@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nbuild/nbuild/nar"
 	"github.com/nbuild/nbuild/nar/compress"
 	"github.com/nbuild/nbuild/nar/wire"
 	"github.com/nbuild/nbuild/store"
@@ -194,12 +193,11 @@ func toHost(ctx context.Context, sc *ssh.Conn, closure []*store.PathInfo, opts H
 	t := newTracker(missing, opts.Progress)
 	writeNar := func(info *store.PathInfo, w io.Writer) error {
 		cw := &countWriter{w: w, t: t}
-		var err error
-		if opts.Source != nil {
-			err = opts.Source.NarFromPath(ctx, info.Path, cw)
-		} else {
-			err = nar.DumpPath(cw, info.Path.String())
+		src := opts.Source
+		if src == nil {
+			src = FileSystem{}
 		}
+		err := src.NarFromPath(ctx, info.Path, cw)
 		if err == nil {
 			t.pathDone()
 		}

@@ -1,0 +1,452 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nbuild/nbuild/eval/drv"
+	"github.com/nbuild/nbuild/nar"
+	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/binarycache"
+	"github.com/nbuild/nbuild/store/copy"
+	"github.com/nbuild/nbuild/store/daemon"
+	"github.com/nbuild/nbuild/store/ssh"
+)
+
+const copyUsage = `copy [--to|--from] [USER@]HOST PATH...
+       nbuild copy --to|--from file:///DIR[?compression=zstd|xz|none&secret-key=FILE&write-nar-listing=1] PATH...
+
+Copy the closure of PATHs to (default) or from HOST over ssh, sending only
+what the other side lacks, as nix-copy-closure does and with its flags and
+NIX_SSHOPTS. To a host, nbuild runs one ssh session: one round trip finds
+the missing paths, then their NARs stream in one upload to the remote's
+nix-daemon --stdio, compressed with zstd or xz that the remote decompresses
+itself (nix-store --serve --write, uncompressed, when it has no nix-daemon).
+The remote's Nix checks every NAR's hash before the path becomes valid, so
+an interrupted copy leaves no partial path and a rerun sends the rest.
+From a host, NARs come uncompressed through its nix-daemon --stdio.
+
+With file:///DIR the other side is a binary cache Nix reads (nix-cache-info,
+nar/*.nar.xz|zst, *.narinfo, signed with secret-key); --from verifies each
+NAR's hash and lets the local daemon check signatures (trusted-public-keys).`
+
+const copyExample = `  nbuild copy --to root@pi.local ./result
+  NIX_SSHOPTS="-p 2222" nbuild copy --to builder --compress xz /nix/store/...-system
+  nbuild copy --from builder --include-outputs /nix/store/...-hello.drv
+  nbuild copy --to 'file:///srv/cache?compression=zstd&secret-key=/etc/nix/key.sec' ./result`
+
+type copyOptions struct {
+	to, from       bool
+	includeOutputs bool
+	useSubstitutes bool
+	gzip, verbose  bool
+	noCheckSigs    bool
+	compress       string
+	level          int
+	jobs           int
+	quiet          bool
+}
+
+func copyCommand() command {
+	return command{
+		name:    "copy",
+		summary: "copy closures to or from ssh hosts and file:// caches (nix-copy-closure)",
+		run: func(ctx context.Context, env *cmdEnv, args []string) error {
+			fs := newFlagSet(env, "copy", copyUsage, copyExample)
+			var o copyOptions
+			fs.BoolVar(&o.to, "to", false, "copy to HOST (the default)")
+			fs.BoolVar(&o.from, "from", false, "copy from HOST")
+			fs.BoolVar(&o.includeOutputs, "include-outputs", false, "also copy the valid outputs of every .drv in the closure")
+			fs.BoolVarP(&o.useSubstitutes, "use-substitutes", "s", false, "let the receiving side substitute missing paths first")
+			fs.BoolVar(&o.gzip, "gzip", false, "compress the ssh connection (ssh -C)")
+			fs.BoolVarP(&o.verbose, "verbose", "v", false, "print each path copied and pass -v to ssh")
+			fs.StringVar(&o.compress, "compress", "auto", "NAR compression to a host: auto (zstd if the remote has it), none, zstd, xz")
+			fs.IntVar(&o.level, "compress-level", 0, "compression level (0: zstd 3, xz 6)")
+			fs.IntVarP(&o.jobs, "jobs", "j", 0, "parallel compression / NAR transfers (0: number of CPUs)")
+			fs.BoolVar(&o.noCheckSigs, "no-check-sigs", false, "--from file://: do not require trusted signatures")
+			fs.BoolVarP(&o.quiet, "quiet", "Q", false, "no progress line")
+			if err := parseFlags(fs, args); err != nil {
+				return err
+			}
+			if o.to && o.from {
+				return usagef("copy: --to and --from are exclusive")
+			}
+			if fs.NArg() < 1 {
+				return usagef("copy: no host given (see 'nbuild copy --help')")
+			}
+			host, paths := fs.Arg(0), fs.Args()[1:]
+			return runCopy(ctx, env, o, host, paths)
+		},
+	}
+}
+
+func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args []string) error {
+	var roots []store.Path
+	for _, a := range args {
+		p, err := copyPathArg(a, !o.from)
+		if err != nil {
+			return err
+		}
+		roots = append(roots, p)
+	}
+	if len(roots) == 0 {
+		return nil // as nix-copy-closure: nothing to do
+	}
+	local, err := daemon.Dial(ctx, daemonSocket(env), daemon.Options{SkipSetOptions: true})
+	if err != nil {
+		return fmt.Errorf("cannot connect to the local nix-daemon: %w", err)
+	}
+	defer local.Close()
+	pr := newCopyProgress(env.stderr, o.quiet)
+	defer pr.finish()
+	switch {
+	case strings.HasPrefix(host, "file://") && o.from:
+		return copyFromCache(ctx, env, o, local, host, roots, pr)
+	case strings.HasPrefix(host, "file://"):
+		return copyToCache(ctx, env, o, local, host, roots, pr)
+	case strings.Contains(host, "://"):
+		return fmt.Errorf("copy: unsupported store URL '%s' (want [USER@]HOST or file:///DIR)", host)
+	case o.from:
+		return copyFromHost(ctx, env, o, local, host, roots, pr)
+	}
+	closure, err := localClosure(ctx, local, roots, o.includeOutputs)
+	if err != nil {
+		return err
+	}
+	pr.dest = "ssh://" + host
+	res, err := copy.ToHost(ctx, host, closure, copy.HostOptions{
+		SSH:            ssh.Options{Getenv: env.getenv, Compress: o.gzip, Verbose: o.verbose},
+		Compress:       o.compress,
+		Level:          o.level,
+		Jobs:           o.jobs,
+		UseSubstitutes: o.useSubstitutes,
+		Progress:       pr.update,
+	})
+	if err != nil {
+		return err
+	}
+	if o.verbose {
+		pr.finish()
+		for _, info := range res.Sent {
+			fmt.Fprintf(env.stderr, "copied path '%s' to '%s'\n", info.Path, pr.dest)
+		}
+		fmt.Fprintf(env.stderr, "%d paths sent (%s, %s)\n", len(res.Sent), res.Protocol, res.Compression)
+	}
+	return nil
+}
+
+func daemonSocket(env *cmdEnv) string {
+	if s := env.getenv("NIX_DAEMON_SOCKET_PATH"); s != "" {
+		return s
+	}
+	return "/nix/var/nix/daemon-socket/socket"
+}
+
+// copyPathArg turns an argument into a store path; locally it follows
+// symlinks such as ./result and accepts a path inside a store path, as
+// nix-copy-closure does.
+func copyPathArg(a string, local bool) (store.Path, error) {
+	s := a
+	if local && !strings.HasPrefix(a, store.StoreDir+"/") {
+		if t, err := filepath.EvalSymlinks(a); err == nil {
+			s = t
+		}
+	}
+	p, _, err := store.SplitPath(s)
+	if err != nil {
+		return store.Path{}, fmt.Errorf("path '%s' is not in the Nix store", a)
+	}
+	return p, nil
+}
+
+// localClosure is the closure of roots in the local store, with the
+// valid outputs of its derivations when includeOutputs is set
+// (nix-copy-closure --include-outputs).
+func localClosure(ctx context.Context, local *daemon.Conn, roots []store.Path, includeOutputs bool) ([]*store.PathInfo, error) {
+	closure, err := copy.Closure(ctx, local, roots)
+	if err != nil || !includeOutputs {
+		return closure, err
+	}
+	outs, err := drvOutputs(closure)
+	if err != nil {
+		return nil, err
+	}
+	valid, err := local.QueryValidPaths(ctx, outs, false)
+	if err != nil || len(valid) == 0 {
+		return closure, err
+	}
+	return copy.Closure(ctx, local, append(roots, valid...))
+}
+
+// drvOutputs lists the output paths of the derivations among infos, read
+// from their .drv files.
+func drvOutputs(infos []*store.PathInfo) ([]store.Path, error) {
+	var outs []store.Path
+	for _, info := range infos {
+		if !info.Path.IsDerivation() {
+			continue
+		}
+		data, err := os.ReadFile(info.Path.String())
+		if err != nil {
+			return nil, err
+		}
+		d, err := drv.Parse(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", info.Path, err)
+		}
+		for _, o := range d.Outputs {
+			if o.Path == "" {
+				continue // floating CA: not known before it is built
+			}
+			p, err := store.ParsePath(o.Path)
+			if err != nil {
+				return nil, fmt.Errorf("%s: output %s: %w", info.Path, o.Name, err)
+			}
+			outs = append(outs, p)
+		}
+	}
+	return outs, nil
+}
+
+// copyToCache writes the closure into a file:// binary cache, several NARs
+// at once (each compressed in parallel chunks).
+func copyToCache(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, url string, roots []store.Path, pr *copyProgress) error {
+	dir, opts, err := binarycache.ParseURL(url)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	cache, err := binarycache.Open(dir, opts)
+	if err != nil {
+		return err
+	}
+	closure, err := localClosure(ctx, local, roots, o.includeOutputs)
+	if err != nil {
+		return err
+	}
+	missing, err := copy.Missing(ctx, cache, closure, false)
+	if err != nil {
+		return err
+	}
+	pr.dest = url
+	return copyPaths(ctx, env, o, copy.FileSystem{}, cache, missing, pr)
+}
+
+// copyFromCache imports the closure of roots from a file:// cache into the
+// local store. The cache checks each NAR's size and hash as it streams, and
+// the daemon checks it again and, unless --no-check-sigs, its signatures.
+func copyFromCache(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, url string, roots []store.Path, pr *copyProgress) error {
+	dir, opts, err := binarycache.ParseURL(url)
+	if err != nil {
+		return err
+	}
+	cache, err := binarycache.Open(dir, opts)
+	if err != nil {
+		return err
+	}
+	closure, err := copy.Closure(ctx, cache, roots)
+	if err != nil {
+		return err
+	}
+	missing, err := copy.Missing(ctx, local, closure, o.useSubstitutes)
+	if err != nil {
+		return err
+	}
+	pr.dest = "local store"
+	pool := daemon.NewPool(max(o.jobs, 2), func(ctx context.Context) (*daemon.Conn, error) {
+		return daemon.Dial(ctx, daemonSocket(env), daemon.Options{SkipSetOptions: true})
+	})
+	defer pool.Close()
+	return copyPaths(ctx, env, o, cache, &daemonAdder{pool: pool, flags: daemon.AddFlags{NoCheckSigs: o.noCheckSigs}}, missing, pr)
+}
+
+// copyFromHost copies the closure of roots from HOST's nix-daemon --stdio
+// over ssh into the local store, one NAR at a time on the one session.
+func copyFromHost(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copyProgress) error {
+	sc, err := ssh.Dial(ctx, host, []string{"nix-daemon", "--stdio"},
+		ssh.Options{Getenv: env.getenv, Compress: o.gzip, Verbose: o.verbose})
+	if err != nil {
+		return err
+	}
+	defer sc.Close()
+	remote, err := daemon.NewConn(ctx, sc, daemon.Options{SkipSetOptions: true})
+	if err != nil {
+		return fmt.Errorf("%s: %w (remote said: %s)", host, err, strings.TrimSpace(sc.StderrTail()))
+	}
+	defer remote.Close()
+	closure, err := copy.Closure(ctx, remote, roots)
+	if err != nil {
+		return fmt.Errorf("%s: %w", host, err)
+	}
+	if o.includeOutputs {
+		outs, err := remoteDrvOutputs(ctx, remote, closure)
+		if err != nil {
+			return err
+		}
+		if valid, err := remote.QueryValidPaths(ctx, outs, false); err != nil {
+			return err
+		} else if len(valid) > 0 {
+			if closure, err = copy.Closure(ctx, remote, append(roots, valid...)); err != nil {
+				return err
+			}
+		}
+	}
+	missing, err := copy.Missing(ctx, local, closure, o.useSubstitutes)
+	if err != nil {
+		return err
+	}
+	pr.dest = "local store"
+	pool := daemon.NewPool(1, func(ctx context.Context) (*daemon.Conn, error) {
+		return daemon.Dial(ctx, daemonSocket(env), daemon.Options{SkipSetOptions: true})
+	})
+	defer pool.Close()
+	// As nix-copy-closure: the paths come from a host the user logs into,
+	// so signatures are not required (an untrusted local user still needs
+	// them: the daemon ignores NoCheckSigs then).
+	o.jobs = 1 // one session, one NAR at a time
+	return copyPaths(ctx, env, o, remote, &daemonAdder{pool: pool, flags: daemon.AddFlags{NoCheckSigs: true}}, missing, pr)
+}
+
+// remoteDrvOutputs reads the .drv files among infos through the remote
+// daemon (their NARs are the file) and lists their outputs.
+func remoteDrvOutputs(ctx context.Context, remote *daemon.Conn, infos []*store.PathInfo) ([]store.Path, error) {
+	var outs []store.Path
+	for _, info := range infos {
+		if !info.Path.IsDerivation() {
+			continue
+		}
+		var nb strings.Builder
+		if err := remote.NarFromPath(ctx, info.Path, &nb); err != nil {
+			return nil, err
+		}
+		data, err := narFileContents([]byte(nb.String()))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", info.Path, err)
+		}
+		d, err := drv.Parse(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", info.Path, err)
+		}
+		for _, o := range d.Outputs {
+			if p, err := store.ParsePath(o.Path); err == nil {
+				outs = append(outs, p)
+			}
+		}
+	}
+	return outs, nil
+}
+
+func copyPaths(ctx context.Context, env *cmdEnv, o copyOptions, src copy.Source, dst store.NarAdder, missing []*store.PathInfo, pr *copyProgress) error {
+	if len(missing) == 0 {
+		return nil
+	}
+	fmt.Fprintf(env.stderr, "copying %d paths...\n", len(missing))
+	err := copy.Copy(ctx, src, dst, missing, copy.Options{Jobs: o.jobs, Progress: pr.update})
+	if err == nil && o.verbose {
+		pr.finish()
+		for _, info := range missing {
+			fmt.Fprintf(env.stderr, "copied path '%s' to '%s'\n", info.Path, pr.dest)
+		}
+	}
+	return err
+}
+
+// daemonAdder adds paths through a pool of daemon connections with flags.
+type daemonAdder struct {
+	pool  *daemon.Pool
+	flags daemon.AddFlags
+}
+
+func (a *daemonAdder) AddToStoreNar(ctx context.Context, info *store.PathInfo, r io.Reader) error {
+	c, err := a.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer a.pool.Release(c)
+	return c.AddToStoreNarFlags(ctx, info, r, a.flags)
+}
+
+var _ store.NarAdder = (*daemonAdder)(nil)
+
+// copyProgress draws one status line on a terminal: paths and bytes done
+// of the total, rate and ETA. In a pipe it prints nothing.
+type copyProgress struct {
+	w     io.Writer
+	tty   bool
+	dest  string
+	mu    sync.Mutex
+	start time.Time
+	last  time.Time
+	drawn bool
+}
+
+func newCopyProgress(w io.Writer, quiet bool) *copyProgress {
+	return &copyProgress{w: w, tty: !quiet && isTerminal(w), start: time.Now()}
+}
+
+func (p *copyProgress) update(pr copy.Progress) {
+	if !p.tty {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	if now.Sub(p.last) < 100*time.Millisecond && pr.Paths < pr.TotalPaths {
+		return
+	}
+	p.last = now
+	fmt.Fprintf(p.w, "\r\x1b[K%s", copyStatus(pr, now.Sub(p.start)))
+	p.drawn = true
+}
+
+func (p *copyProgress) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drawn {
+		fmt.Fprint(p.w, "\r\x1b[K")
+		p.drawn = false
+	}
+}
+
+// copyStatus renders a progress line, e.g.
+// "copied 3/5 paths, 12.0/20.0 MiB, 4.0 MiB/s, ETA 2s".
+func copyStatus(pr copy.Progress, elapsed time.Duration) string {
+	const mib = 1 << 20
+	s := fmt.Sprintf("copied %d/%d paths, %.1f/%.1f MiB", pr.Paths, pr.TotalPaths,
+		float64(pr.Bytes)/mib, float64(pr.TotalBytes)/mib)
+	if secs := elapsed.Seconds(); secs > 0 && pr.Bytes > 0 {
+		rate := float64(pr.Bytes) / secs
+		s += fmt.Sprintf(", %.1f MiB/s", rate/mib)
+		if left := pr.TotalBytes - pr.Bytes; left > 0 {
+			eta := time.Duration(float64(left) / rate * float64(time.Second))
+			s += ", ETA " + eta.Round(time.Second).String()
+		}
+	}
+	return s
+}
+
+var errNotRegular = errors.New("NAR is not a single regular file")
+
+// narFileContents returns the contents of a NAR holding one regular file
+// (a .drv).
+func narFileContents(data []byte) ([]byte, error) {
+	r := nar.NewReader(bytes.NewReader(data))
+	h, err := r.Next()
+	if err != nil {
+		return nil, err
+	}
+	if h.Type != nar.TypeRegular {
+		return nil, errNotRegular
+	}
+	return io.ReadAll(r)
+}

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nbuild/nbuild/store/storetest"
+	"github.com/nbuild/nbuild/store/testhost"
+)
+
+// copyClosure builds the copy fixture (five paths in a chain) with a fresh
+// salt and returns its root and closure, referrers last.
+func copyClosure(t *testing.T, salt string) (string, []string) {
+	t.Helper()
+	storetest.RequireDaemon(t)
+	out, err := exec.Command("nix-build", "--option", "substituters", "", "--no-out-link",
+		"../../store/copy/testdata/closure.nix", "--argstr", "salt", salt).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nix-build: %v\n%s", err, out)
+	}
+	lines := strings.Fields(string(out))
+	root := lines[len(lines)-1]
+	return root, strings.Fields(nixLocal(t, "-q", "--requisites", root))
+}
+
+func uniqueSalt(t *testing.T) string {
+	return t.Name() + time.Now().Format(time.RFC3339Nano)
+}
+
+// sameOnHost checks that each path is valid on h with the hash,
+// references and deriver it has locally.
+func sameOnHost(t *testing.T, h *testhost.Host, paths []string) {
+	t.Helper()
+	for _, p := range paths {
+		if _, err := h.Run("nix-store", "--verify-path", p); err != nil {
+			t.Errorf("%s not valid on the host: %v", p, err)
+			continue
+		}
+		for _, q := range []string{"--hash", "--references", "--deriver"} {
+			if l, r := nixLocal(t, "-q", q, p), h.MustRun("nix-store", "-q", q, p); strings.TrimSpace(l) != strings.TrimSpace(r) {
+				t.Errorf("%s %s: local %q, host %q", q, p, l, r)
+			}
+		}
+	}
+}
+
+func TestCopyToHost(t *testing.T) {
+	root, closure := copyClosure(t, uniqueSalt(t))
+	h := testhost.New(t, testhost.Options{})
+	// ./result style: a symlink to the root, as nix-build leaves it.
+	link := filepath.Join(t.TempDir(), "result")
+	if err := os.Symlink(root, link); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := runWithEnv(t, h.Getenv, "copy", "--to", "-v", h.Addr, link)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	sameOnHost(t, h, closure)
+	if n := strings.Count(errOut, "copied path"); n != len(closure) {
+		t.Errorf("-v listed %d copied paths, want %d:\n%s", n, len(closure), errOut)
+	}
+	// Everything is there now: the rerun sends nothing.
+	_, errOut, code = runWithEnv(t, h.Getenv, "copy", "-v", h.Addr, root)
+	if code != 0 || strings.Contains(errOut, "copied path") {
+		t.Errorf("second copy: exit %d, output:\n%s", code, errOut)
+	}
+}
+
+func TestCopyFromHost(t *testing.T) {
+	storetest.RequireDaemon(t)
+	h := testhost.New(t, testhost.Options{})
+	// A path only the host has: built there.
+	expr := filepath.Join(t.TempDir(), "remote.nix")
+	salt := uniqueSalt(t)
+	if err := os.WriteFile(expr, []byte(fmt.Sprintf(`derivation { name = "copy-from"; system = builtins.currentSystem;
+  builder = "/bin/sh"; args = [ "-c" "echo %s > $out" ]; }`, salt)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := strings.TrimSpace(h.MustRun("nix-build", "--option", "substituters", "", "--no-out-link", expr))
+	if _, err := exec.Command("nix-store", "--check-validity", out).CombinedOutput(); err == nil {
+		t.Fatalf("%s is already valid locally", out)
+	}
+	_, errOut, code := runWithEnv(t, h.Getenv, "copy", "--from", h.Addr, out)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	nixLocal(t, "--verify-path", out)
+	if l, r := nixLocal(t, "-q", "--hash", out), h.MustRun("nix-store", "-q", "--hash", out); strings.TrimSpace(l) != strings.TrimSpace(r) {
+		t.Errorf("hash: local %q, host %q", l, r)
+	}
+}
+
+// TestCopyFileCache writes a signed cache that real Nix imports with the
+// signature checked, then imports it back into the local store after the
+// paths were deleted there.
+func TestCopyFileCache(t *testing.T) {
+	root, closure := copyClosure(t, uniqueSalt(t))
+	dir := t.TempDir()
+	sk, pk := filepath.Join(dir, "key.sec"), filepath.Join(dir, "key.pub")
+	if out, err := exec.Command("nix-store", "--generate-binary-cache-key", "nbuild-copy-test", sk, pk).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	pub, err := os.ReadFile(pk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := filepath.Join(dir, "cache")
+	for _, comp := range []string{"zstd", "xz"} {
+		t.Run(comp, func(t *testing.T) {
+			url := "file://" + cache + comp + "?compression=" + comp + "&secret-key=" + sk
+			_, errOut, code := runWithEnv(t, os.Getenv, "copy", "--to", url, root)
+			if code != 0 {
+				t.Fatalf("exit %d\n%s", code, errOut)
+			}
+			chroot := filepath.Join(t.TempDir(), "store")
+			out, err := exec.Command("nix", "--extra-experimental-features", "nix-command", "copy",
+				"--option", "substituters", "", "--option", "trusted-public-keys", strings.TrimSpace(string(pub)),
+				"--from", "file://"+cache+comp, "--to", "local?root="+chroot, root).CombinedOutput()
+			if err != nil {
+				t.Fatalf("nix copy --from our cache: %v\n%s", err, out)
+			}
+			for _, p := range closure {
+				if l, c := nixLocal(t, "-q", "--hash", p), strings.TrimSpace(nixOut(t, "nix-store", "--store", "local?root="+chroot, "-q", "--hash", p)); l != c {
+					t.Errorf("%s: hash %q locally, %q after nix copy from our cache", p, l, c)
+				}
+			}
+		})
+	}
+
+	// Back into the local store, after deleting the closure there.
+	args := append([]string{"--delete"}, reversed(closure)...)
+	if out, err := exec.Command("nix-store", args...).CombinedOutput(); err != nil {
+		t.Fatalf("nix-store --delete: %v\n%s", err, out)
+	}
+	url := "file://" + cache + "zstd"
+	// The daemon trusts no key of ours: the import is refused, nothing
+	// becomes valid.
+	_, errOut, code := runWithEnv(t, os.Getenv, "copy", "--from", url, root)
+	if code != 1 || !strings.Contains(errOut, "signature") {
+		t.Errorf("import without a trusted signature: exit %d\n%s", code, errOut)
+	}
+	if _, err := exec.Command("nix-store", "--check-validity", root).CombinedOutput(); err == nil {
+		t.Errorf("%s valid after a refused import", root)
+	}
+	_, errOut, code = runWithEnv(t, os.Getenv, "copy", "--from", url, "--no-check-sigs", root)
+	if code != 0 {
+		t.Fatalf("import with --no-check-sigs: exit %d\n%s", code, errOut)
+	}
+	for _, p := range closure {
+		nixLocal(t, "--verify-path", p)
+	}
+}
+
+func reversed(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[len(ss)-1-i] = s
+	}
+	return out
+}
+
+func nixOut(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		t.Fatalf("%s %v: %v", name, args, err)
+	}
+	return string(out)
+}
+
+func TestCopyUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"copy"},
+		{"copy", "--to", "--from", "host", "/nix/store/x"},
+		{"copy", "--bogus", "host"},
+	} {
+		if _, _, code := runWithEnv(t, os.Getenv, args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+	out, _, code := runWithEnv(t, os.Getenv, "copy", "--help")
+	if code != 0 || !strings.Contains(out, "Example:") || !strings.Contains(out, "--include-outputs") {
+		t.Errorf("--help: exit %d\n%s", code, out)
+	}
+	if _, errOut, code := runWithEnv(t, os.Getenv, "copy", "host", "/tmp/not-in-store"); code != 1 || !strings.Contains(errOut, "is not in the Nix store") {
+		t.Errorf("path outside the store: exit %d\n%s", code, errOut)
+	}
+}
