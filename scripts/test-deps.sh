@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what nbuild's tests need on a Debian 12 machine, and
 # does nothing that is already done: Nix 2.8 (nix-bin) with a running
-# nix-daemon, OpenSSH (test hosts), zstd and xz (differential tests).
+# nix-daemon, OpenSSH (test hosts), zstd, xz and bsdcat (differential tests).
 set -euo pipefail
 
 need=()
@@ -10,6 +10,7 @@ command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v zstd >/dev/null || need+=(zstd)
 command -v xz >/dev/null || need+=(xz-utils)
+command -v bsdcat >/dev/null || need+=(libarchive-tools) # libarchive reads our xz as Nix 2.8 does
 command -v unshare >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
