@@ -167,8 +167,13 @@ func substitute(ctx context.Context, p *buildPlan, options map[string]string) er
 // runSchedule builds the plan's jobs with the scheduler and executors.
 func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *buildPlan, cache *metacache.Cache) error {
 	jobs := make([]executor.Job, len(p.jobNodes))
+	isRoot := map[graph.NodeID]bool{}
+	for _, r := range p.roots {
+		isRoot[r] = true
+	}
 	for i, id := range p.jobNodes {
 		node := p.g.Node(id)
+		jobs[i].Keep = isRoot[id]
 		jobs[i].Drv = node.Path
 		for _, out := range node.Outputs {
 			if !out.Path.IsZero() {
@@ -195,13 +200,14 @@ func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *buildPlan,
 	events.Lost = func(job, machine int, reason string) {
 		prog.warn("warning: %s: %s; trying elsewhere", p.splan.Jobs[job].Name, reason)
 	}
+	held := executor.NewHeld()
 	route := make(executor.Router, len(p.machines))
 	for m := range p.machines {
 		if p.machines[m].Local {
-			route[m] = &executor.Local{Jobs: jobs, Events: events, Options: o.options}
+			route[m] = &executor.Local{Jobs: jobs, Events: events, Options: o.options, Held: held}
 			continue
 		}
-		route[m] = &executor.Remote{Machine: p.machines[m], Jobs: jobs, Events: events, Getenv: env.getenv, Options: o.options}
+		route[m] = &executor.Remote{Machine: p.machines[m], Jobs: jobs, Events: events, Getenv: env.getenv, Options: o.options, Held: held}
 	}
 	s := sched.NewScheduler(p.splan, sched.Options{KeepGoing: o.keepGoing})
 	var tl *sched.Timeline
@@ -210,6 +216,7 @@ func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *buildPlan,
 	}
 	startHook := executorFunc(func(ctx context.Context, a sched.Assignment, results chan<- sched.Result) {
 		started.Store(a.Job, time.Now())
+		prog.started(a.Job, a.Machine)
 		route.Start(ctx, a, results)
 	})
 	err := s.Run(ctx, startHook, sched.RunOptions{Timeline: tl, Progress: prog.update})
@@ -246,7 +253,7 @@ func writeTimeline(file string, tl *sched.Timeline) error {
 }
 
 // buildProgress draws one status line on a terminal (running builds per
-// builder, done/total, critical path left) and prints log lines above it
+// builder, done/total, critical path left, ETA) and prints log lines above it
 // only for failures; in a pipe it stays quiet but for failures.
 type buildProgress struct {
 	mu    sync.Mutex
@@ -256,6 +263,7 @@ type buildProgress struct {
 	plan  *buildPlan
 	last  time.Time
 	shown bool
+	on    sync.Map // job id -> machine index it runs on
 }
 
 func newBuildProgress(w io.Writer, quiet bool, p *buildPlan) *buildProgress {
@@ -284,6 +292,9 @@ func (b *buildProgress) warn(format string, args ...any) {
 	fmt.Fprintf(b.w, format+"\n", args...)
 }
 
+// started records which machine a job was handed to.
+func (b *buildProgress) started(job, machine int) { b.on.Store(job, machine) }
+
 func (b *buildProgress) update(s *sched.Scheduler) {
 	if b.quiet || !b.tty {
 		return
@@ -294,20 +305,71 @@ func (b *buildProgress) update(s *sched.Scheduler) {
 		return
 	}
 	b.last = time.Now()
-	finished, remaining := s.Progress()
-	perMachine := map[string]int{}
+	finished, cpLeft := s.Progress()
+	running := map[string]int{}
+	var work time.Duration // expected build time of what is not built yet
 	for id := range b.plan.jobNodes {
-		if s.State(id) == sched.Running {
-			perMachine["running"]++
+		switch s.State(id) {
+		case sched.Running:
+			name := "?"
+			if m, ok := b.on.Load(id); ok {
+				name = machineName(b.plan.machines[m.(int)])
+			}
+			running[name]++
+			work += b.plan.splan.Jobs[id].Expected
+		case sched.Waiting, sched.Ready:
+			work += b.plan.splan.Jobs[id].Expected
 		}
 	}
-	var running []string
-	for k, v := range perMachine {
-		running = append(running, fmt.Sprintf("%d %s", v, k))
+	slots := 0
+	for _, m := range b.plan.machines {
+		slots += int(m.MaxJobs)
 	}
-	sort.Strings(running)
-	fmt.Fprintf(b.w, "\r\033[K[%d/%d built, %s, critical path left ~%s]", finished, len(b.plan.jobNodes), strings.Join(running, ", "), remaining.Round(time.Second))
+	eta := cpLeft
+	if slots > 0 {
+		eta = max(eta, work/time.Duration(slots))
+	}
+	fmt.Fprintf(b.w, "\r\033[K%s", buildStatus(finished, len(b.plan.jobNodes), running, cpLeft, eta))
 	b.shown = true
+}
+
+// machineName is a builder as the status line shows it: "local" or its
+// host.
+func machineName(m sched.Machine) string {
+	if m.Local {
+		return "local"
+	}
+	h := m.URI
+	if _, rest, ok := strings.Cut(h, "://"); ok {
+		h = rest
+	}
+	h, _, _ = strings.Cut(h, "?")
+	return h
+}
+
+// buildStatus renders the status line, e.g.
+// "[3/10 built; running: 2 local, 1 pi; critical path ~40s; ETA ~1m0s]".
+// The ETA is the larger of the critical path left and the expected work
+// left spread over every build slot.
+func buildStatus(finished, total int, running map[string]int, cpLeft, eta time.Duration) string {
+	names := make([]string, 0, len(running))
+	for n := range running {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	fmt.Fprintf(&b, "[%d/%d built", finished, total)
+	if len(names) > 0 {
+		b.WriteString("; running:")
+		for i, n := range names {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, " %d %s", running[n], n)
+		}
+	}
+	fmt.Fprintf(&b, "; critical path ~%s; ETA ~%s]", cpLeft.Round(time.Second), eta.Round(time.Second))
+	return b.String()
 }
 
 func (b *buildProgress) done() {
