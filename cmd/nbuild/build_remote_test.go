@@ -158,3 +158,73 @@ in { top = mk "top" [ a b ]; }`
 		t.Errorf("top was not built on the surviving host-1: %v", err)
 	}
 }
+
+// TestBuildRemoteKeepsIntermediates checks that a remote build's outputs
+// come back only when needed. A chain built on host-0 leaves its
+// intermediates there (not in the local store); the root comes back with
+// its runtime closure. An output made on host-0 for a build on host-1
+// goes through the local store (builder → local → builder, as the
+// scheduler's transfer model assumes), and one for a local build is
+// fetched before it.
+func TestBuildRemoteKeepsIntermediates(t *testing.T) {
+	getenv, hosts := remoteHosts(t, "system-features = f0\n", "system-features = f1\n")
+	dir := t.TempDir()
+	expr := `let mk = name: feature: script: derivation { inherit name; system = "x86_64-linux"; builder = "/bin/sh";
+    salt = "` + salt(t) + `"; requiredSystemFeatures = [ feature ]; args = [ "-c" script ]; };
+  a0 = mk "a0" "f0" "/bin/echo a0 > $out";
+  b0 = mk "b0" "f0" "/bin/cat ${a0} > $out; /bin/echo b0 >> $out";
+  r0 = mk "r0" "f0" "/bin/echo r0 > $out";
+  x = mk "x" "f0" "/bin/echo x > $out";
+  z = mk "z" "f0" "/bin/echo z > $out";
+in {
+  top0 = mk "top0" "f0" "/bin/cat ${b0} > $out";     # no reference to b0
+  ref0 = mk "ref0" "f0" "/bin/echo ${r0} > $out";    # refers to r0 at run time
+  y = mk "y" "f1" "/bin/cat ${x} > $out";            # on host-1, input from host-0
+  w = mk "w" "benchmark" "/bin/cat ${z} > $out";     # local only, input from host-0
+  inherit a0 b0 r0 x z;
+}`
+	f := filepath.Join(dir, "keep.nix")
+	if err := os.WriteFile(f, []byte(expr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	drvs := instantiateLocal(t, f, "top0", "ref0", "y", "w", "a0", "b0", "r0", "x", "z")
+	out := map[string]string{}
+	for i, name := range []string{"top0", "ref0", "y", "w", "a0", "b0", "r0", "x", "z"} {
+		out[name] = nixLocal(t, "-q", "--outputs", drvs[i])
+	}
+	builders := "ssh-ng://root@host-0 x86_64-linux - 2 1 f0;ssh-ng://root@host-1 x86_64-linux - 2 1 f1"
+	_, errOut, code := runWithEnv(t, getenv, buildArgs(t, "--builders", builders, drvs[0], drvs[1], drvs[2], drvs[3])...)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	validLocal := func(p string) bool {
+		return exec.Command("nix-store", "--option", "substituters", "", "--check-validity", p).Run() == nil
+	}
+	for _, name := range []string{"top0", "ref0", "r0", "y", "x", "w", "z"} {
+		if !validLocal(out[name]) {
+			t.Errorf("%s (%s) is not valid locally", name, out[name])
+		}
+	}
+	for _, name := range []string{"a0", "b0"} {
+		if validLocal(out[name]) {
+			t.Errorf("intermediate %s was copied back to the local store", name)
+		}
+		if _, err := hosts[0].Run("nix-store", "--verify-path", out[name]); err != nil {
+			t.Errorf("intermediate %s is not valid on host-0: %v", name, err)
+		}
+	}
+	if _, err := hosts[1].Run("nix-store", "--verify-path", out["x"]); err != nil {
+		t.Errorf("x was not copied to host-1: %v", err)
+	}
+	if got := nixLocal(t, "--query", "--references", out["ref0"]); got != out["r0"] {
+		t.Errorf("ref0 references %q, want %q", got, out["r0"])
+	}
+	for _, root := range []string{"top0", "ref0", "y", "w"} {
+		for _, p := range strings.Fields(nixLocal(t, "-qR", out[root])) {
+			nixLocal(t, "--verify-path", p)
+		}
+	}
+	if b, err := os.ReadFile(out["top0"]); err != nil || string(b) != "a0\nb0\n" {
+		t.Errorf("top0 = %q, %v", b, err)
+	}
+}

@@ -37,6 +37,9 @@ type Job struct {
 	// Outputs are the output paths the build must leave valid (known for
 	// input-addressed and fixed-output derivations).
 	Outputs []store.Path
+	// Keep means the user asked for the outputs: a remote build copies
+	// their closure back to the local store (see Held for the others).
+	Keep bool
 }
 
 // Events receives what builds report; every field is optional. Calls may

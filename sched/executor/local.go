@@ -23,6 +23,9 @@ type Local struct {
 	Options map[string]string
 	// TailLines is how many log lines a failure reports (default 20).
 	TailLines int
+	// Held says which inputs remote builders still hold; they are
+	// fetched before the build.
+	Held *Held
 }
 
 var _ sched.Executor = (*Local)(nil)
@@ -42,6 +45,18 @@ func (l *Local) build(ctx context.Context, a sched.Assignment) sched.Result {
 	opts := daemon.Options{
 		Logger:   buildLogger(a.Job, &l.Events, tail),
 		Settings: buildSettings(l.Options),
+	}
+	if l.Held != nil {
+		d, err := readDerivation(job.Drv)
+		if err == nil {
+			var in []store.Path
+			if in, err = directInputs(d); err == nil {
+				err = l.Held.Fetch(ctx, a.Machine, in)
+			}
+		}
+		if err != nil {
+			return sched.Result{Assignment: a, Outcome: sched.Failed, Reason: fmt.Sprintf("inputs of %s: %v", job.Drv, err)}
+		}
 	}
 	c, err := daemon.Dial(ctx, socket, opts)
 	if err != nil {

@@ -36,6 +36,9 @@ type Remote struct {
 	Options map[string]string
 	// TailLines is how many log lines a failure reports (default 20).
 	TailLines int
+	// Held, when set, keeps outputs on the builder unless Job.Keep; nil
+	// copies every output back.
+	Held *Held
 }
 
 var _ sched.Executor = (*Remote)(nil)
@@ -57,33 +60,12 @@ func (r *Remote) host() (string, error) {
 	return "", fmt.Errorf("builder %s: only ssh-ng:// and ssh:// builders are supported", u)
 }
 
-func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
-	lost := func(format string, args ...any) sched.Result {
-		return sched.Result{Assignment: a, Outcome: sched.MachineLost, Reason: fmt.Sprintf("builder %s: ", r.Machine.URI) + fmt.Sprintf(format, args...)}
-	}
-	job := r.Jobs[a.Job]
+// dial opens a daemon session on the builder; log receives its messages.
+func (r *Remote) dial(ctx context.Context, log daemon.Logger) (*daemon.Conn, *ssh.Conn, error) {
 	host, err := r.host()
 	if err != nil {
-		return lost("%v", err)
+		return nil, nil, err
 	}
-	socket := r.LocalSocket
-	if socket == "" {
-		socket = DefaultSocket
-	}
-	local, err := daemon.Dial(ctx, socket, daemon.Options{})
-	if err != nil {
-		return sched.Result{Assignment: a, Outcome: sched.Failed, Reason: fmt.Sprintf("connecting to the local nix-daemon: %v", err)}
-	}
-	defer local.Close()
-	d, err := readDerivation(job.Drv)
-	if err != nil {
-		return sched.Result{Assignment: a, Outcome: sched.Failed, Reason: err.Error()}
-	}
-	inputs, err := inputClosure(ctx, local, d)
-	if err != nil {
-		return sched.Result{Assignment: a, Outcome: sched.Failed, Reason: fmt.Sprintf("input closure of %s: %v", job.Drv, err)}
-	}
-
 	opts := r.SSH
 	if opts.Getenv == nil {
 		opts.Getenv = r.Getenv
@@ -93,21 +75,112 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 	}
 	sc, err := ssh.Dial(ctx, host, []string{"nix-daemon", "--stdio"}, opts)
 	if err != nil {
+		return nil, nil, err
+	}
+	rc, err := daemon.NewConn(ctx, sc, daemon.Options{Logger: log, Settings: buildSettings(r.Options)})
+	if err != nil {
+		err = withStderr(err, sc)
+		sc.Close()
+		return nil, nil, err
+	}
+	return rc, sc, nil
+}
+
+func (r *Remote) localSocket() string {
+	if r.LocalSocket == "" {
+		return DefaultSocket
+	}
+	return r.LocalSocket
+}
+
+// fetch copies the closure of paths, valid on the builder, into the
+// local store.
+func (r *Remote) fetch(ctx context.Context, paths []store.Path) error {
+	local, err := daemon.Dial(ctx, r.localSocket(), daemon.Options{})
+	if err != nil {
+		return fmt.Errorf("connecting to the local nix-daemon: %w", err)
+	}
+	defer local.Close()
+	rc, sc, err := r.dial(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer sc.Close()
+	defer rc.Close()
+	all, err := closure(ctx, rc, paths)
+	if err == nil {
+		err = copyPaths(ctx, rc, local, all)
+	}
+	if err != nil {
+		return withStderr(err, sc)
+	}
+	return nil
+}
+
+func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
+	lost := func(format string, args ...any) sched.Result {
+		return sched.Result{Assignment: a, Outcome: sched.MachineLost, Reason: fmt.Sprintf("builder %s: ", r.Machine.URI) + fmt.Sprintf(format, args...)}
+	}
+	failed := func(format string, args ...any) sched.Result {
+		return sched.Result{Assignment: a, Outcome: sched.Failed, Reason: fmt.Sprintf(format, args...)}
+	}
+	job := r.Jobs[a.Job]
+	if _, err := r.host(); err != nil {
+		return lost("%v", err)
+	}
+	local, err := daemon.Dial(ctx, r.localSocket(), daemon.Options{})
+	if err != nil {
+		return failed("connecting to the local nix-daemon: %v", err)
+	}
+	defer local.Close()
+	d, err := readDerivation(job.Drv)
+	if err != nil {
+		return failed("%v", err)
+	}
+	direct, err := directInputs(d)
+	if err != nil {
+		return failed("inputs of %s: %v", job.Drv, err)
+	}
+	// Inputs this builder holds stay there; the others must be local
+	// (fetched from the builder that made them) to be copied here.
+	var here, fromLocal []store.Path
+	for _, p := range direct {
+		if r.Held.On(a.Machine, p) {
+			here = append(here, p)
+		} else {
+			fromLocal = append(fromLocal, p)
+		}
+	}
+	if err := r.Held.Fetch(ctx, a.Machine, fromLocal); err != nil {
+		return failed("inputs of %s: %v", job.Drv, err)
+	}
+	inputs, err := closure(ctx, local, fromLocal)
+	if err != nil {
+		return failed("input closure of %s: %v", job.Drv, err)
+	}
+
+	tail := &logTail{max: max(r.TailLines, 20)}
+	rc, sc, err := r.dial(ctx, buildLogger(a.Job, &r.Events, tail))
+	if err != nil {
 		return lost("%v", err)
 	}
 	defer sc.Close()
-	tail := &logTail{max: max(r.TailLines, 20)}
-	rc, err := daemon.NewConn(ctx, sc, daemon.Options{
-		Logger:   buildLogger(a.Job, &r.Events, tail),
-		Settings: buildSettings(r.Options),
-	})
-	if err != nil {
-		return lost("%v", withStderr(err, sc))
-	}
 	defer rc.Close()
-
+	if err := r.checkTrust(rc); err != nil {
+		return sched.Result{Assignment: a, Outcome: sched.Failed, Reason: err.Error()}
+	}
 	if err := copyPaths(ctx, local, rc, inputs); err != nil {
+		if e := r.untrusted(err); e != nil {
+			return sched.Result{Assignment: a, Outcome: sched.Failed, Reason: e.Error()}
+		}
 		return lost("copying inputs: %v", withStderr(err, sc))
+	}
+	if len(here) > 0 {
+		more, err := closure(ctx, rc, here)
+		if err != nil {
+			return lost("input closure of %s: %v", job.Drv, withStderr(err, sc))
+		}
+		inputs = mergePaths(inputs, more)
 	}
 	basic := *d
 	basic.InputDrvs = nil
@@ -126,15 +199,37 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 		o, why := outcome(ctx, err, tail)
 		return sched.Result{Assignment: a, Outcome: o, Reason: fmt.Sprintf("build of %s on %s failed: %s", job.Drv, r.Machine.URI, why)}
 	}
-	// Outputs come back to the local store: the user asked for them, or a
-	// build elsewhere needs them.
-	if err := copyPaths(ctx, rc, local, job.Outputs); err != nil {
-		return lost("copying outputs back: %v", withStderr(err, sc))
+	if job.Keep || r.Held == nil {
+		// The user asked for these outputs: their closure comes back.
+		all, err := closure(ctx, rc, job.Outputs)
+		if err == nil {
+			err = copyPaths(ctx, rc, local, all)
+		}
+		if err != nil {
+			return lost("copying outputs back: %v", withStderr(err, sc))
+		}
+	} else {
+		r.Held.record(a.Machine, r, job.Outputs)
 	}
 	if r.Events.Built != nil {
 		r.Events.Built(a.Job, a.Machine, res)
 	}
 	return sched.Result{Assignment: a, Outcome: sched.Built}
+}
+
+// mergePaths appends those of b not in a.
+func mergePaths(a, b []store.Path) []store.Path {
+	seen := make(map[store.Path]bool, len(a))
+	for _, p := range a {
+		seen[p] = true
+	}
+	for _, p := range b {
+		if !seen[p] {
+			seen[p] = true
+			a = append(a, p)
+		}
+	}
+	return a
 }
 
 func isBuildError(err error) bool {
@@ -168,10 +263,10 @@ type pathInfoStore interface {
 	AddToStoreNarFlags(ctx context.Context, info *store.PathInfo, nar io.Reader, flags daemon.AddFlags) error
 }
 
-// inputClosure is what a build needs on the builder: the closure of the
-// input sources and of the used outputs of the input derivations (2.8
-// build-remote's inputPaths), dependencies first.
-func inputClosure(ctx context.Context, s store.PathInfoQuerier, d *drv.Derivation) ([]store.Path, error) {
+// directInputs are a derivation's input sources and the used outputs of
+// its input derivations (2.8 build-remote's inputPaths, before closing
+// them under references).
+func directInputs(d *drv.Derivation) ([]store.Path, error) {
 	var start []store.Path
 	for _, src := range d.InputSrcs {
 		p, err := store.ParsePath(src)
@@ -201,7 +296,7 @@ func inputClosure(ctx context.Context, s store.PathInfoQuerier, d *drv.Derivatio
 			}
 		}
 	}
-	return closure(ctx, s, start)
+	return start, nil
 }
 
 // closure returns the closure of start under references, dependencies
@@ -281,4 +376,34 @@ func copyPaths(ctx context.Context, src, dst pathInfoStore, paths []store.Path) 
 		}
 	}
 	return nil
+}
+
+// checkTrust refuses a builder whose daemon says (protocol 1.35 and
+// later) that the ssh user is not trusted: copying inputs without
+// signatures, and building input-addressed derivations, need trust.
+func (r *Remote) checkTrust(c *daemon.Conn) error {
+	if c.Trust() == daemon.NotTrusted {
+		return r.trustError()
+	}
+	return nil
+}
+
+// untrusted recognises a copy refused for lack of trust on a daemon that
+// does not report trust (Nix 2.8, protocol 1.34): it asks for a valid
+// signature on a path nbuild sent without checking signatures.
+func (r *Remote) untrusted(err error) error {
+	var de *daemon.Error
+	if errors.As(err, &de) && strings.Contains(err.Error(), "lacks a valid signature") {
+		return fmt.Errorf("%w (%v)", r.trustError(), err)
+	}
+	return nil
+}
+
+func (r *Remote) trustError() error {
+	host, _ := r.host()
+	user, _, ok := strings.Cut(host, "@")
+	if !ok {
+		user = "the ssh user"
+	}
+	return fmt.Errorf("builder %s: user %s is not a trusted user of its nix-daemon (add it to trusted-users in its nix.conf) or sign the paths", r.Machine.URI, user)
 }
