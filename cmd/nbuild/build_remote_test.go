@@ -228,3 +228,47 @@ in {
 		t.Errorf("top0 = %q, %v", b, err)
 	}
 }
+
+// TestBuildRemoteUntrusted builds on a host whose nix-daemon does not
+// trust root. Root reaching `nix-daemon --stdio` over ssh is trusted
+// blindly when the session opens the store itself (Nix 2.8), so the
+// builder URI says remote-store=daemon (nix-daemon --stdio --store
+// daemon): the session then forwards to the host's daemon, which judges
+// root by trusted-users. (store = daemon in the host's nix.conf would
+// make its daemon connect to itself and hang.) Nix 2.8 (protocol 1.34) does not
+// send the trust status; the first unsigned copy is refused with "lacks a
+// valid signature", and nbuild must say what to do instead of retrying
+// the builder as lost.
+func TestBuildRemoteUntrusted(t *testing.T) {
+	getenv, _ := remoteHosts(t, "trusted-users = nobody\n")
+	dir := t.TempDir()
+	expr := `let src = builtins.toFile "input-` + salt(t) + `" "x";
+  mk = name: deps: derivation { inherit name deps; system = "x86_64-linux"; builder = "/bin/sh";
+    salt = "` + salt(t) + `"; args = [ "-c" "/bin/cat ${src} > $out" ]; };
+  dep = mk "dep" [];
+in { caOnly = mk "ca-only" []; inherit dep; withDep = mk "with-dep" [ dep ]; }`
+	f := filepath.Join(dir, "untrusted.nix")
+	if err := os.WriteFile(f, []byte(expr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	drvs := instantiateLocal(t, f, "caOnly", "dep", "withDep")
+	// dep is built here, so with-dep needs an input-addressed input
+	// copied: the unsigned copy is what the daemon refuses then.
+	if b, err := exec.Command("nix-store", "--option", "substituters", "", "-r", drvs[1]).CombinedOutput(); err != nil {
+		t.Fatalf("nix-store -r: %v\n%s", err, b)
+	}
+	builders := "ssh-ng://root@host-0?remote-store=daemon x86_64-linux - 1 1 -"
+	for _, d := range []string{drvs[0], drvs[2]} {
+		_, errOut, code := runWithEnv(t, getenv, buildArgs(t, "-j", "0", "--builders", builders, d)...)
+		if code == 0 {
+			t.Fatalf("built %s on a builder that does not trust root:\n%s", d, errOut)
+		}
+		if !strings.Contains(errOut, "user root is not a trusted user of its nix-daemon") {
+			t.Errorf("%s: the error does not say root is untrusted:\n%s", d, errOut)
+		}
+		if strings.Contains(errOut, "trying elsewhere") {
+			t.Errorf("%s: an untrusted builder was treated as lost:\n%s", d, errOut)
+		}
+		t.Logf("%s:\n%s", d, errOut)
+	}
+}

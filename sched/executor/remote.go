@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 
 	"github.com/nbuild/nbuild/eval/drv"
 	"github.com/nbuild/nbuild/sched"
 	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/copy"
 	"github.com/nbuild/nbuild/store/daemon"
 	"github.com/nbuild/nbuild/store/ssh"
 )
@@ -73,7 +75,13 @@ func (r *Remote) dial(ctx context.Context, log daemon.Logger) (*daemon.Conn, *ss
 	if r.Machine.SSHKey != "" && opts.Identity == "" {
 		opts.Identity = r.Machine.SSHKey
 	}
-	sc, err := ssh.Dial(ctx, host, []string{"nix-daemon", "--stdio"}, opts)
+	cmd := []string{"nix-daemon", "--stdio"}
+	if st := uriParam(r.Machine.URI, "remote-store"); st != "" {
+		// As Nix's ssh-ng store: the store the session opens, e.g.
+		// "daemon" to go through the builder's nix-daemon.
+		cmd = append(cmd, "--store", st)
+	}
+	sc, err := ssh.Dial(ctx, host, cmd, opts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -84,6 +92,19 @@ func (r *Remote) dial(ctx context.Context, log daemon.Logger) (*daemon.Conn, *ss
 		return nil, nil, err
 	}
 	return rc, sc, nil
+}
+
+// uriParam returns the value of a query parameter of a machine URI.
+func uriParam(uri, key string) string {
+	_, q, ok := strings.Cut(uri, "?")
+	if !ok {
+		return ""
+	}
+	v, err := url.ParseQuery(q)
+	if err != nil {
+		return ""
+	}
+	return v.Get(key)
 }
 
 func (r *Remote) localSocket() string {
@@ -107,7 +128,7 @@ func (r *Remote) fetch(ctx context.Context, paths []store.Path) error {
 	}
 	defer sc.Close()
 	defer rc.Close()
-	all, err := closure(ctx, rc, paths)
+	all, err := copy.Closure(ctx, rc, paths)
 	if err == nil {
 		err = copyPaths(ctx, rc, local, all)
 	}
@@ -154,10 +175,11 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 	if err := r.Held.Fetch(ctx, a.Machine, fromLocal); err != nil {
 		return failed("inputs of %s: %v", job.Drv, err)
 	}
-	inputs, err := closure(ctx, local, fromLocal)
+	inputs, err := copy.Closure(ctx, local, fromLocal)
 	if err != nil {
 		return failed("input closure of %s: %v", job.Drv, err)
 	}
+	inputPaths := pathsOf(inputs)
 
 	tail := &logTail{max: max(r.TailLines, 20)}
 	rc, sc, err := r.dial(ctx, buildLogger(a.Job, &r.Events, tail))
@@ -176,16 +198,16 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 		return lost("copying inputs: %v", withStderr(err, sc))
 	}
 	if len(here) > 0 {
-		more, err := closure(ctx, rc, here)
+		more, err := copy.Closure(ctx, rc, here)
 		if err != nil {
 			return lost("input closure of %s: %v", job.Drv, withStderr(err, sc))
 		}
-		inputs = mergePaths(inputs, more)
+		inputPaths = mergePaths(inputPaths, pathsOf(more))
 	}
 	basic := *d
 	basic.InputDrvs = nil
-	basic.InputSrcs = make([]string, len(inputs))
-	for i, p := range inputs {
+	basic.InputSrcs = make([]string, len(inputPaths))
+	for i, p := range inputPaths {
 		basic.InputSrcs[i] = p.String()
 	}
 	res, err := rc.BuildDerivation(ctx, job.Drv, &basic, store.BuildNormal)
@@ -193,6 +215,9 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 		err = res.Err(job.Drv.String())
 	}
 	if err != nil {
+		if e := r.untrusted(err); e != nil {
+			return sched.Result{Assignment: a, Outcome: sched.Failed, Reason: e.Error()}
+		}
 		if !isBuildError(err) {
 			return lost("%v", withStderr(err, sc))
 		}
@@ -201,7 +226,7 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 	}
 	if job.Keep || r.Held == nil {
 		// The user asked for these outputs: their closure comes back.
-		all, err := closure(ctx, rc, job.Outputs)
+		all, err := copy.Closure(ctx, rc, job.Outputs)
 		if err == nil {
 			err = copyPaths(ctx, rc, local, all)
 		}
@@ -260,7 +285,7 @@ type pathInfoStore interface {
 	store.ValidPathQuerier
 	store.PathInfoQuerier
 	store.NarReader
-	AddToStoreNarFlags(ctx context.Context, info *store.PathInfo, nar io.Reader, flags daemon.AddFlags) error
+	AddMultipleToStore(ctx context.Context, infos []*store.PathInfo, writeNar daemon.NarWriterFunc, flags daemon.AddFlags) error
 }
 
 // directInputs are a derivation's input sources and the used outputs of
@@ -299,83 +324,28 @@ func directInputs(d *drv.Derivation) ([]store.Path, error) {
 	return start, nil
 }
 
-// closure returns the closure of start under references, dependencies
-// first (a valid order to register paths in).
-func closure(ctx context.Context, s store.PathInfoQuerier, start []store.Path) ([]store.Path, error) {
-	infos := map[store.Path]*store.PathInfo{}
-	var order []store.Path
-	var visit func(p store.Path) error
-	onStack := map[store.Path]bool{}
-	visit = func(p store.Path) error {
-		if _, ok := infos[p]; ok || onStack[p] {
-			return nil
-		}
-		onStack[p] = true
-		info, err := s.QueryPathInfo(ctx, p)
-		if err != nil {
-			return err
-		}
-		for _, ref := range info.References {
-			if ref != p {
-				if err := visit(ref); err != nil {
-					return err
-				}
-			}
-		}
-		infos[p] = info
-		order = append(order, p)
-		return nil
+func pathsOf(infos []*store.PathInfo) []store.Path {
+	out := make([]store.Path, len(infos))
+	for i, info := range infos {
+		out[i] = info.Path
 	}
-	for _, p := range start {
-		if err := visit(p); err != nil {
-			return nil, err
-		}
-	}
-	return order, nil
+	return out
 }
 
-// copyPaths copies those of paths (in dependency order) that dst lacks
-// from src, one NAR at a time; dst verifies each NAR against its hash and
-// size before registering it. Like Nix's build hook it skips signature
-// checks (NoCheckSigs): a daemon honours that only for a trusted client,
-// and an untrusted one gets the daemon's "lacks a valid signature" error.
-func copyPaths(ctx context.Context, src, dst pathInfoStore, paths []store.Path) error {
-	if len(paths) == 0 {
-		return nil
-	}
-	valid, err := dst.QueryValidPaths(ctx, paths, false)
-	if err != nil {
+// copyPaths copies those of infos (in dependency order) that dst lacks
+// from src: one query, then one AddMultipleToStore streaming every NAR
+// with no reply per path; dst verifies each NAR against its hash and size
+// before registering it. Like Nix's build hook it skips signature checks
+// (NoCheckSigs): a daemon honours that only for a trusted client, and an
+// untrusted one gets the daemon's "lacks a valid signature" error.
+func copyPaths(ctx context.Context, src, dst pathInfoStore, infos []*store.PathInfo) error {
+	missing, err := copy.Missing(ctx, dst, infos, false)
+	if err != nil || len(missing) == 0 {
 		return err
 	}
-	have := map[store.Path]bool{}
-	for _, p := range valid {
-		have[p] = true
-	}
-	for _, p := range paths {
-		if have[p] {
-			continue
-		}
-		info, err := src.QueryPathInfo(ctx, p)
-		if err != nil {
-			return err
-		}
-		pr, pw := io.Pipe()
-		errc := make(chan error, 1)
-		go func() {
-			err := src.NarFromPath(ctx, p, pw)
-			pw.CloseWithError(err)
-			errc <- err
-		}()
-		err = dst.AddToStoreNarFlags(ctx, info, pr, daemon.AddFlags{NoCheckSigs: true})
-		pr.CloseWithError(io.ErrClosedPipe)
-		if serr := <-errc; err == nil && serr != nil {
-			err = serr
-		}
-		if err != nil {
-			return fmt.Errorf("copying %s: %w", p, err)
-		}
-	}
-	return nil
+	return dst.AddMultipleToStore(ctx, missing, func(info *store.PathInfo, w io.Writer) error {
+		return src.NarFromPath(ctx, info.Path, w)
+	}, daemon.AddFlags{NoCheckSigs: true, KnownMissing: true})
 }
 
 // checkTrust refuses a builder whose daemon says (protocol 1.35 and
@@ -388,12 +358,21 @@ func (r *Remote) checkTrust(c *daemon.Conn) error {
 	return nil
 }
 
-// untrusted recognises a copy refused for lack of trust on a daemon that
-// does not report trust (Nix 2.8, protocol 1.34): it asks for a valid
-// signature on a path nbuild sent without checking signatures.
+// untrusted recognises what a daemon that does not report trust (Nix
+// 2.8, protocol 1.34) says to an untrusted client: a copy of an
+// input-addressed path sent without signatures "lacks a valid
+// signature"; with only content-addressed inputs the copy passes and
+// BuildDerivation says the client is "not privileged to build
+// input-addressed derivations".
 func (r *Remote) untrusted(err error) error {
 	var de *daemon.Error
-	if errors.As(err, &de) && strings.Contains(err.Error(), "lacks a valid signature") {
+	if !errors.As(err, &de) {
+		return nil
+	}
+	switch msg := err.Error(); {
+	case strings.Contains(msg, "lacks a valid signature"):
+		return fmt.Errorf("%w, or sign the paths it is sent (%v)", r.trustError(), err)
+	case strings.Contains(msg, "not privileged to build input-addressed"):
 		return fmt.Errorf("%w (%v)", r.trustError(), err)
 	}
 	return nil
@@ -405,5 +384,5 @@ func (r *Remote) trustError() error {
 	if !ok {
 		user = "the ssh user"
 	}
-	return fmt.Errorf("builder %s: user %s is not a trusted user of its nix-daemon (add it to trusted-users in its nix.conf) or sign the paths", r.Machine.URI, user)
+	return fmt.Errorf("builder %s: user %s is not a trusted user of its nix-daemon (add it to trusted-users in the builder's nix.conf)", r.Machine.URI, user)
 }
