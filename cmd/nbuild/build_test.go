@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -207,5 +209,43 @@ func TestBuildStatus(t *testing.T) {
 	}
 	if got := machineName(sched.Machine{Local: true, URI: "local"}); got != "local" {
 		t.Errorf("local machine shown as %q", got)
+	}
+}
+
+// TestBuildQuietInPipe builds with progress on (no -Q) and stderr a
+// pipe: no status line, no terminal escapes, nothing at all on success.
+func TestBuildQuietInPipe(t *testing.T) {
+	storetest.RequireDaemon(t)
+	d := instantiateLocal(t, saltedPlan(t, salt(t)), "app")[0]
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(pr)
+		got <- string(b)
+	}()
+	var stdout strings.Builder
+	env := &cmdEnv{stdin: strings.NewReader(""), stdout: &stdout, stderr: pw, getenv: func(string) string { return "" }}
+	args := buildArgs(t, d)
+	for i, a := range args {
+		if a == "-Q" {
+			args = append(args[:i], args[i+1:]...)
+			break
+		}
+	}
+	code := runMain(context.Background(), env, args)
+	pw.Close()
+	errOut := <-got
+	pr.Close()
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	if errOut != "" {
+		t.Errorf("a successful build wrote to a piped stderr: %q", errOut)
+	}
+	if strings.TrimSpace(stdout.String()) != nixLocal(t, "-q", "--outputs", d) {
+		t.Errorf("stdout %q is not the root's output", stdout.String())
 	}
 }
