@@ -200,6 +200,13 @@ func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *buildPlan,
 	events.Lost = func(job, machine int, reason string) {
 		prog.warn("warning: %s: %s; trying elsewhere", p.splan.Jobs[job].Name, reason)
 	}
+	events.Failed = func(job, machine int, reason string) {
+		// On a terminal a failure shows when it happens, with its log's
+		// last lines; the final error repeats it (as in a pipe).
+		if prog.tty && !prog.quiet {
+			prog.warn("error: %s failed on %s: %s", p.splan.Jobs[job].Name, machineName(p.machines[machine]), reason)
+		}
+	}
 	held := executor.NewHeld()
 	route := make(executor.Router, len(p.machines))
 	for m := range p.machines {
@@ -305,7 +312,8 @@ func (b *buildProgress) update(s *sched.Scheduler) {
 		return
 	}
 	b.last = time.Now()
-	finished, cpLeft := s.Progress()
+	_, cpLeft := s.Progress()
+	var built, failed int
 	running := map[string]int{}
 	var work time.Duration // expected build time of what is not built yet
 	for id := range b.plan.jobNodes {
@@ -317,6 +325,10 @@ func (b *buildProgress) update(s *sched.Scheduler) {
 			}
 			running[name]++
 			work += b.plan.splan.Jobs[id].Expected
+		case sched.Done:
+			built++
+		case sched.Failing, sched.Skipped:
+			failed++
 		case sched.Waiting, sched.Ready:
 			work += b.plan.splan.Jobs[id].Expected
 		}
@@ -329,7 +341,7 @@ func (b *buildProgress) update(s *sched.Scheduler) {
 	if slots > 0 {
 		eta = max(eta, work/time.Duration(slots))
 	}
-	fmt.Fprintf(b.w, "\r\033[K%s", buildStatus(finished, len(b.plan.jobNodes), running, cpLeft, eta))
+	fmt.Fprintf(b.w, "\r\033[K%s", buildStatus(built, failed, len(b.plan.jobNodes), running, cpLeft, eta))
 	b.shown = true
 }
 
@@ -351,14 +363,19 @@ func machineName(m sched.Machine) string {
 // "[3/10 built; running: 2 local, 1 pi; critical path ~40s; ETA ~1m0s]".
 // The ETA is the larger of the critical path left and the expected work
 // left spread over every build slot.
-func buildStatus(finished, total int, running map[string]int, cpLeft, eta time.Duration) string {
+//
+// failed counts failed jobs and those skipped because an input failed.
+func buildStatus(built, failed, total int, running map[string]int, cpLeft, eta time.Duration) string {
 	names := make([]string, 0, len(running))
 	for n := range running {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	var b strings.Builder
-	fmt.Fprintf(&b, "[%d/%d built", finished, total)
+	fmt.Fprintf(&b, "[%d/%d built", built, total)
+	if failed > 0 {
+		fmt.Fprintf(&b, ", %d failed", failed)
+	}
 	if len(names) > 0 {
 		b.WriteString("; running:")
 		for i, n := range names {

@@ -8,8 +8,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/nbuild/nbuild/sched"
 	"github.com/nbuild/nbuild/store/storetest"
@@ -185,16 +187,17 @@ func TestBuildDryRun(t *testing.T) {
 
 func TestBuildStatus(t *testing.T) {
 	for _, tc := range []struct {
-		finished, total int
-		running         map[string]int
-		cp, eta         time.Duration
-		want            string
+		built, failed, total int
+		running              map[string]int
+		cp, eta              time.Duration
+		want                 string
 	}{
-		{0, 3, nil, 0, 0, "[0/3 built; critical path ~0s; ETA ~0s]"},
-		{3, 10, map[string]int{"root@pi": 1, "local": 2}, 40 * time.Second, 61400 * time.Millisecond,
+		{0, 0, 3, nil, 0, 0, "[0/3 built; critical path ~0s; ETA ~0s]"},
+		{1, 2, 3, nil, 0, 0, "[1/3 built, 2 failed; critical path ~0s; ETA ~0s]"},
+		{3, 0, 10, map[string]int{"root@pi": 1, "local": 2}, 40 * time.Second, 61400 * time.Millisecond,
 			"[3/10 built; running: 2 local, 1 root@pi; critical path ~40s; ETA ~1m1s]"},
 	} {
-		if got := buildStatus(tc.finished, tc.total, tc.running, tc.cp, tc.eta); got != tc.want {
+		if got := buildStatus(tc.built, tc.failed, tc.total, tc.running, tc.cp, tc.eta); got != tc.want {
 			t.Errorf("buildStatus = %q, want %q", got, tc.want)
 		}
 	}
@@ -228,13 +231,7 @@ func TestBuildQuietInPipe(t *testing.T) {
 	}()
 	var stdout strings.Builder
 	env := &cmdEnv{stdin: strings.NewReader(""), stdout: &stdout, stderr: pw, getenv: func(string) string { return "" }}
-	args := buildArgs(t, d)
-	for i, a := range args {
-		if a == "-Q" {
-			args = append(args[:i], args[i+1:]...)
-			break
-		}
-	}
+	args := withProgress(buildArgs(t, d))
 	code := runMain(context.Background(), env, args)
 	pw.Close()
 	errOut := <-got
@@ -248,4 +245,83 @@ func TestBuildQuietInPipe(t *testing.T) {
 	if strings.TrimSpace(stdout.String()) != nixLocal(t, "-q", "--outputs", d) {
 		t.Errorf("stdout %q is not the root's output", stdout.String())
 	}
+}
+
+// openPTY returns a pseudo-terminal's controlling and terminal ends.
+func openPTY(t *testing.T) (ptmx, tty *os.File) {
+	t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals: %v", err)
+	}
+	var unlock int32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, ptmx.Fd(), syscall.TIOCSPTLCK, uintptr(unsafe.Pointer(&unlock))); e != 0 {
+		t.Fatalf("unlocking the pty: %v", e)
+	}
+	var n uint32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, ptmx.Fd(), syscall.TIOCGPTN, uintptr(unsafe.Pointer(&n))); e != 0 {
+		t.Fatalf("pty number: %v", e)
+	}
+	tty, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ptmx, tty
+}
+
+// TestBuildFailureOnTerminal runs a failing --keep-going build with
+// stderr a terminal: the failure and its log's last lines show as it
+// happens, above the status line.
+func TestBuildFailureOnTerminal(t *testing.T) {
+	storetest.RequireDaemon(t)
+	f := filepath.Join(t.TempDir(), "fail.nix")
+	if err := os.WriteFile(f, []byte(strings.ReplaceAll(failExpr, "SALT", salt(t))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	top := instantiateLocal(t, f, "top")[0]
+	ptmx, tty := openPTY(t)
+	defer ptmx.Close()
+	got := make(chan string, 1)
+	go func() {
+		var b strings.Builder
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(buf)
+			b.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		got <- b.String()
+	}()
+	var stdout strings.Builder
+	env := &cmdEnv{stdin: strings.NewReader(""), stdout: &stdout, stderr: tty, getenv: func(string) string { return "" }}
+	args := withProgress(buildArgs(t, "-j", "1", "--keep-going", top))
+	code := runMain(context.Background(), env, args)
+	tty.Close() // the reader then gets EIO
+	out := <-got
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, out)
+	}
+	i := strings.Index(out, "error: bad failed on local: ")
+	if i < 0 {
+		t.Fatalf("no failure line on the terminal:\n%q", out)
+	}
+	if !strings.Contains(out[i:], "boom: the build broke") {
+		t.Errorf("the failure line lacks the log's last lines:\n%q", out)
+	}
+	if strings.Count(out, "boom: the build broke") != 2 {
+		t.Errorf("want the log tail once when it fails and once in the final error:\n%q", out)
+	}
+}
+
+// withProgress drops buildArgs' -Q.
+func withProgress(args []string) []string {
+	var out []string
+	for _, a := range args {
+		if a != "-Q" {
+			out = append(out, a)
+		}
+	}
+	return out
 }

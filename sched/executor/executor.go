@@ -53,12 +53,18 @@ type Events struct {
 	// Lost is called when job could not be built on machine because the
 	// machine or the link to it failed; the scheduler tries it elsewhere.
 	Lost func(job, machine int, reason string)
+	// Failed is called when job's build failed on machine (not when it
+	// was cancelled); reason holds the error and the log's last lines.
+	Failed func(job, machine int, reason string)
 }
 
 // report passes a lost machine's reason to Lost and returns res.
 func (ev *Events) report(res sched.Result) sched.Result {
 	if res.Outcome == sched.MachineLost && ev.Lost != nil {
 		ev.Lost(res.Job, res.Machine, res.Reason)
+	}
+	if res.Outcome == sched.Failed && res.Reason != "cancelled" && ev.Failed != nil {
+		ev.Failed(res.Job, res.Machine, res.Reason)
 	}
 	return res
 }
@@ -129,11 +135,22 @@ func outcome(ctx context.Context, err error, tail *logTail) (sched.Outcome, stri
 		return sched.Failed, "cancelled"
 	case errors.As(err, &be), errors.As(err, &de):
 		msg := err.Error()
-		if t := tail.String(); t != "" && !strings.Contains(msg, t) {
+		if t := tail.String(); t != "" && !containsLines(msg, t) {
 			msg += "\nlast log lines:\n" + t
 		}
 		return sched.Failed, msg
 	default:
 		return sched.MachineLost, err.Error()
 	}
+}
+
+// containsLines reports whether every line of t is in msg (the daemon's
+// own error may already quote the log's last lines, prefixed by "> ").
+func containsLines(msg, t string) bool {
+	for _, l := range strings.Split(t, "\n") {
+		if !strings.Contains(msg, l) {
+			return false
+		}
+	}
+	return true
 }
