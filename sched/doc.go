@@ -28,6 +28,13 @@
 //     machine where the job is expected to finish first, counting queueing,
 //     speed factor and the bytes of inputs the machine lacks) or PolicyNix
 //     (Nix 2.8's discovery order and least load/speedFactor), to compare.
+//   - Transfers: a remote build's outputs stay on its machine; a later
+//     job on another machine (the local one included) pays for fetching
+//     them to the coordinating host and, if remote, sending them on;
+//     one on the same machine pays nothing. sched/executor does the
+//     same (its Held). Under PolicyNix every output is copied back at
+//     once, as Nix's build hook does. The copy-back of the user's roots
+//     at the very end is not counted.
 //   - Retries: a build failure is final (KeepGoing skips only its
 //     dependents); a lost machine (MachineLost, MachineDown) is down for an
 //     exponential back-off, and its jobs go elsewhere or wait for it.
