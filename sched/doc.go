@@ -33,8 +33,8 @@
 //     them to the coordinating host and, if remote, sending them on;
 //     one on the same machine pays nothing. sched/executor does the
 //     same (its Held). Under PolicyNix every output is copied back at
-//     once, as Nix's build hook does. The copy-back of the user's roots
-//     at the very end is not counted.
+//     once, as Nix's build hook does; otherwise only the outputs of jobs
+//     nothing depends on (roots) come back at once.
 //   - Retries: a build failure is final (KeepGoing skips only its
 //     dependents); a lost machine (MachineLost, MachineDown) is down for an
 //     exponential back-off, and its jobs go elsewhere or wait for it.

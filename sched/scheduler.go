@@ -433,7 +433,8 @@ func (s *Scheduler) setHeld(id, m int) {
 
 // transfer estimates the time to bring job id's inputs to machine m: its
 // sources from the coordinating host, and each dependency's outputs from
-// the host, or else through the host from a machine that has them.
+// the host, or else through the host from a machine that has them; and
+// the time to copy outputs back (see below).
 func (s *Scheduler) transfer(id, m int) time.Duration {
 	inv := s.machines[m].invBW
 	j := &s.plan.Jobs[id]
@@ -448,7 +449,10 @@ func (s *Scheduler) transfer(id, m int) time.Duration {
 			secs += bytes * s.sourceInvBW(d)
 		}
 	}
-	if s.opts.Policy == PolicyNix {
+	// Outputs come back at once under Nix's policy; otherwise only a
+	// root's (a job nothing in the plan depends on: the user asked for
+	// it) come back, and later consumers pay for the others.
+	if s.opts.Policy == PolicyNix || (m != s.plan.local && len(s.plan.dependents[id]) == 0) {
 		secs += float64(j.OutputBytes) * inv
 	}
 	return time.Duration(secs * float64(time.Second))
