@@ -1,0 +1,169 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nbuild/nbuild/store/storetest"
+	"github.com/nbuild/nbuild/store/testhost"
+)
+
+// TestCopyVsNix is the whole-process benchmark of `nbuild copy` against
+// nix-copy-closure and `nix copy --to file://` on the same closure in the
+// same run (bench/copy/closure.nix: 101 paths, ~446 MB of NAR). It starts
+// a real test host and a shaped relay (100 Mbit/s, 10 ms each way), runs
+// hyperfine, and writes its markdown tables to $NBUILD_BENCH_COPY_OUT (or
+// the test's temp dir). It takes several minutes, so it runs only with
+// NBUILD_BENCH_COPY=1:
+//
+//	NBUILD_BENCH_COPY=1 NBUILD_BENCH_COPY_OUT=/tmp/copy go test -run TestCopyVsNix -v -timeout 60m ./bench
+func TestCopyVsNix(t *testing.T) {
+	if os.Getenv("NBUILD_BENCH_COPY") != "1" {
+		t.Skip("set NBUILD_BENCH_COPY=1 to run the copy benchmark (minutes)")
+	}
+	storetest.RequireDaemon(t)
+	if _, err := exec.LookPath("hyperfine"); err != nil {
+		t.Skip("hyperfine not installed")
+	}
+	out := os.Getenv("NBUILD_BENCH_COPY_OUT")
+	if out == "" {
+		out = t.TempDir()
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	nbuild := filepath.Join(t.TempDir(), "nbuild")
+	if b, err := exec.Command("go", "build", "-o", nbuild, "../cmd/nbuild").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	b, err := exec.Command("nix-build", "--option", "substituters", "", "--no-out-link", "copy/closure.nix").Output()
+	if err != nil {
+		t.Fatalf("nix-build: %v", err)
+	}
+	root := strings.TrimSpace(string(b))
+
+	h := testhost.New(t, testhost.Options{})
+	relay := testhost.NewRelay(t, h.HostAddr(), testhost.RelayOptions{RateBytesPerSec: 12_500_000, Delay: 10 * time.Millisecond})
+	// Every cold run starts from an empty remote store.
+	wipe := fmt.Sprintf("nsenter --target %s --mount -- nix-store --gc", hostPid(t, h))
+	env := func(port int) string {
+		return fmt.Sprintf("NIX_SSHOPTS=%q", h.SSHOptsPort(port))
+	}
+	nix := func(port int, extra string) string {
+		return fmt.Sprintf("%s nix-copy-closure %s --to %s %s", env(port), extra, h.Addr, root)
+	}
+	nb := func(port int, extra string) string {
+		return fmt.Sprintf("%s %s copy -Q %s --to %s %s", env(port), nbuild, extra, h.Addr, root)
+	}
+	hf := func(name string, runs int, prepare string, cmds ...string) {
+		args := []string{"-N", "--runs", fmt.Sprint(runs), "--export-markdown", filepath.Join(out, name+".md"),
+			"--export-json", filepath.Join(out, name+".json")}
+		if prepare != "" {
+			args = append(args, "--prepare", "bash -c '"+prepare+" >/dev/null 2>&1'")
+		}
+		for _, c := range cmds {
+			args = append(args, "bash -c '"+strings.ReplaceAll(c, "'", `'\''`)+"'")
+		}
+		cmd := exec.Command("hyperfine", args...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		t.Logf("hyperfine %s", strings.Join(args, " "))
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("hyperfine %s: %v", name, err)
+		}
+	}
+
+	hf("shaped-cold", 2, wipe,
+		nix(relay.Port, ""), nix(relay.Port, "--gzip"), nb(relay.Port, ""), nb(relay.Port, "--compress none"))
+	hf("loopback-cold", 3, wipe,
+		nix(h.Port, ""), nb(h.Port, ""), nb(h.Port, "--compress none"))
+	if outp, err := exec.Command("bash", "-c", nb(h.Port, "")).CombinedOutput(); err != nil {
+		t.Fatalf("filling the host: %v\n%s", err, outp)
+	}
+	hf("shaped-nothing", 10, "", nix(relay.Port, ""), nb(relay.Port, ""))
+
+	cache := filepath.Join(t.TempDir(), "cache")
+	wipeCache := "rm -rf " + cache
+	for _, comp := range []string{"zstd", "xz"} {
+		runs := 3
+		if comp == "xz" {
+			runs = 1 // Nix's single-threaded xz takes minutes
+		}
+		hf("file-"+comp, runs, wipeCache,
+			fmt.Sprintf("nix --extra-experimental-features nix-command copy --option substituters '' --to 'file://%s?compression=%s' %s", cache, comp, root),
+			fmt.Sprintf("%s copy -Q --to 'file://%s?compression=%s' %s", nbuild, cache, comp, root))
+	}
+	t.Logf("tables in %s", out)
+}
+
+// hostPid finds the pid nsenter needs from a command the host builds.
+func hostPid(t *testing.T, h *testhost.Host) string {
+	args := h.Command(t.Context()).Args
+	for i, a := range args {
+		if a == "--target" && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	t.Fatal("no --target in the host's command")
+	return ""
+}
+
+// TestCopyFloor measures what bounds a copy on this machine whatever the
+// tool: an ssh login over the shaped link (the nothing-to-send floor), and
+// the remote registering the closure from a local export file with no
+// network at all (the cold floor when the remote writes to this VM's disk).
+// Same gate as TestCopyVsNix.
+func TestCopyFloor(t *testing.T) {
+	if os.Getenv("NBUILD_BENCH_COPY") != "1" {
+		t.Skip("set NBUILD_BENCH_COPY=1 to run the copy benchmark (minutes)")
+	}
+	storetest.RequireDaemon(t)
+	out := os.Getenv("NBUILD_BENCH_COPY_OUT")
+	if out == "" {
+		out = t.TempDir()
+	}
+	nbuild := filepath.Join(t.TempDir(), "nbuild")
+	if b, err := exec.Command("go", "build", "-o", nbuild, "../cmd/nbuild").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	b, err := exec.Command("nix-build", "--option", "substituters", "", "--no-out-link", "copy/closure.nix").Output()
+	if err != nil {
+		t.Fatalf("nix-build: %v", err)
+	}
+	root := strings.TrimSpace(string(b))
+	export := filepath.Join(t.TempDir(), "closure.export")
+	if b, err := exec.Command("bash", "-c", "nix-store --export $(nix-store -qR "+root+") > "+export).CombinedOutput(); err != nil {
+		t.Fatalf("export: %v\n%s", err, b)
+	}
+	h := testhost.New(t, testhost.Options{})
+	relay := testhost.NewRelay(t, h.HostAddr(), testhost.RelayOptions{RateBytesPerSec: 12_500_000, Delay: 10 * time.Millisecond})
+	in := fmt.Sprintf("nsenter --target %s --mount -- ", hostPid(t, h))
+	sshArgs := strings.Join(h.SSHArgsPort(relay.Port), " ")
+	run := func(name string, runs int, prepare string, cmds ...string) {
+		args := []string{"-N", "--runs", fmt.Sprint(runs), "--export-markdown", filepath.Join(out, name+".md")}
+		if prepare != "" {
+			args = append(args, "--prepare", "bash -c '"+prepare+" >/dev/null 2>&1'")
+		}
+		for _, c := range cmds {
+			args = append(args, "bash -c '"+c+"'")
+		}
+		cmd := exec.Command("hyperfine", args...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("hyperfine %s: %v", name, err)
+		}
+	}
+	run("floor-import", 3, in+"nix-store --gc", in+"nix-store --import < "+export)
+	if b, err := exec.Command("bash", "-c", in+"nix-store --import < "+export).CombinedOutput(); err != nil {
+		t.Fatalf("import: %v\n%s", err, b)
+	}
+	run("floor-nothing", 10, "",
+		"ssh "+sshArgs+" "+h.Addr+" true",
+		"ssh "+sshArgs+" "+h.Addr+" nix-store --version",
+		fmt.Sprintf("NIX_SSHOPTS=\"%s\" nix-copy-closure --to %s %s", h.SSHOptsPort(relay.Port), h.Addr, root),
+		fmt.Sprintf("NIX_SSHOPTS=\"%s\" %s copy -Q --to %s %s", h.SSHOptsPort(relay.Port), nbuild, h.Addr, root))
+}
