@@ -1,0 +1,25 @@
+package copy
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/nbuild/nbuild/store/daemon"
+)
+
+// The test hosts log in as root, whom a daemon always trusts, so the
+// refusal an untrusted user meets is built here with the message Nix 2.8's
+// LocalStore::addToStore sends.
+func TestExplainNotTrusted(t *testing.T) {
+	refusal := &daemon.Error{Message: "cannot add path '/nix/store/00000000000000000000000000000000-x' because it lacks a valid signature"}
+	err := explain("alice@board", nil, refusal)
+	if !errors.Is(err, ErrNotTrusted) {
+		t.Fatalf("not ErrNotTrusted: %v", err)
+	}
+	for _, want := range []string{"trusted-users on alice@board", "lacks a valid signature", "trusted-public-keys"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q lacks %q", err, want)
+		}
+	}
+}
