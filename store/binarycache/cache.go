@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
@@ -40,6 +41,22 @@ func (e *HashMismatchError) Error() string {
 
 func (e *HashMismatchError) Unwrap() error { return ErrHashMismatch }
 
+// FileMismatchError reports a compressed NAR file that is not what its
+// narinfo's FileHash and FileSize say. It wraps ErrHashMismatch.
+type FileMismatchError struct {
+	Path              store.Path
+	File              string
+	WantHash, GotHash [32]byte
+	WantSize, GotSize uint64
+}
+
+func (e *FileMismatchError) Error() string {
+	return fmt.Sprintf("binarycache: NAR file %s of %s: hash mismatch: want sha256:%s (%d bytes), got sha256:%s (%d bytes)",
+		e.File, e.Path, nixbase32.EncodeToString(e.WantHash[:]), e.WantSize, nixbase32.EncodeToString(e.GotHash[:]), e.GotSize)
+}
+
+func (e *FileMismatchError) Unwrap() error { return ErrHashMismatch }
+
 // Options configures a Cache. The zero value writes xz-compressed NARs
 // without signatures or listings and reads without checking signatures.
 type Options struct {
@@ -51,6 +68,10 @@ type Options struct {
 	// Parallelism is how many chunks of one NAR are compressed at once;
 	// 0 means GOMAXPROCS.
 	Parallelism int
+	// ChunkSize is the NAR bytes compressed into each independent zstd
+	// frame or xz stream of a NAR file; 0 means nar/compress's default
+	// (4 MiB zstd, 16 MiB xz).
+	ChunkSize int
 	// SecretKey signs every narinfo written. SecretKeyFile is read by Open
 	// when SecretKey is nil.
 	SecretKey     *SecretKey
@@ -260,11 +281,13 @@ func (c *Cache) has(p store.Path) (bool, error) {
 	return true, nil
 }
 
-// NarFromPath writes the decompressed NAR of p to w and then checks it
-// against the narinfo's NarHash and NarSize. On a mismatch (an error
-// wrapping ErrHashMismatch) w has already received the bad bytes: a
-// consumer must not commit them before NarFromPath returns nil, as a Nix
-// store verifying the hash itself does not.
+// NarFromPath writes the decompressed NAR of p to w, checking the
+// compressed file against the narinfo's FileHash and FileSize (when it
+// has them) and the NAR against its NarHash and NarSize as they stream.
+// A mismatch is an error wrapping ErrHashMismatch (*FileMismatchError or
+// *HashMismatchError) returned once the file is read; w has then already
+// received bytes, so a consumer must not commit what it was given before
+// NarFromPath returns nil (a Nix store verifies the hash itself).
 func (c *Cache) NarFromPath(ctx context.Context, p store.Path, w io.Writer) error {
 	ni, err := c.NarInfo(ctx, p)
 	if err != nil {
@@ -278,19 +301,53 @@ func (c *Cache) NarFromPath(ctx context.Context, p store.Path, w io.Writer) erro
 		return fmt.Errorf("binarycache: NAR of %s: %w", p, err)
 	}
 	defer f.Close()
-	zr, err := compress.NewReader(bufio.NewReaderSize(f, 256<<10), ni.Compression)
+	// The file's hash is taken over what the decompressor reads, plus
+	// whatever it leaves unread after the end of the last stream.
+	fileHash := nar.NewHashingWriter(nil)
+	br := bufio.NewReaderSize(io.TeeReader(ctxReader{ctx, f}, fileHash), 256<<10)
+	zr, err := compress.NewReader(br, ni.Compression)
 	if err != nil {
 		return fmt.Errorf("binarycache: NAR of %s: %w", p, err)
 	}
 	defer zr.Close()
 	hw := nar.NewHashingWriter(w)
-	if _, err := io.Copy(hw, ctxReader{ctx, zr}); err != nil {
+	_, err = io.Copy(hw, ctxReader{ctx, zr})
+	// Hash the whole file even after a decompression error, so that a
+	// corrupt file is reported as such rather than by how xz or zstd
+	// failed on it.
+	if _, derr := io.Copy(io.Discard, br); derr != nil && err == nil {
+		err = derr
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	fileErr := c.checkFile(ni, fileHash)
+	if err != nil {
+		if fileErr != nil {
+			return fileErr
+		}
 		return fmt.Errorf("binarycache: NAR of %s: %w", p, err)
+	}
+	if fileErr != nil {
+		return fileErr
 	}
 	if got, size := hw.Sum(), uint64(hw.Size()); got != ni.NarHash || size != ni.NarSize {
 		return &HashMismatchError{Path: p, WantHash: ni.NarHash, GotHash: got, WantSize: ni.NarSize, GotSize: size}
 	}
 	return nil
+}
+
+// checkFile compares the bytes hashed from a NAR file with the narinfo's
+// FileHash and FileSize. A narinfo without FileHash (newer Nix may omit
+// it) is checked on FileSize alone, if it has one.
+func (c *Cache) checkFile(ni *NarInfo, h *nar.HashingWriter) error {
+	got, size := h.Sum(), uint64(h.Size())
+	wrongSize := ni.FileSize != 0 && size != ni.FileSize
+	wrongHash := ni.HasFileHash && got != ni.FileHash
+	if !wrongSize && !wrongHash {
+		return nil
+	}
+	return &FileMismatchError{Path: ni.StorePath, File: filepath.Join(c.dir, ni.URL), WantHash: ni.FileHash, GotHash: got, WantSize: ni.FileSize, GotSize: size}
 }
 
 // ctxReader stops a long copy once ctx is done.
@@ -359,7 +416,9 @@ func (c *Cache) AddToStoreNar(ctx context.Context, info *store.PathInfo, r io.Re
 		if err != nil {
 			return fmt.Errorf("binarycache: %w", err)
 		}
-		ni.Sigs = append(ni.Sigs, sig)
+		if !slices.Contains(ni.Sigs, sig) { // Ed25519 signatures are deterministic
+			ni.Sigs = append(ni.Sigs, sig)
+		}
 	}
 	return writeFileAtomic(c.narInfoFile(info.Path), ni.AppendText(nil))
 }
@@ -387,6 +446,7 @@ func (c *Cache) writeNar(ctx context.Context, info *store.PathInfo, r io.Reader,
 	zw, err := compress.NewWriter(fileHash, c.opts.Compression, compress.Options{
 		Level:       c.opts.CompressionLevel,
 		Concurrency: c.opts.Parallelism,
+		ChunkSize:   c.opts.ChunkSize,
 		Context:     ctx,
 	})
 	if err != nil {

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nbuild/nbuild/nar"
@@ -195,30 +197,149 @@ func TestAddPresentPathSkipsNar(t *testing.T) {
 
 func TestNarFromPathCorrupt(t *testing.T) {
 	ctx := context.Background()
+	a := storetest.NewObject(t, "a", nil)
+	type corruption struct {
+		name     string
+		damage   func(data []byte) []byte
+		noFile   bool // strip FileHash/FileSize from the narinfo first
+		fileErr  bool // want *FileMismatchError, else *HashMismatchError
+		anyError bool // compressed and no FileHash: the decompressor may fail first
+		badNAR   bool // the NAR itself is damaged, not only its file's end
+	}
 	for _, comp := range compressions {
-		t.Run(comp, func(t *testing.T) {
-			c := openTestCache(t, Options{Compression: comp})
-			a := storetest.NewObject(t, "a", nil)
-			if err := c.AddToStoreNar(ctx, a.Info, bytes.NewReader(a.NAR)); err != nil {
-				t.Fatal(err)
-			}
-			ni, _ := c.NarInfo(ctx, a.Info.Path)
-			file := filepath.Join(c.Dir(), ni.URL)
-			data, _ := os.ReadFile(file)
+		flip := func(data []byte) []byte {
 			if comp == "none" {
 				data[len(data)-40] ^= 1 // inside the file contents: still a well-formed NAR
 			} else {
 				data[len(data)/2] ^= 1
 			}
-			os.WriteFile(file, data, 0o644)
-			err := c.NarFromPath(ctx, a.Info.Path, io.Discard)
-			if err == nil {
-				t.Fatal("corrupt NAR accepted")
-			}
-			if comp == "none" && !errors.Is(err, ErrHashMismatch) {
-				t.Fatalf("err = %v, want ErrHashMismatch", err)
-			}
-		})
+			return data
+		}
+		cases := []corruption{
+			{name: "flipped bit", damage: flip, fileErr: true, badNAR: true},
+			{name: "trailing garbage", damage: func(d []byte) []byte { return append(d, "junk"...) }, fileErr: true},
+			{name: "truncated", damage: func(d []byte) []byte { return d[:len(d)-5] }, fileErr: true},
+			{name: "flipped bit without FileHash", damage: flip, noFile: true, anyError: comp != "none", badNAR: true},
+		}
+		for _, tc := range cases {
+			t.Run(comp+"/"+tc.name, func(t *testing.T) {
+				c := openTestCache(t, Options{Compression: comp})
+				if err := c.AddToStoreNar(ctx, a.Info, bytes.NewReader(a.NAR)); err != nil {
+					t.Fatal(err)
+				}
+				ni, _ := c.NarInfo(ctx, a.Info.Path)
+				if tc.noFile {
+					ni.HasFileHash, ni.FileSize = false, 0
+					os.WriteFile(c.narInfoFile(a.Info.Path), ni.AppendText(nil), 0o644)
+				}
+				file := filepath.Join(c.Dir(), ni.URL)
+				data, _ := os.ReadFile(file)
+				os.WriteFile(file, tc.damage(data), 0o644)
+
+				// A consumer that verifies the NAR it is given (here a
+				// second cache) ends without the path. (When only the
+				// file's end is damaged the NAR it got may be whole and
+				// right.)
+				dst := openTestCache(t, Options{Compression: "none"})
+				pr, pw := io.Pipe()
+				addErr := make(chan error, 1)
+				go func() {
+					err := dst.AddToStoreNar(ctx, a.Info, pr)
+					io.Copy(io.Discard, pr) // what follows the NAR it read
+					addErr <- err
+				}()
+				err := c.NarFromPath(ctx, a.Info.Path, pw)
+				pw.CloseWithError(errors.Join(err, io.ErrUnexpectedEOF))
+				<-addErr
+				if valid, _ := dst.QueryValidPaths(ctx, []store.Path{a.Info.Path}, false); tc.badNAR && len(valid) != 0 {
+					t.Error("the consumer registered a path NarFromPath failed")
+				}
+				var fe *FileMismatchError
+				var he *HashMismatchError
+				switch {
+				case err == nil:
+					t.Fatal("corrupt NAR accepted")
+				case tc.anyError:
+				case !errors.Is(err, ErrHashMismatch):
+					t.Fatalf("err = %v, want ErrHashMismatch", err)
+				case tc.fileErr && !errors.As(err, &fe):
+					t.Fatalf("err = %v, want a *FileMismatchError", err)
+				case !tc.fileErr && !errors.As(err, &he):
+					t.Fatalf("err = %v, want a *HashMismatchError", err)
+				}
+			})
+		}
+	}
+}
+
+func TestTruncatedNarInfo(t *testing.T) {
+	ctx := context.Background()
+	c := openTestCache(t, Options{Compression: "none"})
+	a := storetest.NewObject(t, "a", nil)
+	if err := c.AddToStoreNar(ctx, a.Info, bytes.NewReader(a.NAR)); err != nil {
+		t.Fatal(err)
+	}
+	file := c.narInfoFile(a.Info.Path)
+	data, _ := os.ReadFile(file)
+	for _, n := range []int{0, 30, len(data) / 2, len(data) - 1} {
+		os.WriteFile(file, data[:n], 0o644)
+		_, err := c.QueryPathInfo(ctx, a.Info.Path)
+		if !errors.Is(err, ErrCorruptNarInfo) || !strings.Contains(err.Error(), file) {
+			t.Errorf("narinfo cut to %d bytes: err = %v, want ErrCorruptNarInfo naming the file", n, err)
+		}
+		if err := c.NarFromPath(ctx, a.Info.Path, io.Discard); !errors.Is(err, ErrCorruptNarInfo) {
+			t.Errorf("NarFromPath with narinfo cut to %d bytes: err = %v", n, err)
+		}
+	}
+}
+
+// TestConcurrentAdds adds paths from many goroutines at once, each path
+// four times, as a copy engine running several adds may: every add
+// succeeds, and each path ends with one NAR file, one signature and a
+// narinfo matching its NAR.
+func TestConcurrentAdds(t *testing.T) {
+	ctx := context.Background()
+	sk, pk := testKeys(t)
+	c := openTestCache(t, Options{Compression: "zstd", SecretKey: sk, WriteNarListing: true, CheckSigs: true, TrustedKeys: []PublicKey{pk}})
+	var objs []*storetest.Object
+	for i := range 8 {
+		objs = append(objs, storetest.NewObject(t, fmt.Sprintf("leaf%d", i), nil))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*len(objs))
+	for range 4 {
+		for _, o := range objs {
+			wg.Go(func() { errs <- c.AddToStoreNar(ctx, o.Info, bytes.NewReader(o.NAR)) })
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	narFiles := 0
+	for _, f := range files(t, c.Dir()) {
+		if strings.HasPrefix(f, "nar/") {
+			narFiles++
+		}
+		if strings.Contains(f, ".tmp") {
+			t.Errorf("temporary file left: %s", f)
+		}
+	}
+	if narFiles != len(objs) {
+		t.Errorf("%d NAR files for %d paths", narFiles, len(objs))
+	}
+	for _, o := range objs {
+		var buf bytes.Buffer
+		if err := c.NarFromPath(ctx, o.Info.Path, &buf); err != nil || !bytes.Equal(buf.Bytes(), o.NAR) {
+			t.Errorf("%s: %v", o.Info.Path, err)
+		}
+		ni, err := c.NarInfo(ctx, o.Info.Path)
+		if err != nil || len(ni.Sigs) != 1 {
+			t.Errorf("%s: sigs %v, %v", o.Info.Path, ni.Sigs, err)
+		}
 	}
 }
 

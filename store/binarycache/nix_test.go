@@ -186,7 +186,9 @@ func TestNixReadsOurCache(t *testing.T) {
 	for _, comp := range compressions {
 		t.Run(comp, func(t *testing.T) {
 			cacheDir := t.TempDir()
-			c, err := Open(cacheDir, Options{Compression: comp, SecretKeyFile: skFile, WriteNarListing: true})
+			// Small chunks make the 1 MB NAR of tp.order[1] several
+			// concatenated xz streams or zstd frames, as a big NAR is.
+			c, err := Open(cacheDir, Options{Compression: comp, SecretKeyFile: skFile, WriteNarListing: true, ChunkSize: 256 << 10})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -194,6 +196,9 @@ func TestNixReadsOurCache(t *testing.T) {
 				if err := c.AddToStoreNar(ctx, tp.info[p], bytes.NewReader(tp.nar[p])); err != nil {
 					t.Fatalf("AddToStoreNar(%s): %v", p, err)
 				}
+			}
+			if comp != "none" {
+				checkMultiStream(t, c, tp.order[1], comp)
 			}
 			dst := t.TempDir()
 			if err := nixCopyFrom(cacheDir, dst, pub, tp.strings()); err != nil {
@@ -271,6 +276,30 @@ func TestNixReadsOurCache(t *testing.T) {
 			t.Errorf("nbuild NarFromPath: err = %v, want ErrHashMismatch", err)
 		}
 	})
+}
+
+// checkMultiStream checks that the NAR file of p is several concatenated
+// streams (frames) and that the reference tool (xz -t, zstd -t) accepts it.
+func checkMultiStream(t *testing.T, c *Cache, p store.Path, comp string) {
+	t.Helper()
+	ni, err := c.NarInfo(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(c.Dir(), ni.URL)
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	magic := map[string]string{"xz": "\xfd7zXZ\x00", "zstd": "\x28\xb5\x2f\xfd"}[comp]
+	if n := bytes.Count(data, []byte(magic)); n < 2 {
+		t.Errorf("%s: %d %s stream(s), want several", file, n, comp)
+	}
+	if _, err := exec.LookPath(comp); err != nil {
+		t.Logf("%s not installed: not testing the file with it", comp)
+		return
+	}
+	run(t, comp, "-t", file)
 }
 
 func assertNotValid(t *testing.T, root string, p store.Path) {
