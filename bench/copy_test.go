@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +23,8 @@ import (
 // NBUILD_BENCH_COPY=1:
 //
 //	NBUILD_BENCH_COPY=1 NBUILD_BENCH_COPY_OUT=/tmp/copy go test -run TestCopyVsNix -v -timeout 60m ./bench
+//
+// NBUILD_BENCH_COPY_CASES=shaped-cold,loopback-cold runs only those tables.
 func TestCopyVsNix(t *testing.T) {
 	if os.Getenv("NBUILD_BENCH_COPY") != "1" {
 		t.Skip("set NBUILD_BENCH_COPY=1 to run the copy benchmark (minutes)")
@@ -60,7 +63,11 @@ func TestCopyVsNix(t *testing.T) {
 	nb := func(port int, extra string) string {
 		return fmt.Sprintf("%s %s copy -Q %s --to %s %s", env(port), nbuild, extra, h.Addr, root)
 	}
+	cases := os.Getenv("NBUILD_BENCH_COPY_CASES") // e.g. "shaped-cold,file-xz"; empty: all
 	hf := func(name string, runs int, prepare string, cmds ...string) {
+		if cases != "" && !slices.Contains(strings.Split(cases, ","), name) {
+			return
+		}
 		args := []string{"-N", "--runs", fmt.Sprint(runs), "--export-markdown", filepath.Join(out, name+".md"),
 			"--export-json", filepath.Join(out, name+".json")}
 		if prepare != "" {
