@@ -371,10 +371,13 @@ func (zw *Writer) work() error {
 			if !ok {
 				return nil
 			}
-			j.out, j.err = zw.codec.appendCompressed(zw.gctx, j.out[:0], j.in)
+			out, err := zw.codec.appendCompressed(zw.gctx, j.out[:0], j.in)
+			// Once done is closed the flusher owns j and may recycle it:
+			// read nothing of j after that.
+			j.out, j.err = out, err
 			close(j.done)
-			if j.err != nil {
-				return j.err
+			if err != nil {
+				return err
 			}
 		case <-zw.gctx.Done():
 			return zw.gctx.Err()
