@@ -53,7 +53,9 @@ func TestCopyVsNix(t *testing.T) {
 	h := testhost.New(t, testhost.Options{})
 	relay := testhost.NewRelay(t, h.HostAddr(), testhost.RelayOptions{RateBytesPerSec: 12_500_000, Delay: 10 * time.Millisecond})
 	// Every cold run starts from an empty remote store.
-	wipe := fmt.Sprintf("nsenter --target %s --mount -- nix-store --gc", hostPid(t, h))
+	// The deletions and the previous run's dirty pages are flushed before
+	// the next run, so that no run pays for the one before it.
+	wipe := fmt.Sprintf("nsenter --target %s --mount -- nix-store --gc && sync", hostPid(t, h))
 	env := func(port int) string {
 		return fmt.Sprintf("NIX_SSHOPTS=%q", h.SSHOptsPort(port))
 	}
