@@ -26,29 +26,7 @@ import (
 //
 // NBUILD_BENCH_COPY_CASES=shaped-cold,loopback-cold runs only those tables.
 func TestCopyVsNix(t *testing.T) {
-	if os.Getenv("NBUILD_BENCH_COPY") != "1" {
-		t.Skip("set NBUILD_BENCH_COPY=1 to run the copy benchmark (minutes)")
-	}
-	storetest.RequireDaemon(t)
-	if _, err := exec.LookPath("hyperfine"); err != nil {
-		t.Skip("hyperfine not installed")
-	}
-	out := os.Getenv("NBUILD_BENCH_COPY_OUT")
-	if out == "" {
-		out = t.TempDir()
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	nbuild := filepath.Join(t.TempDir(), "nbuild")
-	if b, err := exec.Command("go", "build", "-o", nbuild, "../cmd/nbuild").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
-	b, err := exec.Command("nix-build", "--option", "substituters", "", "--no-out-link", "copy/closure.nix").Output()
-	if err != nil {
-		t.Fatalf("nix-build: %v", err)
-	}
-	root := strings.TrimSpace(string(b))
+	out, nbuild, root := copyBenchSetup(t)
 
 	h := testhost.New(t, testhost.Options{})
 	relay := testhost.NewRelay(t, h.HostAddr(), testhost.RelayOptions{RateBytesPerSec: 12_500_000, Delay: 10 * time.Millisecond})
@@ -127,23 +105,7 @@ func hostPid(t *testing.T, h *testhost.Host) string {
 // network at all (the cold floor when the remote writes to this VM's disk).
 // Same gate as TestCopyVsNix.
 func TestCopyFloor(t *testing.T) {
-	if os.Getenv("NBUILD_BENCH_COPY") != "1" {
-		t.Skip("set NBUILD_BENCH_COPY=1 to run the copy benchmark (minutes)")
-	}
-	storetest.RequireDaemon(t)
-	out := os.Getenv("NBUILD_BENCH_COPY_OUT")
-	if out == "" {
-		out = t.TempDir()
-	}
-	nbuild := filepath.Join(t.TempDir(), "nbuild")
-	if b, err := exec.Command("go", "build", "-o", nbuild, "../cmd/nbuild").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
-	b, err := exec.Command("nix-build", "--option", "substituters", "", "--no-out-link", "copy/closure.nix").Output()
-	if err != nil {
-		t.Fatalf("nix-build: %v", err)
-	}
-	root := strings.TrimSpace(string(b))
+	out, nbuild, root := copyBenchSetup(t)
 	export := filepath.Join(t.TempDir(), "closure.export")
 	if b, err := exec.Command("bash", "-c", "nix-store --export $(nix-store -qR "+root+") > "+export).CombinedOutput(); err != nil {
 		t.Fatalf("export: %v\n%s", err, b)
@@ -175,4 +137,33 @@ func TestCopyFloor(t *testing.T) {
 		"ssh "+sshArgs+" "+h.Addr+" nix-store --version",
 		fmt.Sprintf("NIX_SSHOPTS=\"%s\" nix-copy-closure --to %s %s", h.SSHOptsPort(relay.Port), h.Addr, root),
 		fmt.Sprintf("NIX_SSHOPTS=\"%s\" %s copy -Q --to %s %s", h.SSHOptsPort(relay.Port), nbuild, h.Addr, root))
+}
+
+// copyBenchSetup skips unless NBUILD_BENCH_COPY=1 and the tools are here,
+// and returns the output directory, a freshly built nbuild binary and the
+// benchmark closure's root, built by real Nix.
+func copyBenchSetup(t *testing.T) (out, nbuild, root string) {
+	if os.Getenv("NBUILD_BENCH_COPY") != "1" {
+		t.Skip("set NBUILD_BENCH_COPY=1 to run the copy benchmark (minutes)")
+	}
+	storetest.RequireDaemon(t)
+	if _, err := exec.LookPath("hyperfine"); err != nil {
+		t.Skip("hyperfine not installed")
+	}
+	out = os.Getenv("NBUILD_BENCH_COPY_OUT")
+	if out == "" {
+		out = t.TempDir()
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	nbuild = filepath.Join(t.TempDir(), "nbuild")
+	if b, err := exec.Command("go", "build", "-o", nbuild, "../cmd/nbuild").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	b, err := exec.Command("nix-build", "--option", "substituters", "", "--no-out-link", "copy/closure.nix").Output()
+	if err != nil {
+		t.Fatalf("nix-build: %v", err)
+	}
+	return out, nbuild, strings.TrimSpace(string(b))
 }
