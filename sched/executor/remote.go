@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/nbuild/nbuild/eval/drv"
 	"github.com/nbuild/nbuild/sched"
@@ -41,6 +42,8 @@ type Remote struct {
 	// Held, when set, keeps outputs on the builder unless Job.Keep; nil
 	// copies every output back.
 	Held *Held
+
+	upload sync.Mutex // held while copying inputs to the builder
 }
 
 var _ sched.Executor = (*Remote)(nil)
@@ -130,7 +133,7 @@ func (r *Remote) fetch(ctx context.Context, paths []store.Path) error {
 	defer rc.Close()
 	all, err := copy.Closure(ctx, rc, paths)
 	if err == nil {
-		err = copyPaths(ctx, rc, local, all)
+		err = copyPaths(ctx, rc, local, all, false)
 	}
 	if err != nil {
 		return withStderr(err, sc)
@@ -191,7 +194,10 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 	if err := r.checkTrust(rc); err != nil {
 		return sched.Result{Assignment: a, Outcome: sched.Failed, Reason: err.Error()}
 	}
-	if err := copyPaths(ctx, local, rc, inputs); err != nil {
+	r.upload.Lock() // one input upload per builder at a time, as Nix's hook
+	err = copyPaths(ctx, local, rc, inputs, true)
+	r.upload.Unlock()
+	if err != nil {
 		if e := r.untrusted(err); e != nil {
 			return sched.Result{Assignment: a, Outcome: sched.Failed, Reason: e.Error()}
 		}
@@ -228,7 +234,7 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 		// The user asked for these outputs: their closure comes back.
 		all, err := copy.Closure(ctx, rc, job.Outputs)
 		if err == nil {
-			err = copyPaths(ctx, rc, local, all)
+			err = copyPaths(ctx, rc, local, all, false)
 		}
 		if err != nil {
 			return lost("copying outputs back: %v", withStderr(err, sc))
@@ -286,6 +292,7 @@ type pathInfoStore interface {
 	store.PathInfoQuerier
 	store.NarReader
 	AddMultipleToStore(ctx context.Context, infos []*store.PathInfo, writeNar daemon.NarWriterFunc, flags daemon.AddFlags) error
+	AddToStoreNarFlags(ctx context.Context, info *store.PathInfo, nar io.Reader, flags daemon.AddFlags) error
 }
 
 // directInputs are a derivation's input sources and the used outputs of
@@ -333,19 +340,46 @@ func pathsOf(infos []*store.PathInfo) []store.Path {
 }
 
 // copyPaths copies those of infos (in dependency order) that dst lacks
-// from src: one query, then one AddMultipleToStore streaming every NAR
-// with no reply per path; dst verifies each NAR against its hash and size
-// before registering it. Like Nix's build hook it skips signature checks
+// from src; dst verifies each NAR against its hash and size before
+// registering it. Like Nix's build hook it skips signature checks
 // (NoCheckSigs): a daemon honours that only for a trusted client, and an
 // untrusted one gets the daemon's "lacks a valid signature" error.
-func copyPaths(ctx context.Context, src, dst pathInfoStore, infos []*store.PathInfo) error {
+//
+// With batch, the missing paths go in one AddMultipleToStore, with no
+// reply per path. Nix 2.8-2.17 lose their place in that stream when a path
+// in it became valid after the query (NixOS/nix#6253), so batch is only
+// for a destination no one else writes to meanwhile (the caller holds the
+// builder's upload lock); otherwise each path is its own AddToStoreNar,
+// which the daemon always drains.
+func copyPaths(ctx context.Context, src, dst pathInfoStore, infos []*store.PathInfo, batch bool) error {
 	missing, err := copy.Missing(ctx, dst, infos, false)
 	if err != nil || len(missing) == 0 {
 		return err
 	}
-	return dst.AddMultipleToStore(ctx, missing, func(info *store.PathInfo, w io.Writer) error {
-		return src.NarFromPath(ctx, info.Path, w)
-	}, daemon.AddFlags{NoCheckSigs: true, KnownMissing: true})
+	flags := daemon.AddFlags{NoCheckSigs: true, KnownMissing: true}
+	if batch {
+		return dst.AddMultipleToStore(ctx, missing, func(info *store.PathInfo, w io.Writer) error {
+			return src.NarFromPath(ctx, info.Path, w)
+		}, flags)
+	}
+	for _, info := range missing {
+		pr, pw := io.Pipe()
+		errc := make(chan error, 1)
+		go func() {
+			err := src.NarFromPath(ctx, info.Path, pw)
+			pw.CloseWithError(err)
+			errc <- err
+		}()
+		err := dst.AddToStoreNarFlags(ctx, info, pr, flags)
+		pr.CloseWithError(io.ErrClosedPipe)
+		if serr := <-errc; err == nil && serr != nil {
+			err = serr
+		}
+		if err != nil {
+			return fmt.Errorf("copying %s: %w", info.Path, err)
+		}
+	}
+	return nil
 }
 
 // checkTrust refuses a builder whose daemon says (protocol 1.35 and
