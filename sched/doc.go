@@ -38,6 +38,8 @@
 //   - Retries: a build failure is final (KeepGoing skips only its
 //     dependents); a lost machine (MachineLost, MachineDown) is down for an
 //     exponential back-off, and its jobs go elsewhere or wait for it.
+//     Outputs lost with a machine that was their only holder are built
+//     again (InputsLost, Redo), at most twice per consumer.
 //   - Estimator: expected build durations, learned per package name.
 //   - Timeline: what ran where and when, as JSON or an SVG Gantt chart.
 package sched

@@ -21,6 +21,8 @@ type Result struct {
 	Outcome Outcome
 	// Reason describes a failure (for Failed: the error and a log tail).
 	Reason string
+	// Redo lists, for InputsLost, the jobs whose outputs were lost.
+	Redo []int
 }
 
 // RunOptions configures Run.
@@ -97,6 +99,9 @@ func (s *Scheduler) Run(ctx context.Context, exec Executor, opts RunOptions) err
 				// A build we cancelled: neither failed nor lost.
 				s.abandon(r.Assignment)
 			} else {
+				if r.Outcome == InputsLost && s.current(r.Assignment) {
+					s.Redo(r.Redo)
+				}
 				s.Done(r.Assignment, r.Outcome, r.Reason, time.Now())
 			}
 			if s.stopped && !cancelling {

@@ -50,10 +50,14 @@ const (
 	// MachineLost: the machine could not be reached or died. The machine
 	// is marked down for a back-off period and the job is scheduled again.
 	MachineLost
+	// InputsLost: outputs the job needs were held only by a machine that
+	// is gone. Redo(jobs) puts their builds back; the job waits for them
+	// again, its own machine is not blamed.
+	InputsLost
 )
 
 func (o Outcome) String() string {
-	return [...]string{"built", "failed", "machine-lost"}[o]
+	return [...]string{"built", "failed", "machine-lost", "inputs-lost"}[o]
 }
 
 // JobState is where a job is in a run.
@@ -112,6 +116,7 @@ type Scheduler struct {
 
 	state   []JobState
 	pending []int32 // dependencies not yet built
+	redos   []uint8 // times a job's inputs were lost (InputsLost)
 	attempt []int32
 	startAt []time.Time
 	reason  []string // why a job failed
@@ -159,6 +164,7 @@ func NewScheduler(plan *Plan, opts Options) *Scheduler {
 		opts:    opts,
 		state:   make([]JobState, n),
 		pending: make([]int32, n),
+		redos:   make([]uint8, n),
 		attempt: make([]int32, n),
 		startAt: make([]time.Time, n),
 		reason:  make([]string, n),
@@ -544,10 +550,67 @@ func (s *Scheduler) Done(a Assignment, o Outcome, reason string, now time.Time) 
 			reason = "build failed"
 		}
 		s.fail(id, fmt.Sprintf("on %s: %s", s.plan.Machines[a.Machine].Name(), reason))
+	case InputsLost:
+		// Bounded, so inputs that can never be fetched end the job
+		// rather than rebuilding its dependencies forever.
+		if s.redos[id]++; s.redos[id] > maxRedos {
+			s.fail(id, fmt.Sprintf("on %s: inputs lost %d times: %s", s.plan.Machines[a.Machine].Name(), s.redos[id], reason))
+			return
+		}
+		s.state[id] = Waiting
+		s.requeue(id)
 	default:
 		s.state[id] = Ready
 		s.ready.push(int32(id))
 		s.machineFailed(a.Machine, now)
+	}
+}
+
+// maxRedos is how often a job may find its inputs lost before it fails.
+const maxRedos = 2
+
+// Redo puts back built jobs whose outputs are lost: the only machine
+// holding them died before they were copied anywhere else. Each is ready
+// to build again (on any capable machine), and its dependents that have
+// not started wait for it again. Call it before reporting the consumer
+// that found the outputs gone as InputsLost.
+func (s *Scheduler) Redo(jobs []int) {
+	for _, id := range jobs {
+		if id < 0 || id >= len(s.state) || s.state[id] != Done {
+			continue
+		}
+		s.finished--
+		for w := 0; w < s.words; w++ {
+			s.held[id*s.words+w] = 0
+		}
+		s.atHub[id] = false
+		s.state[id] = Ready
+		s.ready.push(int32(id))
+		for _, k := range s.plan.dependents[id] {
+			switch s.state[k] {
+			case Ready:
+				s.ready.remove(k)
+				s.state[k] = Waiting
+				s.pending[k]++
+			case Waiting:
+				s.pending[k]++
+			}
+		}
+	}
+}
+
+// requeue makes a Waiting job ready if nothing it needs is missing.
+func (s *Scheduler) requeue(id int) {
+	n := int32(0)
+	for _, d := range s.plan.Jobs[id].Deps {
+		if s.state[d] != Done {
+			n++
+		}
+	}
+	s.pending[id] = n
+	if n == 0 {
+		s.state[id] = Ready
+		s.ready.push(int32(id))
 	}
 }
 

@@ -607,3 +607,96 @@ func TestProgressMatchesFullScan(t *testing.T) {
 		}
 	}
 }
+
+// TestRedoLostOutputs: a consumer finds that the only machine holding its
+// input's outputs is gone; the producer is built again, then the consumer,
+// and the run finishes with both built once more.
+func TestRedoLostOutputs(t *testing.T) {
+	machines := []Machine{
+		{URI: "ssh://a", Systems: []string{"x86_64-linux"}, MaxJobs: 1, SpeedFactor: 1},
+		{URI: "ssh://b", Systems: []string{"x86_64-linux"}, MaxJobs: 1, SpeedFactor: 1},
+	}
+	jobs := []Job{
+		{Name: "lib", Platform: x86, Expected: sec(10)},
+		{Name: "app", Platform: x86, Expected: sec(10), Deps: []int{0}},
+		{Name: "tool", Platform: x86, Expected: sec(10), Deps: []int{0}},
+	}
+	plan, err := NewPlan(jobs, machines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewScheduler(plan, Options{})
+	now := time.Unix(1000, 0)
+	as := append([]Assignment(nil), s.Assign(now)...)
+	if len(as) != 1 || as[0].Job != 0 {
+		t.Fatalf("first assignments %+v", as)
+	}
+	s.Done(as[0], Built, "", now.Add(sec(10)))
+	as = append(as[:0], s.Assign(now.Add(sec(10)))...)
+	if len(as) != 2 {
+		t.Fatalf("dependents not started: %+v", as)
+	}
+	// "app" finds lib's outputs gone; "tool" already has them and runs on.
+	app, tool := as[0], as[1]
+	if app.Job != 1 {
+		app, tool = tool, app
+	}
+	s.Redo([]int{0})
+	s.Done(app, InputsLost, "lib's builder is gone", now.Add(sec(11)))
+	if s.State(0) != Ready || s.State(1) != Waiting || s.State(2) != Running {
+		t.Fatalf("states after redo: %v %v %v", s.State(0), s.State(1), s.State(2))
+	}
+	if done, _ := s.Progress(); done != 0 {
+		t.Errorf("finished count %d after redo, want 0", done)
+	}
+	as = append(as[:0], s.Assign(now.Add(sec(11)))...)
+	if len(as) != 1 || as[0].Job != 0 {
+		t.Fatalf("lib not rebuilt: %+v", as)
+	}
+	s.Done(as[0], Built, "", now.Add(sec(21)))
+	s.Done(tool, Built, "", now.Add(sec(21)))
+	as = append(as[:0], s.Assign(now.Add(sec(21)))...)
+	if len(as) != 1 || as[0].Job != 1 {
+		t.Fatalf("app not restarted: %+v", as)
+	}
+	s.Done(as[0], Built, "", now.Add(sec(31)))
+	if !s.Finished() || s.Err() != nil {
+		t.Errorf("finished %v err %v", s.Finished(), s.Err())
+	}
+	if done, _ := s.Progress(); done != 3 {
+		t.Errorf("finished count %d, want 3", done)
+	}
+	// Redo of a job that is not built is ignored.
+	s.Redo([]int{-1, 99})
+}
+
+// TestRedoBounded: inputs that are lost every time end the consumer after
+// maxRedos rebuilds instead of looping.
+func TestRedoBounded(t *testing.T) {
+	machines := []Machine{{URI: "ssh://a", Systems: []string{"x86_64-linux"}, MaxJobs: 1, SpeedFactor: 1}}
+	jobs := []Job{
+		{Name: "lib", Platform: x86, Expected: sec(10)},
+		{Name: "app", Platform: x86, Expected: sec(10), Deps: []int{0}},
+	}
+	plan, err := NewPlan(jobs, machines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewScheduler(plan, Options{})
+	now := time.Unix(1000, 0)
+	for i := 0; i < 10 && !s.Finished(); i++ {
+		as := append([]Assignment(nil), s.Assign(now)...)
+		if len(as) != 1 {
+			t.Fatalf("round %d: assignments %+v", i, as)
+		}
+		if as[0].Job == 0 {
+			s.Done(as[0], Built, "", now)
+		} else {
+			s.Redo([]int{0})
+			s.Done(as[0], InputsLost, "gone again", now)
+		}
+	}
+	if !s.Finished() || s.Err() == nil || !strings.Contains(s.Err().Error(), "inputs lost 3 times") {
+		t.Fatalf("finished %v, err %v", s.Finished(), s.Err())
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -75,7 +76,7 @@ func TestHeld(t *testing.T) {
 	}
 	h := NewHeld()
 	r := &Remote{}
-	h.record(2, r, []store.Path{p})
+	h.record(2, r, 7, []store.Path{p})
 	if !h.On(2, p) || h.On(1, p) {
 		t.Errorf("recorded on machine 2, On says otherwise")
 	}
@@ -83,5 +84,24 @@ func TestHeld(t *testing.T) {
 	// zero Remote would fail if it were asked to).
 	if err := h.Fetch(context.Background(), 2, []store.Path{p}); err != nil {
 		t.Errorf("fetch for the holder: %v", err)
+	}
+	// For another machine the holder must hand it over; the zero Remote
+	// cannot (no builder URI), as a dead builder could not: the job that
+	// built it is named for a rebuild and the record is dropped.
+	r.LocalSocket = filepath.Join(t.TempDir(), "no-daemon")
+	err := h.Fetch(context.Background(), 1, []store.Path{p})
+	var lost *LostError
+	if !errors.As(err, &lost) || len(lost.Jobs) != 1 || lost.Jobs[0] != 7 {
+		t.Fatalf("fetch from an unreachable holder: %v", err)
+	}
+	if h.On(2, p) {
+		t.Errorf("a lost output is still recorded on its holder")
+	}
+	res := inputsResult(sched.Assignment{Job: 3}, p, err)
+	if res.Outcome != sched.InputsLost || len(res.Redo) != 1 || res.Redo[0] != 7 {
+		t.Errorf("result %+v", res)
+	}
+	if res := inputsResult(sched.Assignment{Job: 3}, p, errors.New("other")); res.Outcome != sched.Failed {
+		t.Errorf("a plain error gave %v", res.Outcome)
 	}
 }

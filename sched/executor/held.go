@@ -23,16 +23,28 @@ type Held struct {
 type holder struct {
 	machine int
 	remote  *Remote
+	job     int // the job that built it
 }
+
+// LostError is returned by Fetch when a builder that was the only holder
+// of some outputs cannot hand them over (it died, or lost them): the jobs
+// that built them must run again (sched.InputsLost, Scheduler.Redo).
+type LostError struct {
+	Jobs []int
+	Err  error
+}
+
+func (e *LostError) Error() string { return e.Err.Error() }
+func (e *LostError) Unwrap() error { return e.Err }
 
 // NewHeld returns an empty record.
 func NewHeld() *Held { return &Held{at: map[store.Path]holder{}} }
 
-func (h *Held) record(machine int, r *Remote, paths []store.Path) {
+func (h *Held) record(machine int, r *Remote, job int, paths []store.Path) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, p := range paths {
-		h.at[p] = holder{machine, r}
+		h.at[p] = holder{machine, r, job}
 	}
 }
 
@@ -70,7 +82,25 @@ func (h *Held) Fetch(ctx context.Context, machine int, paths []store.Path) error
 	h.mu.Unlock()
 	for _, r := range order {
 		if err := r.fetch(ctx, by[r]); err != nil {
-			return fmt.Errorf("fetching outputs built on %s: %w", r.Machine.URI, err)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			// Whatever the cause, these outputs are not to be had from
+			// there: forget them and have their jobs built again.
+			lost := &LostError{Err: fmt.Errorf("fetching outputs built on %s: %w", r.Machine.URI, err)}
+			h.mu.Lock()
+			seen := map[int]bool{}
+			for _, p := range by[r] {
+				if x, ok := h.at[p]; ok && x.remote == r {
+					if !seen[x.job] {
+						seen[x.job] = true
+						lost.Jobs = append(lost.Jobs, x.job)
+					}
+					delete(h.at, p)
+				}
+			}
+			h.mu.Unlock()
+			return lost
 		}
 		// Local now: later consumers copy from here. The builder still
 		// has them, but the local copy is the one to use.

@@ -55,7 +55,7 @@ func (l *Local) build(ctx context.Context, a sched.Assignment) sched.Result {
 			}
 		}
 		if err != nil {
-			return sched.Result{Assignment: a, Outcome: sched.Failed, Reason: fmt.Sprintf("inputs of %s: %v", job.Drv, err)}
+			return inputsResult(a, job.Drv, err)
 		}
 	}
 	c, err := daemon.Dial(ctx, socket, opts)

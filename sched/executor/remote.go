@@ -176,7 +176,7 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 		}
 	}
 	if err := r.Held.Fetch(ctx, a.Machine, fromLocal); err != nil {
-		return failed("inputs of %s: %v", job.Drv, err)
+		return inputsResult(a, job.Drv, err)
 	}
 	inputs, err := copy.Closure(ctx, local, fromLocal)
 	if err != nil {
@@ -240,7 +240,7 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 			return lost("copying outputs back: %v", withStderr(err, sc))
 		}
 	} else {
-		r.Held.record(a.Machine, r, job.Outputs)
+		r.Held.record(a.Machine, r, a.Job, job.Outputs)
 	}
 	if r.Events.Built != nil {
 		r.Events.Built(a.Job, a.Machine, res)
@@ -419,4 +419,16 @@ func (r *Remote) trustError() error {
 		user = "the ssh user"
 	}
 	return fmt.Errorf("builder %s: user %s is not a trusted user of its nix-daemon (add it to trusted-users in the builder's nix.conf)", r.Machine.URI, user)
+}
+
+// inputsResult reports a failure to gather a job's inputs: InputsLost with
+// the jobs to build again when a builder holding them is gone, else a
+// failure.
+func inputsResult(a sched.Assignment, drvPath store.Path, err error) sched.Result {
+	var lost *LostError
+	if errors.As(err, &lost) && len(lost.Jobs) > 0 {
+		return sched.Result{Assignment: a, Outcome: sched.InputsLost, Redo: lost.Jobs,
+			Reason: fmt.Sprintf("inputs of %s: %v; building them again", drvPath, err)}
+	}
+	return sched.Result{Assignment: a, Outcome: sched.Failed, Reason: fmt.Sprintf("inputs of %s: %v", drvPath, err)}
 }
