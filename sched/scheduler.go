@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 )
@@ -54,10 +55,14 @@ const (
 	// is gone. Redo(jobs) puts their builds back; the job waits for them
 	// again, its own machine is not blamed.
 	InputsLost
+	// MachineRefused: the machine will not build for this user (e.g. it
+	// does not trust it). It is out of the run; the job goes elsewhere,
+	// and jobs no other machine can build fail with the reason.
+	MachineRefused
 )
 
 func (o Outcome) String() string {
-	return [...]string{"built", "failed", "machine-lost", "inputs-lost"}[o]
+	return [...]string{"built", "failed", "machine-lost", "inputs-lost", "machine-refused"}[o]
 }
 
 // JobState is where a job is in a run.
@@ -144,6 +149,7 @@ type machineState struct {
 	failures  int
 	downUntil time.Time
 	dead      bool
+	why       string  // why a refusing machine is out of the run
 	invBW     float64 // seconds per byte to copy to/from it
 }
 
@@ -559,6 +565,12 @@ func (s *Scheduler) Done(a Assignment, o Outcome, reason string, now time.Time) 
 		}
 		s.state[id] = Waiting
 		s.requeue(id)
+	case MachineRefused:
+		ms := &s.machines[a.Machine]
+		ms.dead, ms.why = true, reason
+		s.state[id] = Ready
+		s.ready.push(int32(id))
+		s.failOrphans()
 	default:
 		s.state[id] = Ready
 		s.ready.push(int32(id))
@@ -668,14 +680,23 @@ func (s *Scheduler) failOrphans() {
 			continue
 		}
 		alive := false
+		var whys []string
 		for _, m := range s.plan.capable[id] {
-			alive = alive || !s.machines[m].dead
+			ms := &s.machines[m]
+			alive = alive || !ms.dead
+			if ms.why != "" && !slices.Contains(whys, ms.why) {
+				whys = append(whys, ms.why)
+			}
 		}
 		if !alive {
 			if s.state[id] == Ready {
 				s.ready.remove(int32(id))
 			}
-			s.fail(id, "every builder that can build it is down")
+			reason := "every builder that can build it is down"
+			if len(whys) > 0 {
+				reason = "every builder that can build it is down or refuses: " + strings.Join(whys, "; ")
+			}
+			s.fail(id, reason)
 		}
 	}
 }

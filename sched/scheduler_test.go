@@ -700,3 +700,46 @@ func TestRedoBounded(t *testing.T) {
 		t.Fatalf("finished %v, err %v", s.Finished(), s.Err())
 	}
 }
+
+// TestMachineRefused: a machine that refuses (an untrusted user) leaves
+// the run; its job goes to the other machine, and a job only it could
+// build fails with its reason.
+func TestMachineRefused(t *testing.T) {
+	machines := []Machine{
+		{URI: "ssh://strict", Systems: []string{"x86_64-linux", "aarch64-linux"}, MaxJobs: 1, SpeedFactor: 8},
+		{URI: "ssh://other", Systems: []string{"x86_64-linux"}, MaxJobs: 1, SpeedFactor: 1},
+	}
+	run := func(jobs []Job) *Scheduler {
+		plan, err := NewPlan(jobs, machines)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := NewScheduler(plan, Options{KeepGoing: true})
+		now := time.Unix(1000, 0)
+		as := append([]Assignment(nil), s.Assign(now)...)
+		if len(as) != 1 || as[0].Machine != 0 {
+			t.Fatalf("first assignment %+v, want the fast machine", as)
+		}
+		s.Done(as[0], MachineRefused, "user root is not trusted there", now)
+		for i := 0; i < 5 && !s.Finished(); i++ {
+			for _, a := range append([]Assignment(nil), s.Assign(now)...) {
+				if a.Machine == 0 {
+					t.Fatalf("the refusing machine got %+v", a)
+				}
+				s.Done(a, Built, "", now)
+			}
+		}
+		if !s.Finished() {
+			t.Fatal("run did not finish")
+		}
+		return s
+	}
+	s := run([]Job{{Name: "x", Platform: x86, Expected: sec(100)}})
+	if s.State(0) != Done || s.Err() != nil {
+		t.Errorf("x is %v, err %v; want built elsewhere", s.State(0), s.Err())
+	}
+	s = run([]Job{{Name: "y", Platform: arm, Expected: sec(10)}})
+	if err := s.Err(); s.State(0) != Failing || err == nil || !strings.Contains(err.Error(), "user root is not trusted there") {
+		t.Errorf("y is %v, err %v; want failing with the refusal", s.State(0), err)
+	}
+}

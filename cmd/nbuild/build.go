@@ -200,6 +200,9 @@ func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *buildPlan,
 	events.Lost = func(job, machine int, reason string) {
 		prog.warn("warning: %s: %s; trying elsewhere", p.splan.Jobs[job].Name, reason)
 	}
+	events.Refused = func(job, machine int, reason string) {
+		prog.warn("warning: %s; not using this builder for the rest of the run", reason)
+	}
 	events.Failed = func(job, machine int, reason string) {
 		// On a terminal a failure shows when it happens, with its log's
 		// last lines; the final error repeats it (as in a pipe).

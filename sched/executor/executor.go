@@ -56,12 +56,19 @@ type Events struct {
 	// Failed is called when job's build failed on machine (not when it
 	// was cancelled); reason holds the error and the log's last lines.
 	Failed func(job, machine int, reason string)
+	// Refused is called when machine refused to build job for a reason
+	// only its configuration can change (an untrusted user); the
+	// scheduler stops using the machine.
+	Refused func(job, machine int, reason string)
 }
 
 // report passes a lost machine's reason to Lost and returns res.
 func (ev *Events) report(res sched.Result) sched.Result {
 	if res.Outcome == sched.MachineLost && ev.Lost != nil {
 		ev.Lost(res.Job, res.Machine, res.Reason)
+	}
+	if res.Outcome == sched.MachineRefused && ev.Refused != nil {
+		ev.Refused(res.Job, res.Machine, res.Reason)
 	}
 	if res.Outcome == sched.Failed && res.Reason != "cancelled" && ev.Failed != nil {
 		ev.Failed(res.Job, res.Machine, res.Reason)

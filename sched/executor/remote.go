@@ -192,14 +192,14 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 	defer sc.Close()
 	defer rc.Close()
 	if err := r.checkTrust(rc); err != nil {
-		return sched.Result{Assignment: a, Outcome: sched.Failed, Reason: err.Error()}
+		return sched.Result{Assignment: a, Outcome: sched.MachineRefused, Reason: err.Error()}
 	}
 	r.upload.Lock() // one input upload per builder at a time, as Nix's hook
 	err = copyPaths(ctx, local, rc, inputs, true)
 	r.upload.Unlock()
 	if err != nil {
 		if e := r.untrusted(err); e != nil {
-			return sched.Result{Assignment: a, Outcome: sched.Failed, Reason: e.Error()}
+			return sched.Result{Assignment: a, Outcome: sched.MachineRefused, Reason: e.Error()}
 		}
 		return lost("copying inputs: %v", withStderr(err, sc))
 	}
@@ -222,7 +222,7 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 	}
 	if err != nil {
 		if e := r.untrusted(err); e != nil {
-			return sched.Result{Assignment: a, Outcome: sched.Failed, Reason: e.Error()}
+			return sched.Result{Assignment: a, Outcome: sched.MachineRefused, Reason: e.Error()}
 		}
 		if !isBuildError(err) {
 			return lost("%v", withStderr(err, sc))
