@@ -325,11 +325,11 @@ func remoteDrvOutputs(ctx context.Context, remote *daemon.Conn, infos []*store.P
 		if !info.Path.IsDerivation() {
 			continue
 		}
-		var nb strings.Builder
+		var nb bytes.Buffer
 		if err := remote.NarFromPath(ctx, info.Path, &nb); err != nil {
 			return nil, err
 		}
-		data, err := narFileContents([]byte(nb.String()))
+		data, err := narFileContents(nb.Bytes())
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", info.Path, err)
 		}

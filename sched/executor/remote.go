@@ -362,24 +362,18 @@ func copyPaths(ctx context.Context, src, dst pathInfoStore, infos []*store.PathI
 			return src.NarFromPath(ctx, info.Path, w)
 		}, flags)
 	}
-	for _, info := range missing {
-		pr, pw := io.Pipe()
-		errc := make(chan error, 1)
-		go func() {
-			err := src.NarFromPath(ctx, info.Path, pw)
-			pw.CloseWithError(err)
-			errc <- err
-		}()
-		err := dst.AddToStoreNarFlags(ctx, info, pr, flags)
-		pr.CloseWithError(io.ErrClosedPipe)
-		if serr := <-errc; err == nil && serr != nil {
-			err = serr
-		}
-		if err != nil {
-			return fmt.Errorf("copying %s: %w", info.Path, err)
-		}
-	}
-	return nil
+	// One path at a time: the source is a single connection.
+	return copy.Copy(ctx, src, flaggedAdder{dst, flags}, missing, copy.Options{Jobs: 1})
+}
+
+// flaggedAdder adds paths through a daemon connection with fixed flags.
+type flaggedAdder struct {
+	c     pathInfoStore
+	flags daemon.AddFlags
+}
+
+func (a flaggedAdder) AddToStoreNar(ctx context.Context, info *store.PathInfo, r io.Reader) error {
+	return a.c.AddToStoreNarFlags(ctx, info, r, a.flags)
 }
 
 // checkTrust refuses a builder whose daemon says (protocol 1.35 and
