@@ -3,8 +3,10 @@
 // own store and database), an sshd on a loopback port that runs inside the
 // namespace (so the commands it spawns, such as `nix-store --serve` and
 // `nix-daemon --stdio`, act on that store), and optionally the host's own
-// nix-daemon. NewRelay puts a slow, delaying link of our own between ssh
-// and sshd.
+// nix-daemon. Besides root, whom Nix always trusts, the host can accept a
+// login as an ordinary user whom its daemon does not trust
+// (Options.User). NewRelay puts a slow, delaying link of our own between
+// ssh and sshd.
 //
 // Everything is started and torn down by the test: processes are ended by
 // pid (every process inside the host's namespace was started by it), the
@@ -47,6 +49,16 @@ type Options struct {
 	// /etc/nix, so it can be given other system-features or
 	// extra-platforms, as a real builder would have.
 	NixConf string
+	// User, when set, is a second ssh login besides root: a user of that
+	// name (which the machine must not have) exists only inside the host,
+	// through copies of /etc/passwd and /etc/group mounted in its
+	// namespace, with an unused uid, shell /bin/sh, a home under Dir and
+	// the same client key as root. Like any non-root user its Nix reaches
+	// the store through the host's nix-daemon, which is therefore started
+	// as with Daemon, and which does not trust it (trusted-users is root
+	// unless NixConf says otherwise): the host is then a builder that an
+	// ordinary user copies to.
+	User string
 }
 
 // HostKeyAlias is the name ssh checks the host key under, whatever the
@@ -57,6 +69,11 @@ const HostKeyAlias = "nbuild-testhost"
 type Host struct {
 	// Addr is the ssh destination, "root@127.0.0.1".
 	Addr string
+	// UserAddr is the ssh destination of Options.User ("alice@127.0.0.1"),
+	// empty without one; UID is that user's uid. SSHOpts, Getenv and the
+	// other ssh options serve both logins.
+	UserAddr string
+	UID      int
 	// Port is sshd's loopback port.
 	Port int
 	// Dir is the scratch directory: Dir/nix is the host's /nix, Dir/ssh
@@ -76,6 +93,7 @@ type Host struct {
 	sshd    *exec.Cmd
 	daemon  *exec.Cmd
 	sshdLog string
+	user    string // Options.User
 }
 
 // New starts a host and registers its teardown with t.Cleanup. It skips
@@ -119,7 +137,14 @@ func (h *Host) start(opts Options) error {
 	if err := writeNixConf(etcDir, opts.NixConf); err != nil {
 		return err
 	}
-	if err := h.startAnchor(nixDir, etcDir); err != nil {
+	var mounts []string // pairs: source in Dir, target in the namespace
+	if opts.User != "" {
+		var err error
+		if mounts, err = h.addUser(opts.User); err != nil {
+			return err
+		}
+	}
+	if err := h.startAnchor(nixDir, etcDir, mounts); err != nil {
 		return err
 	}
 	if out, err := h.Run("nix-store", "--init"); err != nil {
@@ -128,6 +153,11 @@ func (h *Host) start(opts Options) error {
 	if err := h.writeKeys(sshDir); err != nil {
 		return err
 	}
+	if opts.User != "" {
+		if err := h.authorizeUser(sshDir); err != nil {
+			return err
+		}
+	}
 	// sshd refuses to start without its privilege separation directory,
 	// which a machine that does not run an sshd may lack.
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
@@ -135,14 +165,14 @@ func (h *Host) start(opts Options) error {
 	}
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		if err = h.startSSHD(sshDir); err == nil {
+		if err = h.startSSHD(sshDir, opts.User); err == nil {
 			break
 		}
 	}
 	if err != nil {
 		return err
 	}
-	if opts.Daemon {
+	if opts.Daemon || opts.User != "" {
 		if err := h.startDaemon(nixDir); err != nil {
 			return err
 		}
@@ -178,11 +208,15 @@ func writeNixConf(dir, extra string) error {
 }
 
 // startAnchor creates the namespace: unshare runs a shell that bind-mounts
-// the scratch /nix and the host's /etc/nix, says so, and then sleeps for as
-// long as the host lives.
-func (h *Host) startAnchor(nixDir, etcDir string) error {
-	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--",
-		"/bin/sh", "-c", `mount --bind "$1" /nix && mount --bind "$2" /etc/nix && echo ready && exec sleep 86400`, "sh", nixDir, etcDir)
+// the scratch /nix, the host's /etc/nix and the extra mounts (source and
+// target pairs), says so, and then sleeps for as long as the host lives.
+func (h *Host) startAnchor(nixDir, etcDir string, mounts []string) error {
+	script := `mount --bind "$1" /nix && mount --bind "$2" /etc/nix && shift 2 &&
+while [ $# -gt 0 ]; do mount --bind "$1" "$2" || exit 1; shift 2; done &&
+echo ready && exec sleep 86400`
+	args := append([]string{"--mount", "--propagation", "private", "--",
+		"/bin/sh", "-c", script, "sh", nixDir, etcDir}, mounts...)
+	cmd := exec.Command("unshare", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -262,7 +296,7 @@ func (h *Host) writeKeys(sshDir string) error {
 	return nil
 }
 
-func (h *Host) startSSHD(sshDir string) error {
+func (h *Host) startSSHD(sshDir, user string) error {
 	port, err := freePort()
 	if err != nil {
 		return err
@@ -293,6 +327,11 @@ func (h *Host) startSSHD(sshDir string) error {
 		"LogLevel VERBOSE",
 		"",
 	}, "\n")
+	if user != "" {
+		// sshd reads a user's keys as that user, who cannot read root's
+		// file (and must not be given root's %h/.ssh).
+		config += "Match User " + user + "\n\tAuthorizedKeysFile " + h.userKeys() + "\n"
+	}
 	if err := os.WriteFile(conf, []byte(config), 0o600); err != nil {
 		return err
 	}

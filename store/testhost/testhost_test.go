@@ -3,6 +3,7 @@ package testhost
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -211,4 +212,77 @@ func hasProcess(h *Host, cmdline string) bool {
 		}
 	}
 	return false
+}
+
+// TestUser logs in as Options.User: the session runs as that user inside
+// the host, its Nix works through the host's daemon, which does not trust
+// it, root still logs in as before, and the machine's /etc/passwd never
+// learns the user.
+func TestUser(t *testing.T) {
+	passwdBefore, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := New(t, Options{User: "nbuildtest"})
+	if h.UserAddr != "nbuildtest@127.0.0.1" || h.UID < firstUID {
+		t.Fatalf("UserAddr %q, UID %d", h.UserAddr, h.UID)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	user := func(remote ...string) (string, error) {
+		args := append([]string{h.UserAddr, "-x", "-a"}, h.SSHArgs()...)
+		args = append(append(args, "--"), remote...)
+		out, err := exec.CommandContext(ctx, "ssh", args...).CombinedOutput()
+		if err != nil {
+			return string(out), fmt.Errorf("ssh %s %v: %w: %s\nsshd log:\n%s", h.UserAddr, remote, err, out, h.SSHLog())
+		}
+		return string(out), nil
+	}
+	out, err := user("id", "-u", "-n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(out); got != "nbuildtest" {
+		t.Errorf("logged in as %q", got)
+	}
+	if out, _ := user("id", "-u"); strings.TrimSpace(out) != strconv.Itoa(h.UID) {
+		t.Errorf("uid %q, want %d", out, h.UID)
+	}
+	if out, err := sshCommand(ctx, h, h.Port, "id", "-u").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "0" {
+		t.Errorf("root login: %v: %q", err, out)
+	}
+
+	// The user's Nix sees the host's store, through the daemon.
+	hostPath := addFile(t, t.TempDir(), "only on the test host, for its user\n", h.Run)
+	if _, err := user("nix-store", "--check-validity", hostPath); err != nil {
+		t.Errorf("host path not valid for the user: %v", err)
+	}
+	// The daemon logs each connection with its peer, and whether it trusts it.
+	log, err := os.ReadFile(filepath.Join(h.Dir, "ssh", "nix-daemon.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen bool
+	for _, line := range strings.Split(string(log), "\n") {
+		if strings.Contains(line, "user nbuildtest") {
+			seen = true
+			if strings.Contains(line, "trusted") {
+				t.Errorf("the daemon trusts the user: %s", line)
+			}
+		}
+	}
+	if !seen {
+		t.Errorf("the daemon saw no connection from the user; its log:\n%s", log)
+	}
+
+	passwdAfter, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(passwdBefore, passwdAfter) || bytes.Contains(passwdAfter, []byte("nbuildtest")) {
+		t.Error("the machine's /etc/passwd changed")
+	}
+	if _, err := h.Run("grep", "-q", "^nbuildtest:", "/etc/passwd"); err != nil {
+		t.Errorf("the host's /etc/passwd lacks the user: %v", err)
+	}
 }
