@@ -8,9 +8,9 @@ import (
 	"github.com/nbuild/nbuild/store/daemon"
 )
 
-// The test hosts log in as root, whom a daemon always trusts, so the
-// refusal an untrusted user meets is built here with the message Nix 2.8's
-// LocalStore::addToStore sends.
+// TestExplainNotTrusted checks the wording alone, on the message Nix 2.8's
+// LocalStore::addToStore sends; TestToHostNotTrusted meets the real
+// refusal as a user the test host's daemon does not trust.
 func TestExplainNotTrusted(t *testing.T) {
 	refusal := &daemon.Error{Message: "cannot add path '/nix/store/00000000000000000000000000000000-x' because it lacks a valid signature"}
 	err := explain("alice@board", nil, refusal)
