@@ -101,7 +101,7 @@ type HostResult struct {
 // ErrNotTrusted is wrapped when the remote daemon refused paths for lack
 // of a trusted signature, which means the ssh user is not in its
 // trusted-users.
-var ErrNotTrusted = errors.New("copy: remote refused unsigned paths")
+var ErrNotTrusted = errors.New("copy: remote refused paths without a trusted signature")
 
 // ToHost copies the paths of closure (references first, e.g. from Closure)
 // that host lacks, over one ssh session. The remote's own Nix registers
@@ -427,13 +427,31 @@ func (s *splitConn) Close() error { return s.sc.Close() }
 // explain turns a failure into what the user must know: the remote's
 // stderr when the session died, and trust problems named as such.
 func explain(host string, sc *ssh.Conn, err error) error {
+	const refused = "lacks a valid signature"
+	var msg string
 	var de *daemon.Error
-	if errors.As(err, &de) && strings.Contains(de.Message, "lacks a valid signature") {
+	if errors.As(err, &de) && strings.Contains(de.Message, refused) {
+		msg = de.Message
+	}
+	var tail string
+	if sc != nil {
+		tail = strings.TrimSpace(sc.StderrTail())
+	}
+	if msg == "" {
+		// nix-store --serve dies of the daemon's refusal, which only its
+		// stderr tells: "error: cannot add path '...' because it lacks ...".
+		for _, line := range strings.Split(tail, "\n") {
+			if strings.Contains(line, refused) {
+				msg = strings.TrimPrefix(strings.TrimSpace(line), "error: ")
+			}
+		}
+	}
+	if msg != "" {
 		return fmt.Errorf("%w: %s: %s\n(the ssh user is not in trusted-users on %s, and the paths carry no signature it trusts: "+
 			"add the user to trusted-users there, or sign the paths with a key in its trusted-public-keys)",
-			ErrNotTrusted, host, de.Message, host)
+			ErrNotTrusted, host, msg, host)
 	}
-	if tail := strings.TrimSpace(sc.StderrTail()); tail != "" && !strings.Contains(err.Error(), tail) {
+	if tail != "" && !strings.Contains(err.Error(), tail) {
 		return fmt.Errorf("%s: %w\nremote said: %s", host, err, tail)
 	}
 	return fmt.Errorf("%s: %w", host, err)

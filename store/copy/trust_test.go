@@ -74,40 +74,36 @@ func TestToHostNotTrusted(t *testing.T) {
 	for _, tc := range []struct {
 		name, compress, proto string
 		noDaemon              bool
-		// signedOnly leaves out the unsigned copy: through the serve
-		// fallback the remote's refusal reaches explain only as ssh's
-		// stderr, which it does not read for trust yet.
-		signedOnly bool
 	}{
 		{name: "zstd", compress: "zstd", proto: "daemon"},
 		{name: "none", compress: "none", proto: "daemon"},
-		{name: "serve", compress: "none", proto: "serve", noDaemon: true, signedOnly: true},
+		// Through the serve fallback the refusal reaches explain only as
+		// the remote's stderr.
+		{name: "serve", compress: "none", proto: "serve", noDaemon: true},
 	} {
 		opts := copy.HostOptions{SSH: ssh.Options{Getenv: h.Getenv}, Compress: tc.compress, NoDaemon: tc.noDaemon}
-		if !tc.signedOnly {
-			t.Run(tc.name+"/unsigned", func(t *testing.T) {
-				h.MustRun("sh", "-c", "nix-store --delete "+paths(unsigned)+" >/dev/null 2>&1 || true")
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-				defer cancel()
-				_, err := copy.ToHost(ctx, h.UserAddr, unsigned, opts)
-				if err == nil {
-					t.Fatal("an untrusted user's copy of unsigned paths succeeded")
+		t.Run(tc.name+"/unsigned", func(t *testing.T) {
+			h.MustRun("sh", "-c", "nix-store --delete "+paths(unsigned)+" >/dev/null 2>&1 || true")
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			_, err := copy.ToHost(ctx, h.UserAddr, unsigned, opts)
+			if err == nil {
+				t.Fatal("an untrusted user's copy of unsigned paths succeeded")
+			}
+			if !errors.Is(err, copy.ErrNotTrusted) {
+				t.Errorf("error is not ErrNotTrusted: %v", err)
+			}
+			for _, want := range []string{
+				"lacks a valid signature", "trusted-users on " + h.UserAddr, "trusted-public-keys",
+			} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error lacks %q:\n%v", want, err)
 				}
-				if !errors.Is(err, copy.ErrNotTrusted) {
-					t.Errorf("error is not ErrNotTrusted: %v", err)
-				}
-				for _, want := range []string{
-					"lacks a valid signature", "trusted-users on " + h.UserAddr, "trusted-public-keys",
-				} {
-					if !strings.Contains(err.Error(), want) {
-						t.Errorf("error lacks %q:\n%v", want, err)
-					}
-				}
-				if v := remoteValid(t, h, unsigned); len(v) != 0 {
-					t.Errorf("refused paths are valid on the remote: %v", v)
-				}
-			})
-		}
+			}
+			if v := remoteValid(t, h, unsigned); len(v) != 0 {
+				t.Errorf("refused paths are valid on the remote: %v", v)
+			}
+		})
 		t.Run(tc.name+"/signed", func(t *testing.T) {
 			h.MustRun("sh", "-c", "nix-store --delete "+paths(signed)+" >/dev/null 2>&1 || true")
 			if v := remoteValid(t, h, signed); len(v) != 0 {
