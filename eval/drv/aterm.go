@@ -284,6 +284,16 @@ func rawMask(x uint64) uint64 { return zeroBytes(x^(lsb*'"')) | zeroBytes(x^(lsb
 // others are ordinary bytes and rare).
 func escMask(x uint64) uint64 { return rawMask(x) | (x-lsb*0x0E)&^x&msb }
 
+// load64 and store64 access the 8 bytes at p+i, little-endian, without a
+// bounds check: callers make sure they are in range.
+func load64(p unsafe.Pointer, i int) uint64 {
+	return binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(p, i))[:])
+}
+
+func store64(p unsafe.Pointer, i int, v uint64) {
+	binary.LittleEndian.PutUint64((*[8]byte)(unsafe.Add(p, i))[:], v)
+}
+
 // scanRaw returns the index of the first '"' or '\\' at or after r, or
 // len(data).
 func scanRaw(data []byte, r int) int {
@@ -379,33 +389,148 @@ func (p *Parser) rawErr(r int) error {
 var unescapes = [256]byte{'"': '"', '\\': '\\', 'n': '\n', 'r': '\r', 't': '\t'}
 
 // unescape finishes a string with escapes: data[start] is its opening quote
-// and data[r] its first backslash. The text is unescaped into dst at w: in
-// place with Parse's private copy (w never passes the read index r), at the
-// end of the arena with ParseShared, into p.scratch with Intern. An
-// unescaped string is never longer than the rest of the input, so dst is
-// made that big and is written a word at a time.
+// and data[r] its first backslash. The text is unescaped in place with
+// Parse's private copy, at the end of the arena with ParseShared, into
+// p.scratch with Intern. An unescaped string is never longer than the rest
+// of the input, so the destination is made that big (plus a word) and is
+// written a word at a time.
 func (p *Parser) unescape(start, r int) (string, int, error) {
+	if p.inPlace {
+		return p.unescapeInPlace(start, r)
+	}
 	data := p.data
-	sep := !p.inPlace // dst does not alias data
+	need := len(data) - start + 8
 	var dst []byte
-	var base, w int
-	switch {
-	case p.inPlace:
-		dst, w = data, r
-	case p.views:
-		if cap(p.arena)-len(p.arena) < len(data)-start {
-			p.arena = make([]byte, 0, max(len(data)-start, 64<<10))
+	var base int
+	if p.views {
+		if cap(p.arena)-len(p.arena) < need {
+			p.arena = make([]byte, 0, max(need, 64<<10))
 		}
 		base = len(p.arena)
 		dst = p.arena[:cap(p.arena)]
-		w = base + copy(dst[base:], data[start+1:r])
-	default:
-		if cap(p.scratch) < len(data)-start {
-			p.scratch = make([]byte, len(data)-start)
+	} else {
+		if cap(p.scratch) < need {
+			p.scratch = make([]byte, need)
 		}
 		dst = p.scratch[:cap(p.scratch)]
-		w = copy(dst, data[start+1:r])
 	}
+	w := base + copy(dst[base:], data[start+1:r])
+	w, q, ok := unescapeTo(dst, w, data, r)
+	if !ok {
+		return "", start, p.unescapeErr(start, q)
+	}
+	p.pos = q + 1
+	if !p.views {
+		return p.Intern(dst[:w]), start, nil
+	}
+	p.arena = p.arena[:w]
+	if w == base {
+		return "", start, nil
+	}
+	return unsafe.String(&p.arena[base], w-base), start, nil
+}
+
+// unescapeTo decodes an escaped string from its backslash at data[r] to its
+// closing quote into dst at w. It returns the new w and the offset of the
+// closing quote, or ok == false and the offset of the fault (see
+// unescapeErr).
+//
+// Strings a builder script long have an escape every few bytes, so the
+// flagged bytes of each 8-byte word are handled from one mask instead of
+// reloading the text after each escape: the word is stored at every step,
+// and the next step overwrites what did not belong. The loop reads and
+// writes through unsafe pointers (no bounds checks): it runs only while
+// r+16 <= len(data), so data[r:r+9] is in range, and while dst has room
+// for len(data)-r+8 more bytes, which stays true because each word writes
+// no more than it reads; the rest goes through the checked loop below.
+func unescapeTo(dst []byte, w int, data []byte, r int) (int, int, bool) {
+	if len(dst)-w >= len(data)-r+8 {
+		dp, sp := unsafe.Pointer(unsafe.SliceData(dst)), unsafe.Pointer(unsafe.SliceData(data))
+		for r+16 <= len(data) {
+			x := load64(sp, r)
+			m := escMask(x)
+			if m == 0 {
+				store64(dp, w, x)
+				w, r = w+8, r+8
+				continue
+			}
+			s := uint(0) // bytes of x consumed; 8 or 9 once an escape ends past it
+			for {
+				j := uint(bits.TrailingZeros64(m)) >> 3
+				store64(dp, w, x>>(8*(s&7)))
+				w += int(j - s)
+				b := byte(x >> (8 * (j & 7)))
+				if b == '\\' {
+					c := unescapes[*(*byte)(unsafe.Add(sp, r+int(j)+1))]
+					if c == 0 {
+						return w, r + int(j), false
+					}
+					*(*byte)(unsafe.Add(dp, w)) = c
+					s = j + 2
+				} else if b == '"' {
+					return w, r + int(j), true
+				} else if b == '\n' || b == '\r' || b == '\t' {
+					return w, r + int(j), false
+				} else {
+					s = j + 1 // another control byte (or a false alarm): ordinary
+				}
+				w++
+				if m &= ^uint64(0) << (8 * s); m == 0 {
+					break
+				}
+			}
+			if s < 8 {
+				store64(dp, w, x>>(8*s))
+				w += int(8 - s)
+				r += 8
+			} else {
+				r += int(s)
+			}
+		}
+	}
+	for r < len(data) {
+		switch b := data[r]; b {
+		case '\\':
+			if r+1 >= len(data) {
+				return w, r, false
+			}
+			c := unescapes[data[r+1]]
+			if c == 0 {
+				return w, r, false
+			}
+			dst[w] = c
+			w, r = w+1, r+2
+		case '"':
+			return w, r, true
+		case '\n', '\r', '\t':
+			return w, r, false
+		default:
+			dst[w] = b
+			w, r = w+1, r+1
+		}
+	}
+	return w, r, false
+}
+
+// unescapeErr describes the fault unescapeTo stopped at, offset r of the
+// string opened at start.
+func (p *Parser) unescapeErr(start, r int) error {
+	data := p.data
+	switch {
+	case r >= len(data) || data[r] == '\\' && r+1 == len(data):
+		return p.fail(start, "unterminated string")
+	case data[r] == '\\':
+		return p.fail(r, "invalid escape sequence \\%c (Nix writes only \\\" \\\\ \\n \\r \\t)", data[r+1])
+	}
+	return p.rawErr(r)
+}
+
+// unescapeInPlace is unescape for Parse's private copy: the text moves
+// left over itself (w never passes the read index r), and a word is
+// written whole only where nothing is read again.
+func (p *Parser) unescapeInPlace(start, r int) (string, int, error) {
+	data := p.data
+	dst, w := data, r
 	for {
 		// data[r] is a backslash.
 		if r+1 >= len(data) {
@@ -424,7 +549,7 @@ func (p *Parser) unescape(start, r int) (string, int, error) {
 				x := binary.LittleEndian.Uint64(data[r:])
 				if m := escMask(x); m != 0 {
 					k := bits.TrailingZeros64(m) >> 3
-					if sep || r-w >= 8 {
+					if r-w >= 8 {
 						// Bytes past k land where nothing is read again.
 						binary.LittleEndian.PutUint64(dst[w:], x)
 					} else {
@@ -449,17 +574,7 @@ func (p *Parser) unescape(start, r int) (string, int, error) {
 			switch data[r] {
 			case '"':
 				p.pos = r + 1
-				switch {
-				case p.inPlace:
-					return p.str(start+1, w), start, nil
-				case p.views:
-					p.arena = p.arena[:w]
-					if w == base {
-						return "", start, nil
-					}
-					return unsafe.String(&p.arena[base], w-base), start, nil
-				}
-				return p.Intern(dst[:w]), start, nil
+				return p.str(start+1, w), start, nil
 			case '\\':
 			case '\n', '\r', '\t':
 				return "", start, p.rawErr(r)

@@ -1,0 +1,78 @@
+package drv
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+)
+
+// TestStringScanners: strings dense in the bytes the word-at-a-time
+// scanners look at (quotes, backslashes, control bytes, and the bytes their
+// masks may flag by mistake next to them), of every length and alignment,
+// parse to the same value with Parse, ParseShared and an interner; and
+// raw text with faults in it gives all three the same error.
+func TestStringScanners(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []byte("\"\\\n\r\t\x00\x01\x0d\x0e\x0f#]^ !abnrtz\x7f\x80\xff")
+	randBytes := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			if rng.IntN(3) == 0 {
+				b[i] = byte('a' + rng.IntN(26))
+			} else {
+				b[i] = alphabet[rng.IntN(len(alphabet))]
+			}
+		}
+		return b
+	}
+	intern := &Parser{Intern: func(b []byte) string { return string(b) }}
+	var shared Parser
+	for i := range 20000 {
+		n := rng.IntN(80)
+		if i%100 == 0 {
+			n = rng.IntN(3000)
+		}
+		s := string(randBytes(n))
+		pad := string(bytes.Repeat([]byte("p"), rng.IntN(9)))
+		d := &Derivation{
+			Outputs:  []Output{{Name: "out", Path: outPath}},
+			Platform: "x86_64-linux",
+			Builder:  pad + s,
+			Args:     []string{s, pad},
+			Env:      []EnvVar{{Key: s, Value: s + pad}},
+		}
+		if n%2 == 0 {
+			d.Env = append(d.Env, EnvVar{Key: s + "~", Value: ""})
+		}
+		data := d.AppendATerm(nil)
+		for name, parse := range map[string]func([]byte) (*Derivation, error){
+			"Parse": Parse, "ParseShared": shared.ParseShared, "Intern": intern.Parse,
+		} {
+			got, err := parse(bytes.Clone(data))
+			if err != nil || !reflect.DeepEqual(got, d) {
+				t.Fatalf("%s of %q: %v\n got %+v\nwant %+v", name, data, err, got, d)
+			}
+		}
+
+		// The same text unescaped, or with one byte changed: whatever
+		// Parse says, the others say too.
+		raw := bytes.Clone(data)
+		if rng.IntN(2) == 0 {
+			k := bytes.Index(raw, []byte(`",[`)) + 3 // into args
+			raw = append(raw[:k:k], append(randBytes(rng.IntN(40)), raw[k:]...)...)
+		} else {
+			raw[rng.IntN(len(raw))] = alphabet[rng.IntN(len(alphabet))]
+		}
+		want, werr := Parse(raw)
+		for name, parse := range map[string]func([]byte) (*Derivation, error){
+			"ParseShared": shared.ParseShared, "Intern": intern.Parse,
+		} {
+			got, err := parse(bytes.Clone(raw))
+			if (err == nil) != (werr == nil) || err != nil && err.Error() != werr.Error() || !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s of %q: %v, Parse: %v", name, raw, err, werr)
+			}
+		}
+		shared.Recycle()
+	}
+}
