@@ -68,7 +68,7 @@ func copyCommand() command {
 			fs.BoolVarP(&o.useSubstitutes, "use-substitutes", "s", false, "let the receiving side substitute missing paths first")
 			fs.BoolVar(&o.gzip, "gzip", false, "compress the ssh connection (ssh -C)")
 			fs.BoolVarP(&o.verbose, "verbose", "v", false, "print each path copied and pass -v to ssh")
-			fs.StringVar(&o.compress, "compress", "auto", "NAR compression to a host: auto (zstd if the remote has it), none, zstd, xz")
+			fs.StringVar(&o.compress, "compress", "auto", "NAR compression to a host: auto (zstd if the remote has it, each chunk only when compressing it pays), none, zstd, xz")
 			fs.IntVar(&o.level, "compress-level", 0, "compression level (0: zstd 3, xz 6)")
 			fs.IntVarP(&o.jobs, "jobs", "j", 0, "parallel compression / NAR transfers (0: number of CPUs)")
 			fs.BoolVar(&o.noCheckSigs, "no-check-sigs", false, "--from file://: do not require trusted signatures")

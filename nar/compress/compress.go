@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -60,6 +61,15 @@ type Options struct {
 	MaxInFlightBytes int64
 	// Context cancels compression; nil means context.Background().
 	Context context.Context
+	// Adaptive (zstd only) stores a chunk instead of compressing it when
+	// compressing cannot pay: when the last chunks shrank by less than
+	// 5 % (every 8th chunk is still compressed, to notice a change), or
+	// when the underlying writer takes bytes faster than the workers
+	// compress them and it is waiting for the next chunk. A stored chunk
+	// is a zstd frame of raw blocks: any zstd decoder reads the stream,
+	// at the cost of a memory copy. A writer that pushes back (a slow
+	// link) gets every compressible chunk compressed.
+	Adaptive bool
 }
 
 // Ext returns the file extension Nix gives a NAR compressed with algo
@@ -138,6 +148,7 @@ type job struct {
 	in, out []byte
 	err     error
 	done    chan struct{}
+	stored  bool // out is a frame of raw blocks (Options.Adaptive)
 }
 
 // Writer compresses what is written to it into an underlying writer. Close
@@ -163,6 +174,8 @@ type Writer struct {
 	gctx    context.Context
 	jobs    chan *job // work queue
 	order   chan *job // result queue, in input order
+
+	adapt *adaptive // Options.Adaptive's measurements; nil when off
 }
 
 // NewWriter returns a Writer compressing with algo ("none", "zstd", "xz")
@@ -177,6 +190,9 @@ func NewWriter(w io.Writer, algo string, opts Options) (*Writer, error) {
 	zw := &Writer{w: w, opts: opts, ctx: opts.Context}
 	switch algo {
 	case "none", "":
+		if opts.Adaptive {
+			return nil, errors.New("compress: Adaptive needs zstd")
+		}
 		zw.codec = noneCodec{}
 		if opts.ChunkSize <= 0 {
 			opts.ChunkSize = 1 << 20
@@ -197,7 +213,13 @@ func NewWriter(w io.Writer, algo string, opts Options) (*Writer, error) {
 			return nil, fmt.Errorf("compress: zstd: %w", err)
 		}
 		zw.codec = zstdCodec{enc}
+		if opts.Adaptive {
+			zw.adapt = &adaptive{}
+		}
 	case "xz":
+		if opts.Adaptive {
+			return nil, errors.New("compress: Adaptive needs zstd")
+		}
 		level := opts.Level
 		if level == 0 {
 			level = 6
@@ -326,10 +348,18 @@ func (zw *Writer) submit(j *job) error {
 	// The result queue is filled before the work queue, so the flusher
 	// sees jobs in input order whichever worker finishes first.
 	j.done = make(chan struct{})
+	j.stored = false
+	if zw.adapt != nil && zw.adapt.store(zw.opts.Concurrency) {
+		j.out, j.stored = appendStoredFrame(j.out[:0], j.in), true
+		close(j.done)
+	}
 	select {
 	case zw.order <- j:
 	case <-zw.gctx.Done():
 		return zw.fail(zw.stop())
+	}
+	if j.stored {
+		return nil
 	}
 	select {
 	case zw.jobs <- j:
@@ -342,9 +372,18 @@ func (zw *Writer) submit(j *job) error {
 func (zw *Writer) compressNow(j *job) error {
 	zw.emitted = true
 	var err error
-	j.out, err = zw.codec.appendCompressed(zw.ctx, j.out[:0], j.in)
+	if zw.adapt != nil && zw.adapt.store(1) {
+		j.out, j.stored = appendStoredFrame(j.out[:0], j.in), true
+	} else {
+		start := time.Now()
+		j.out, err = zw.codec.appendCompressed(zw.ctx, j.out[:0], j.in)
+		if zw.adapt != nil {
+			zw.adapt.compressed(len(j.in), time.Since(start))
+		}
+		j.stored = false
+	}
 	if err == nil {
-		_, err = zw.w.Write(j.out)
+		err = zw.writeOut(j)
 	}
 	zw.free <- j
 	if err != nil {
@@ -371,7 +410,11 @@ func (zw *Writer) work() error {
 			if !ok {
 				return nil
 			}
+			start := time.Now()
 			out, err := zw.codec.appendCompressed(zw.gctx, j.out[:0], j.in)
+			if zw.adapt != nil {
+				zw.adapt.compressed(len(j.in), time.Since(start))
+			}
 			// Once done is closed the flusher owns j and may recycle it:
 			// read nothing of j after that.
 			j.out, j.err = out, err
@@ -400,17 +443,41 @@ func (zw *Writer) flush() error {
 		}
 		select {
 		case <-j.done:
-		case <-zw.gctx.Done():
-			return zw.gctx.Err()
+		default:
+			// The writer waits for the compressor.
+			if zw.adapt != nil {
+				zw.adapt.starved.Store(true)
+			}
+			select {
+			case <-j.done:
+			case <-zw.gctx.Done():
+				return zw.gctx.Err()
+			}
+			if zw.adapt != nil {
+				zw.adapt.starved.Store(false)
+			}
 		}
 		if j.err != nil {
 			return j.err
 		}
-		if _, err := zw.w.Write(j.out); err != nil {
+		if err := zw.writeOut(j); err != nil {
 			return err
 		}
 		zw.free <- j // never blocks: free holds every job
 	}
+}
+
+// writeOut writes a finished chunk to the underlying writer, timing it for
+// Options.Adaptive.
+func (zw *Writer) writeOut(j *job) error {
+	if zw.adapt == nil {
+		_, err := zw.w.Write(j.out)
+		return err
+	}
+	start := time.Now()
+	_, err := zw.w.Write(j.out)
+	zw.adapt.written(len(j.in), len(j.out), j.stored, time.Since(start))
+	return err
 }
 
 // stop closes the queues and waits for the pipeline's goroutines.

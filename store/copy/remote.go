@@ -71,8 +71,11 @@ type HostOptions struct {
 	// SSH configures the transport (NIX_SSHOPTS through Getenv, -C, -v).
 	SSH ssh.Options
 	// Compress is "auto" (or ""), "none", "zstd" or "xz". Auto means zstd
-	// when the remote has it, else none. An explicit algorithm the remote
-	// cannot decompress is an error.
+	// when the remote has it, else none, deciding per chunk whether
+	// compressing pays (compress.Options.Adaptive): chunks that barely
+	// shrink, and chunks the link would take faster than the compressor
+	// makes them, go as stored zstd frames. An explicit algorithm the
+	// remote cannot decompress is an error.
 	Compress string
 	// Level is the compression level; 0 means the algorithm's default
 	// (zstd 3, xz 6).
@@ -279,7 +282,8 @@ func sendDaemon(ctx context.Context, sc *ssh.Conn, br *bufio.Reader, algo string
 	}
 	tr := &splitConn{sc: sc, br: br, raw: raw, algo: algo, padOp: padOp(missing[0].Path)}
 	if algo != "none" {
-		cw, err := compress.NewWriter(sc, algo, compress.Options{Level: opts.Level, Concurrency: opts.Jobs, Context: ctx})
+		adaptive := algo == "zstd" && (opts.Compress == "" || opts.Compress == "auto")
+		cw, err := compress.NewWriter(sc, algo, compress.Options{Level: opts.Level, Concurrency: opts.Jobs, Context: ctx, Adaptive: adaptive})
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,276 @@
+package compress
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// TestStoredFrameDecodes checks stored frames against klauspost's decoder
+// and, when present, the zstd tool (what a remote decompresses with), at
+// the sizes around a raw block's limit.
+func TestStoredFrameDecodes(t *testing.T) {
+	for _, n := range []int{0, 1, maxRawBlock - 1, maxRawBlock, maxRawBlock + 1, 3*maxRawBlock + 17} {
+		src := make([]byte, n)
+		for i := range src {
+			src[i] = byte(i*7 + i>>9)
+		}
+		// Two frames back to back, as a stream of chunks is.
+		frame := appendStoredFrame(appendStoredFrame(nil, src), src)
+		if want := 2 * (9 + n + 3*max(1, (n+maxRawBlock-1)/maxRawBlock)); len(frame) != want {
+			t.Errorf("n=%d: %d bytes of frames, want %d", n, len(frame), want)
+		}
+		want := append(append([]byte(nil), src...), src...)
+		dec, err := zstd.NewReader(bytes.NewReader(frame))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(dec)
+		dec.Close()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("n=%d: klauspost read %d bytes, err %v; want %d bytes", n, len(got), err, len(want))
+		}
+		if _, err := exec.LookPath("zstd"); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatal("CI=true and zstd missing")
+			}
+			continue
+		}
+		cmd := exec.Command("zstd", "-dcq")
+		cmd.Stdin = bytes.NewReader(frame)
+		got, err = cmd.Output()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("n=%d: zstd -d wrote %d bytes, err %v; want %d bytes", n, len(got), err, len(want))
+		}
+	}
+}
+
+// TestAdaptivePolicy checks the decision from given measurements.
+func TestAdaptivePolicy(t *testing.T) {
+	const (
+		slowLink   = 1 / 12.5e6 // 100 Mbit/s, seconds per byte
+		fastLink   = 1 / 2e9
+		oneWorker  = 1 / 300e6 // a zstd -3 worker
+		slowWorker = 1 / 50e6
+	)
+	cases := []struct {
+		name                   string
+		ratio, compress, write float64
+		workers                int
+		starved                bool
+		want                   bool
+	}{
+		{"nothing measured yet", 0, 0, 0, 2, true, false},
+		{"link not yet trusted", 0.3, oneWorker, 0, 2, true, false},
+		{"slow link", 0.3, oneWorker, slowLink, 2, true, false},
+		{"slow link, slow workers", 0.3, slowWorker, slowLink, 2, true, false},
+		{"fast link, workers behind, writer waits", 0.3, oneWorker, fastLink, 2, true, true},
+		{"fast link, workers behind, writer busy", 0.3, oneWorker, fastLink, 2, false, false},
+		{"fast link, workers ahead", 0.3, 1 / 5e9, fastLink, 2, true, false},
+		{"incompressible", 0.99, oneWorker, slowLink, 2, false, true},
+		{"one worker, slow link", 0.3, oneWorker, slowLink, 1, false, false},
+		{"one worker, fast link", 0.3, oneWorker, fastLink, 1, false, true},
+		{"one worker, compressing saves more than it costs", 0.5, 1 / 100e6, 1 / 40e6, 1, false, false},
+		{"one worker, compressing costs more than it saves", 0.5, 1 / 100e6, 1 / 60e6, 1, false, true},
+	}
+	for _, c := range cases {
+		a := &adaptive{ratio: c.ratio, compress: c.compress, write: c.write, decided: 1}
+		a.starved.Store(c.starved)
+		if got := a.store(c.workers); got != c.want {
+			t.Errorf("%s: store = %v, want %v", c.name, got, c.want)
+		}
+	}
+	// While storing for the ratio, every probeEvery-th chunk is compressed.
+	a := &adaptive{ratio: 0.99}
+	compressed := 0
+	for range 4 * probeEvery {
+		if !a.store(2) {
+			compressed++
+		}
+	}
+	if compressed != 4 {
+		t.Errorf("incompressible: %d of %d chunks compressed, want 4 probes", compressed, 4*probeEvery)
+	}
+}
+
+// TestAdaptiveWriteTimes checks that the writer's speed is trusted only
+// after linkEvidence bytes and then follows the slow samples.
+func TestAdaptiveWriteTimes(t *testing.T) {
+	a := &adaptive{}
+	// A burst into buffers: fast, but not yet evidence.
+	a.written(4<<20, 1<<20, false, time.Millisecond)
+	if a.write != 0 {
+		t.Fatalf("write speed trusted after %d bytes", a.writtenN)
+	}
+	if a.ratio != 0.25 {
+		t.Errorf("ratio %v, want 0.25", a.ratio)
+	}
+	for a.writtenN < linkEvidence {
+		a.written(4<<20, 1<<20, false, 80*time.Millisecond) // 12.5 MB/s
+	}
+	if rate := 1 / a.write; rate > 14e6 {
+		t.Errorf("link measured at %.1f MB/s after the burst, want about 12.5", rate/1e6)
+	}
+	a.written(4<<20, 4<<20, true, 0) // a stored chunk leaves the ratio alone
+	if a.ratio != 0.25 {
+		t.Errorf("a stored chunk changed the ratio to %v", a.ratio)
+	}
+}
+
+// frames walks a stream of zstd frames and counts the stored ones (as
+// appendStoredFrame writes them) and the others.
+func frames(t *testing.T, b []byte) (stored, compressed int) {
+	t.Helper()
+	for len(b) > 0 {
+		if len(b) < 6 || binary.LittleEndian.Uint32(b) != zstdMagic {
+			t.Fatalf("no frame at %d bytes from the end", len(b))
+		}
+		fhd := b[4]
+		isStored := fhd == storedFHD
+		// Header: descriptor, window descriptor unless single segment,
+		// dictionary id, content size (RFC 8878 §3.1.1.1).
+		pos := 5
+		if fhd&0x20 == 0 {
+			pos++
+		}
+		pos += [4]int{0, 1, 2, 4}[fhd&3]
+		fcs := [4]int{0, 2, 4, 8}[fhd>>6]
+		if fhd>>6 == 0 && fhd&0x20 != 0 {
+			fcs = 1
+		}
+		pos += fcs
+		for {
+			h := uint32(b[pos]) | uint32(b[pos+1])<<8 | uint32(b[pos+2])<<16
+			size := int(h >> 3)
+			typ := (h >> 1) & 3
+			if typ != 0 {
+				isStored = false
+			}
+			if typ == 1 { // RLE: one byte
+				size = 1
+			}
+			pos += 3 + size
+			if h&1 != 0 {
+				break
+			}
+		}
+		if fhd&4 != 0 {
+			pos += 4 // checksum
+		}
+		if isStored {
+			stored++
+		} else {
+			compressed++
+		}
+		b = b[pos:]
+	}
+	return stored, compressed
+}
+
+// slowWriter takes bytes at a given rate.
+type slowWriter struct {
+	w    io.Writer
+	rate float64 // bytes per second
+}
+
+func (s slowWriter) Write(p []byte) (int, error) {
+	time.Sleep(time.Duration(float64(len(p)) / s.rate * float64(time.Second)))
+	return s.w.Write(p)
+}
+
+// TestAdaptiveStream checks what an adaptive writer decides on streams
+// whose answer does not depend on the machine's speed, and that the mixed
+// stream reads back with klauspost's decoder and the zstd tool.
+func TestAdaptiveStream(t *testing.T) {
+	defer SetLinkEvidence(512 << 10)()
+	random := make([]byte, 24<<20)
+	rng := rand.NewChaCha8([32]byte{1})
+	rng.Read(random)
+	// Words drawn from a random vocabulary: compresses to about half.
+	var vocab [][]byte
+	for i := range 4096 {
+		vocab = append(vocab, random[i*6:i*6+6])
+	}
+	var words []byte
+	for i := 0; len(words) < 4<<20; i++ {
+		words = append(words, vocab[int(random[i])<<4|int(random[i+1]&15)]...)
+	}
+	for _, c := range []struct {
+		name    string
+		data    []byte
+		w       func(io.Writer) io.Writer
+		workers int
+		check   func(t *testing.T, stored, compressed int)
+	}{
+		{"incompressible", random, func(w io.Writer) io.Writer { return w }, 2, func(t *testing.T, stored, compressed int) {
+			// The chunks decided before the first ratio is known are
+			// compressed, then one in probeEvery.
+			if compressed > 2*2+(stored+compressed)/probeEvery || stored == 0 {
+				t.Errorf("%d chunks stored, %d compressed; want all but the probes stored", stored, compressed)
+			}
+		}},
+		{"incompressible, one worker", random[:8<<20], func(w io.Writer) io.Writer { return w }, 1, func(t *testing.T, stored, compressed int) {
+			if compressed > 1+(stored+compressed)/probeEvery || stored == 0 {
+				t.Errorf("%d chunks stored, %d compressed; want all but the probes stored", stored, compressed)
+			}
+		}},
+		{"slow link", words, func(w io.Writer) io.Writer { return slowWriter{w, 1.5e6} }, 2, func(t *testing.T, stored, compressed int) {
+			// 1.5 MB/s of output is ~3 MB/s of input compressed; any
+			// worker is faster than that (even under -race), so
+			// nothing is stored.
+			if stored != 0 {
+				t.Errorf("%d chunks stored, %d compressed; a slow link wants every chunk compressed", stored, compressed)
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			chunk := 512 << 10
+			if c.name == "slow link" {
+				chunk = 128 << 10
+			}
+			var out bytes.Buffer
+			zw, err := NewWriter(c.w(&out), "zstd", Options{Adaptive: true, ChunkSize: chunk, Concurrency: c.workers})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := zw.Write(c.data); err != nil {
+				t.Fatal(err)
+			}
+			if err := zw.Close(); err != nil {
+				t.Fatal(err)
+			}
+			stored, compressed := frames(t, out.Bytes())
+			if stored+compressed != (len(c.data)+chunk-1)/chunk {
+				t.Errorf("%d frames for %d chunks", stored+compressed, (len(c.data)+chunk-1)/chunk)
+			}
+			c.check(t, stored, compressed)
+			t.Logf("%d stored, %d compressed, %d → %d bytes", stored, compressed, len(c.data), out.Len())
+			dec, err := zstd.NewReader(bytes.NewReader(out.Bytes()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(dec)
+			dec.Close()
+			if err != nil || !bytes.Equal(got, c.data) {
+				t.Fatalf("klauspost read %d bytes (err %v), want the %d written", len(got), err, len(c.data))
+			}
+			if _, err := exec.LookPath("zstd"); err == nil {
+				cmd := exec.Command("zstd", "-dcq")
+				cmd.Stdin = bytes.NewReader(out.Bytes())
+				if got, err = cmd.Output(); err != nil || !bytes.Equal(got, c.data) {
+					t.Fatalf("zstd -d wrote %d bytes (err %v), want the %d written", len(got), err, len(c.data))
+				}
+			}
+		})
+	}
+	if _, err := NewWriter(io.Discard, "xz", Options{Adaptive: true}); err == nil {
+		t.Error("Adaptive accepted for xz")
+	}
+}
