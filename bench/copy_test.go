@@ -26,6 +26,7 @@ import (
 //
 // NBUILD_BENCH_COPY_CASES=shaped-cold,loopback-cold runs only those tables.
 func TestCopyVsNix(t *testing.T) {
+	remoteFilesystem(t)
 	out, nbuild, root := copyBenchSetup(t)
 
 	h := testhost.New(t, testhost.Options{})
@@ -105,6 +106,7 @@ func hostPid(t *testing.T, h *testhost.Host) string {
 // network at all (the cold floor when the remote writes to this VM's disk).
 // Same gate as TestCopyVsNix.
 func TestCopyFloor(t *testing.T) {
+	remoteFilesystem(t)
 	out, nbuild, root := copyBenchSetup(t)
 	export := filepath.Join(t.TempDir(), "closure.export")
 	if b, err := exec.Command("bash", "-c", "nix-store --export $(nix-store -qR "+root+") > "+export).CombinedOutput(); err != nil {
@@ -166,4 +168,45 @@ func copyBenchSetup(t *testing.T) (out, nbuild, root string) {
 		t.Fatalf("nix-build: %v", err)
 	}
 	return out, nbuild, strings.TrimSpace(string(b))
+}
+
+// remoteFilesystem gives the test hosts a filesystem of their own, by
+// pointing TMPDIR (where testhost puts a host's /nix) at a fresh ext4 with
+// a journal on a loop device, like a real board's disk. This VM's own root
+// is ext4 without a journal, where creating files within minutes of
+// deleting many is quadratic: the inode allocator skips every inode freed
+// in the last 60 s, or 360 s while its inode table block is dirty (perf:
+// 95 % of the remote nix-daemon's time in find_inode_bit and
+// recently_deleted after `nix-store --gc`; see bench/NOTES-copy.md). With
+// NBUILD_BENCH_COPY_FS=root the hosts stay on the root filesystem. Call
+// it before anything calls t.TempDir (which keeps its first parent).
+func remoteFilesystem(t *testing.T) {
+	if os.Getenv("NBUILD_BENCH_COPY_FS") == "root" {
+		return
+	}
+	dir, err := os.MkdirTemp("", "nbuild-bench-fs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	img, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"truncate", "-s", "8G", img},
+		{"mkfs.ext4", "-q", "-F", img},
+		{"mount", "-o", "loop", img, mnt},
+	} {
+		if b, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+	}
+	// Registered after TempDir's removal, so it runs before it.
+	t.Cleanup(func() {
+		if b, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v\n%s", mnt, err, b)
+		}
+	})
+	t.Setenv("TMPDIR", mnt)
 }
