@@ -233,6 +233,25 @@ func (p *Parser) listErr() error {
 	return p.fail(p.pos, "expected ',' or ']'")
 }
 
+// after reports whether s > prev, as sorted maps and sets must go on.
+// Most neighbours differ in their first byte (env keys) or first eight
+// after a common prefix (store paths), which it compares without calling
+// the runtime's general compare.
+func after(prev, s string) bool {
+	if len(prev) >= 16 && len(s) >= 16 {
+		a, b := unsafe.Pointer(unsafe.StringData(prev)), unsafe.Pointer(unsafe.StringData(s))
+		for i := 0; i <= 8; i += 8 {
+			x, y := bits.ReverseBytes64(load64(a, i)), bits.ReverseBytes64(load64(b, i))
+			if x != y {
+				return y > x
+			}
+		}
+	} else if len(prev) > 0 && len(s) > 0 && prev[0] != s[0] {
+		return s[0] > prev[0]
+	}
+	return s > prev
+}
+
 // orderErr reports key s (at offset off) not strictly after prev, the key
 // of the previous entry of a sorted map or set (Nix's std::map order).
 func (p *Parser) orderErr(prev, s string, off int, what string) error {
@@ -282,7 +301,10 @@ func rawMask(x uint64) uint64 { return zeroBytes(x^(lsb*'"')) | zeroBytes(x^(lsb
 
 // escMask also flags bytes below 0x0E, which include LF, CR and TAB (the
 // others are ordinary bytes and rare).
-func escMask(x uint64) uint64 { return rawMask(x) | (x-lsb*0x0E)&^x&msb }
+func escMask(x uint64) uint64 { return rawMask(x) | ctlMask(x) }
+
+// ctlMask flags bytes below 0x0E.
+func ctlMask(x uint64) uint64 { return (x - lsb*0x0E) &^ x & msb }
 
 // load64 and store64 access the 8 bytes at p+i, little-endian, without a
 // bounds check: callers make sure they are in range.
@@ -297,8 +319,9 @@ func store64(p unsafe.Pointer, i int, v uint64) {
 // scanRaw returns the index of the first '"' or '\\' at or after r, or
 // len(data).
 func scanRaw(data []byte, r int) int {
+	sp := unsafe.Pointer(unsafe.SliceData(data))
 	for ; r+8 <= len(data); r += 8 {
-		if m := rawMask(binary.LittleEndian.Uint64(data[r:])); m != 0 {
+		if m := rawMask(load64(sp, r)); m != 0 {
 			return r + bits.TrailingZeros64(m)>>3
 		}
 	}
@@ -313,36 +336,103 @@ func scanRaw(data []byte, r int) int {
 func scanEsc(data []byte, r int) int {
 	// Most strings are short: eight bytes at a time first, then the
 	// vectorised IndexByte for long ones (scripts).
+	sp := unsafe.Pointer(unsafe.SliceData(data))
 	for lim := min(len(data)-8, r+64); r <= lim; r += 8 {
-		if m := escMask(binary.LittleEndian.Uint64(data[r:])); m != 0 {
+		if m := escMask(load64(sp, r)); m != 0 {
 			return r + bits.TrailingZeros64(m)>>3
 		}
 	}
 	if r+8 <= len(data) {
-		end := len(data)
-		for _, c := range [...]byte{'"', '\\', '\n', '\r', '\t'} {
-			if k := bytes.IndexByte(data[r:end], c); k >= 0 {
-				end = r + k
-			}
-		}
-		return end
+		return scanEscLong(data, r)
 	}
 	for ; r < len(data) && data[r] != '"' && data[r] != '\\' && data[r] >= 0x0E; r++ {
 	}
 	return r
 }
 
+// scanEscLong is scanEsc past the first 64 bytes (kept apart so that
+// scanEsc's frame stays small).
+func scanEscLong(data []byte, r int) int {
+	end := len(data)
+	for _, c := range [...]byte{'"', '\\', '\n', '\r', '\t'} {
+		if k := bytes.IndexByte(data[r:end], c); k >= 0 {
+			end = r + k
+		}
+	}
+	return end
+}
+
+// scanShort returns the index of the first byte of the string opened at
+// data[start] that rawMask flags (with esc, escMask), if it is among the
+// first 64; -1 if not, if data[start] is no quote, or if the input ends
+// too soon to load words. Most strings of a derivation are that short,
+// and their first flagged byte is the closing quote; the callers' loops
+// handle the others from that byte.
+func scanShort(data []byte, start int, esc bool) int {
+	if start < 0 || start >= len(data) || data[start] != '"' {
+		return -1
+	}
+	sp := unsafe.Pointer(unsafe.SliceData(data))
+	for r := start + 1; r+8 <= len(data) && r < start+65; r += 8 {
+		x := load64(sp, r)
+		m := rawMask(x)
+		if esc {
+			m |= ctlMask(x)
+		}
+		if m != 0 {
+			return r + bits.TrailingZeros64(m)>>3
+		}
+	}
+	return -1
+}
+
+// view returns data[i:i+n] as a string of the derivation: a view of the
+// input (or of Parse's private copy) when strings are views, else
+// interned.
+func (p *Parser) view(data []byte, i, n int) string {
+	if p.views && n > 0 {
+		return unsafe.String(&data[i], n)
+	}
+	return p.strSlow(i, i+n)
+}
+
 // rawString parses a string Nix writes without escaping (printUnquotedString:
 // paths, output names, hash fields, platform). A backslash in it could not
 // be read back the way it was written, so it is rejected. It returns the
 // string and the offset of its opening quote.
-func (p *Parser) rawString() (string, int, error) {
+func (p *Parser) rawString() (string, int, error) { return p.quoted(false) }
+
+// escString parses a string written with printString (builder, args, env):
+// only \" \\ \n \r \t, and no raw LF, CR or TAB.
+func (p *Parser) escString() (string, int, error) { return p.quoted(true) }
+
+// quoted is rawString (esc false) or escString: the common short string is
+// found by scanShort, the rest by the Long variants.
+func (p *Parser) quoted(esc bool) (string, int, error) {
 	start := p.pos
+	data := p.data
+	q := scanShort(data, start, esc)
+	if q < 0 || data[q] != '"' {
+		if esc {
+			return p.escStringLong(start, max(q, start+1))
+		}
+		return p.rawStringLong(start, max(q, start+1))
+	}
+	p.pos = q + 1
+	if p.views && q > start+1 {
+		return unsafe.String(&data[start+1], q-start-1), start, nil
+	}
+	return p.strSlow(start+1, q), start, nil
+}
+
+// rawStringLong finishes rawString from data[r], the first byte that may
+// end the string.
+func (p *Parser) rawStringLong(start, r int) (string, int, error) {
 	data := p.data
 	if start >= len(data) || data[start] != '"' {
 		return "", start, p.quoteErr()
 	}
-	q := scanRaw(data, start+1)
+	q := scanRaw(data, r)
 	if q >= len(data) {
 		return "", start, p.fail(start, "unterminated string")
 	}
@@ -350,18 +440,16 @@ func (p *Parser) rawString() (string, int, error) {
 		return "", start, p.fail(q, "escape sequence in a field Nix writes unescaped")
 	}
 	p.pos = q + 1
-	return p.str(start+1, q), start, nil
+	return p.view(data, start+1, q-start-1), start, nil
 }
 
-// escString parses a string written with printString (builder, args, env):
-// only \" \\ \n \r \t, and no raw LF, CR or TAB.
-func (p *Parser) escString() (string, int, error) {
-	start := p.pos
+// escStringLong finishes escString from data[r], the first byte that may
+// need a look.
+func (p *Parser) escStringLong(start, r int) (string, int, error) {
 	data := p.data
 	if start >= len(data) || data[start] != '"' {
 		return "", start, p.quoteErr()
 	}
-	r := start + 1
 	for {
 		r = scanEsc(data, r)
 		if r >= len(data) {
@@ -370,7 +458,7 @@ func (p *Parser) escString() (string, int, error) {
 		switch data[r] {
 		case '"':
 			p.pos = r + 1
-			return p.str(start+1, r), start, nil
+			return p.view(data, start+1, r-start-1), start, nil
 		case '\\':
 			return p.unescape(start, r)
 		case '\n', '\r', '\t':
@@ -731,7 +819,7 @@ func (p *Parser) parseSortedList(paths bool) error {
 				return p.fail(off, "invalid store path %q: %s", s, reason)
 			}
 		}
-		if n := len(p.all); n > base && p.all[n-1] >= s {
+		if n := len(p.all); n > base && !after(p.all[n-1], s) {
 			return p.orderErr(p.all[n-1], s, off, "entry")
 		}
 		p.all = append(p.all, s)
@@ -769,7 +857,7 @@ func (p *Parser) parseOutputs() error {
 		if o.Name == "" {
 			return p.fail(offs[0], "empty output name")
 		}
-		if n := len(p.all); n > 0 && p.all[n-4] >= o.Name {
+		if n := len(p.all); n > 0 && !after(p.all[n-4], o.Name) {
 			return p.orderErr(p.all[n-4], o.Name, offs[0], "output")
 		}
 		k, algo, msg, field := classifyOutput(&o)
@@ -864,7 +952,7 @@ func (p *Parser) parseInputDrvs() error {
 		if reason := checkStorePath(path); reason != "" {
 			return p.fail(off, "invalid store path %q: %s", path, reason)
 		}
-		if n := len(p.inDrvs); n > 0 && p.inDrvs[n-1].Path >= path {
+		if n := len(p.inDrvs); n > 0 && !after(p.inDrvs[n-1].Path, path) {
 			return p.orderErr(p.inDrvs[n-1].Path, path, off, "input derivation")
 		}
 		if !p.eatListStart() {
@@ -902,7 +990,7 @@ func (p *Parser) parseEnv() error {
 		if err != nil {
 			return err
 		}
-		if n := len(p.all); n > p.envAt && p.all[n-2] >= k {
+		if n := len(p.all); n > p.envAt && !after(p.all[n-2], k) {
 			return p.orderErr(p.all[n-2], k, off, "environment variable")
 		}
 		if !p.eat(',') {

@@ -76,3 +76,23 @@ func TestStringScanners(t *testing.T) {
 		shared.Recycle()
 	}
 }
+
+// TestAfter: the word-at-a-time order check agrees with Go's string order,
+// on strings that share prefixes of every length.
+func TestAfter(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	base := "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-name"
+	mutate := func() string {
+		s := []byte(base[:rng.IntN(len(base)+1)])
+		if len(s) > 0 && rng.IntN(2) == 0 {
+			s[rng.IntN(len(s))] = byte(rng.IntN(256))
+		}
+		return string(s)
+	}
+	for range 100000 {
+		a, b := mutate(), mutate()
+		if got := after(a, b); got != (b > a) {
+			t.Fatalf("after(%q, %q) = %v", a, b, got)
+		}
+	}
+}
