@@ -1007,15 +1007,37 @@ func (p *Parser) parseEnv() error {
 	}
 }
 
+// inRange flags the bytes of x in [lo, hi], for x without bytes >= 0x80.
+func inRange(x uint64, lo, hi byte) uint64 {
+	return (x + lsb*uint64(0x80-lo)) &^ (x + lsb*uint64(0x7F-hi)) & msb
+}
+
 // isHex reports whether s is all hex digits, as hex.DecodeString accepts
-// them (either case).
+// them (either case); eight at a time (x|0x20 maps only 'A'-'F' and
+// 'a'-'f' onto 'a'-'f').
 func isHex(s string) bool {
+	sp := unsafe.Pointer(unsafe.StringData(s))
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := load64(sp, i)
+		if x&msb != 0 || inRange(x, '0', '9')|inRange(x|lsb*0x20, 'a', 'f') != msb {
+			return false
+		}
+	}
 	bad := false
-	for i := 0; i < len(s); i++ {
+	for ; i < len(s); i++ {
 		c := s[i]
 		bad = bad || !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F')
 	}
 	return !bad
+}
+
+// nix32Word reports whether the 8 bytes of x are all in Nix's base32
+// alphabet: digits and lowercase letters but e, o, t, u.
+func nix32Word(x uint64) bool {
+	ok := inRange(x, '0', '9') | inRange(x, 'a', 'z')
+	bad := inRange(x, 'e', 'e') | inRange(x, 'o', 'o') | inRange(x, 't', 'u')
+	return x&msb == 0 && ok&^bad == msb
 }
 
 // nix32 marks the characters of Nix's base32 alphabet; storeName those
@@ -1051,15 +1073,15 @@ var pathChars = func() (t [256]uint8) {
 func checkStorePath(s string) string {
 	const prefix = "/nix/store/"
 	if len(s) >= len(prefix)+34 && len(s) <= len(prefix)+33+211 && s[:len(prefix)] == prefix && s[len(prefix)+32] == '-' {
-		base := s[len(prefix):]
-		hash, name := uint8(2), uint8(1)
-		for i := 0; i < 32; i++ {
-			hash &= pathChars[base[i]]
+		// The hash part eight bytes at a time, the name by table.
+		sp := unsafe.Pointer(unsafe.StringData(s))
+		hash := nix32Word(load64(sp, len(prefix))) && nix32Word(load64(sp, len(prefix)+8)) &&
+			nix32Word(load64(sp, len(prefix)+16)) && nix32Word(load64(sp, len(prefix)+24))
+		name := uint8(1)
+		for i := len(prefix) + 33; i < len(s); i++ {
+			name &= pathChars[s[i]]
 		}
-		for i := 33; i < len(base); i++ {
-			name &= pathChars[base[i]]
-		}
-		if hash != 0 && name != 0 {
+		if hash && name != 0 {
 			return ""
 		}
 	}

@@ -2,6 +2,7 @@ package drv
 
 import (
 	"bytes"
+	"encoding/hex"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -93,6 +94,28 @@ func TestAfter(t *testing.T) {
 		a, b := mutate(), mutate()
 		if got := after(a, b); got != (b > a) {
 			t.Fatalf("after(%q, %q) = %v", a, b, got)
+		}
+	}
+}
+
+// TestWordCheckers: the eight-at-a-time hex and base32 checks agree with
+// the byte-wise definitions for every byte value at every position.
+func TestWordCheckers(t *testing.T) {
+	hexStr := "0123456789abcdefABCDEF0123456789abcdef0123456789abcdef0123456789"
+	path := "/nix/store/6fpsx5wb2pxm5zxl9671lmqzry2llqaq-ia-simple"
+	for c := 0; c < 256; c++ {
+		for i := range hexStr {
+			s := hexStr[:i] + string([]byte{byte(c)}) + hexStr[i+1:]
+			_, err := hex.DecodeString(s)
+			if got := isHex(s); got != (err == nil) {
+				t.Fatalf("isHex(%q) = %v, hex.DecodeString error %v", s, got, err)
+			}
+		}
+		for i := range path {
+			s := path[:i] + string([]byte{byte(c)}) + path[i+1:]
+			if got, want := checkStorePath(s), checkStorePathSlow(s); got != want {
+				t.Fatalf("checkStorePath(%q) = %q, want %q", s, got, want)
+			}
 		}
 	}
 }
