@@ -521,7 +521,9 @@ func (p *Parser) unescape(start, r int) (string, int, error) {
 // unescapeTo decodes an escaped string from its backslash at data[r] to its
 // closing quote into dst at w. It returns the new w and the offset of the
 // closing quote, or ok == false and the offset of the fault (see
-// unescapeErr).
+// unescapeErr). dst may be data itself if r-w >= 8 (Parse's private copy):
+// then every word is stored below the end of the word just read, and the
+// bytes after it are read before the first store.
 //
 // Strings a builder script long have an escape every few bytes, so the
 // flagged bytes of each 8-byte word are handled from one mask instead of
@@ -542,14 +544,15 @@ func unescapeTo(dst []byte, w int, data []byte, r int) (int, int, bool) {
 				w, r = w+8, r+8
 				continue
 			}
-			s := uint(0) // bytes of x consumed; 8 or 9 once an escape ends past it
+			y := load64(sp, r+1) // the byte after each of x's, before any store
+			s := uint(0)         // bytes of x consumed; 8 or 9 once an escape ends past it
 			for {
 				j := uint(bits.TrailingZeros64(m)) >> 3
 				store64(dp, w, x>>(8*(s&7)))
 				w += int(j - s)
 				b := byte(x >> (8 * (j & 7)))
 				if b == '\\' {
-					c := unescapes[*(*byte)(unsafe.Add(sp, r+int(j)+1))]
+					c := unescapes[byte(y>>(8*(j&7)))]
 					if c == 0 {
 						return w, r + int(j), false
 					}
@@ -620,7 +623,16 @@ func (p *Parser) unescapeInPlace(start, r int) (string, int, error) {
 	data := p.data
 	dst, w := data, r
 	for {
-		// data[r] is a backslash.
+		// data[r] is a backslash. Once eight escapes have made room,
+		// the word loop can take over.
+		if r-w >= 8 {
+			w, q, ok := unescapeTo(data, w, data, r)
+			if !ok {
+				return "", start, p.unescapeErr(start, q)
+			}
+			p.pos = q + 1
+			return p.str(start+1, w), start, nil
+		}
 		if r+1 >= len(data) {
 			return "", start, p.fail(start, "unterminated string")
 		}
@@ -1032,14 +1044,6 @@ func isHex(s string) bool {
 	return !bad
 }
 
-// nix32Word reports whether the 8 bytes of x are all in Nix's base32
-// alphabet: digits and lowercase letters but e, o, t, u.
-func nix32Word(x uint64) bool {
-	ok := inRange(x, '0', '9') | inRange(x, 'a', 'z')
-	bad := inRange(x, 'e', 'e') | inRange(x, 'o', 'o') | inRange(x, 't', 'u')
-	return x&msb == 0 && ok&^bad == msb
-}
-
 // nix32 marks the characters of Nix's base32 alphabet; storeName those
 // allowed in a store path name (2.8 src/libstore/path.cc checkName).
 var nix32, storeName = func() (n, s [256]bool) {
@@ -1053,16 +1057,12 @@ var nix32, storeName = func() (n, s [256]bool) {
 	return n, s
 }()
 
-// pathChars is 1 for a byte allowed in a store path's name, plus 2 for one
-// of Nix's base32 alphabet, so a whole path is checked with an AND per byte
-// and one branch.
+// pathChars is 1 for a byte allowed in a store path's name, so a name is
+// checked with an AND per byte and one branch.
 var pathChars = func() (t [256]uint8) {
 	for c := range t {
 		if storeName[c] {
-			t[c] |= 1
-		}
-		if nix32[c] {
-			t[c] |= 2
+			t[c] = 1
 		}
 	}
 	return t
@@ -1073,15 +1073,21 @@ var pathChars = func() (t [256]uint8) {
 func checkStorePath(s string) string {
 	const prefix = "/nix/store/"
 	if len(s) >= len(prefix)+34 && len(s) <= len(prefix)+33+211 && s[:len(prefix)] == prefix && s[len(prefix)+32] == '-' {
-		// The hash part eight bytes at a time, the name by table.
+		// The hash part eight bytes at a time (Nix's base32 alphabet),
+		// the name by table.
 		sp := unsafe.Pointer(unsafe.StringData(s))
-		hash := nix32Word(load64(sp, len(prefix))) && nix32Word(load64(sp, len(prefix)+8)) &&
-			nix32Word(load64(sp, len(prefix)+16)) && nix32Word(load64(sp, len(prefix)+24))
+		hash := uint64(msb)
+		for i := len(prefix); i < len(prefix)+32; i += 8 {
+			// Digits and lowercase letters but e, o, t, u; none >= 0x80.
+			x := load64(sp, i)
+			ok := inRange(x, '0', '9') | inRange(x, 'a', 'z')
+			hash &= ok &^ (inRange(x, 'e', 'e') | inRange(x, 'o', 'o') | inRange(x, 't', 'u')) &^ x
+		}
 		name := uint8(1)
 		for i := len(prefix) + 33; i < len(s); i++ {
 			name &= pathChars[s[i]]
 		}
-		if hash && name != 0 {
+		if hash == msb && name != 0 {
 			return ""
 		}
 	}
