@@ -66,9 +66,9 @@ func TestCopyVsNix(t *testing.T) {
 	}
 
 	hf("shaped-cold", 2, wipe,
-		nix(relay.Port, ""), nix(relay.Port, "--gzip"), nb(relay.Port, ""), nb(relay.Port, "--compress none"))
+		nix(relay.Port, ""), nix(relay.Port, "--gzip"), nb(relay.Port, ""), nb(relay.Port, "--compress zstd"), nb(relay.Port, "--compress none"))
 	hf("loopback-cold", 3, wipe,
-		nix(h.Port, ""), nb(h.Port, ""), nb(h.Port, "--compress none"))
+		nix(h.Port, ""), nb(h.Port, ""), nb(h.Port, "--compress zstd"), nb(h.Port, "--compress none"))
 	if outp, err := exec.Command("bash", "-c", nb(h.Port, "")).CombinedOutput(); err != nil {
 		t.Fatalf("filling the host: %v\n%s", err, outp)
 	}

@@ -18,7 +18,8 @@ import (
 // samples, every 250 ms, the bytes the relay passed, how many paths the
 // remote store holds, and the CPU and state of the processes on both
 // ends. It shows where a copy's pipe idles. Same gate as TestCopyVsNix;
-// NBUILD_BENCH_COPY_ARGS adds flags to nbuild copy.
+// NBUILD_BENCH_COPY_ARGS adds flags to nbuild copy,
+// NBUILD_BENCH_COPY_LINK=loopback bypasses the relay.
 func TestCopyTimeline(t *testing.T) {
 	remoteFilesystem(t)
 	_, nbuild, root := copyBenchSetup(t)
@@ -37,7 +38,11 @@ func TestCopyTimeline(t *testing.T) {
 		}
 		args := append([]string{"copy", "-Q"}, strings.Fields(os.Getenv("NBUILD_BENCH_COPY_ARGS"))...)
 		cmd := exec.Command(nbuild, append(args, "--to", h.Addr, root)...)
-		cmd.Env = append(os.Environ(), "NIX_SSHOPTS="+h.SSHOptsPort(relay.Port))
+		port := relay.Port
+		if os.Getenv("NBUILD_BENCH_COPY_LINK") == "loopback" {
+			port = h.Port // straight to sshd
+		}
+		cmd.Env = append(os.Environ(), "NIX_SSHOPTS="+h.SSHOptsPort(port))
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		start := time.Now()
@@ -66,7 +71,7 @@ func TestCopyTimeline(t *testing.T) {
 			}
 		}
 		tick.Stop()
-		t.Logf("run %d: %.2f s, %d bytes relayed", run, time.Since(start).Seconds(), relay.Relayed())
+		t.Logf("run %d: %.2f s, %d bytes relayed; stderr: %s", run, time.Since(start).Seconds(), relay.Relayed(), stderr.String())
 	}
 }
 

@@ -138,7 +138,11 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 		for _, info := range res.Sent {
 			fmt.Fprintf(env.stderr, "copied path '%s' to '%s'\n", info.Path, pr.dest)
 		}
-		fmt.Fprintf(env.stderr, "%d paths sent (%s, %s)\n", len(res.Sent), res.Protocol, res.Compression)
+		how := res.Compression
+		if res.StoredChunks > 0 {
+			how = fmt.Sprintf("%s, %d of %d chunks stored: compressing them did not pay", how, res.StoredChunks, res.Chunks)
+		}
+		fmt.Fprintf(env.stderr, "%d paths sent (%s, %s)\n", len(res.Sent), res.Protocol, how)
 	}
 	return nil
 }

@@ -62,41 +62,65 @@ func TestAdaptivePolicy(t *testing.T) {
 	)
 	cases := []struct {
 		name                   string
+		incompressible         bool
 		ratio, compress, write float64
 		workers                int
 		starved                bool
 		want                   bool
 	}{
-		{"nothing measured yet", 0, 0, 0, 2, true, false},
-		{"link not yet trusted", 0.3, oneWorker, 0, 2, true, false},
-		{"slow link", 0.3, oneWorker, slowLink, 2, true, false},
-		{"slow link, slow workers", 0.3, slowWorker, slowLink, 2, true, false},
-		{"fast link, workers behind, writer waits", 0.3, oneWorker, fastLink, 2, true, true},
-		{"fast link, workers behind, writer busy", 0.3, oneWorker, fastLink, 2, false, false},
-		{"fast link, workers ahead", 0.3, 1 / 5e9, fastLink, 2, true, false},
-		{"incompressible", 0.99, oneWorker, slowLink, 2, false, true},
-		{"one worker, slow link", 0.3, oneWorker, slowLink, 1, false, false},
-		{"one worker, fast link", 0.3, oneWorker, fastLink, 1, false, true},
-		{"one worker, compressing saves more than it costs", 0.5, 1 / 100e6, 1 / 40e6, 1, false, false},
-		{"one worker, compressing costs more than it saves", 0.5, 1 / 100e6, 1 / 60e6, 1, false, true},
+		{"nothing measured yet", false, 0, 0, 0, 2, true, false},
+		{"nothing measured yet, incompressible", true, 0, 0, 0, 2, true, true},
+		{"link not yet trusted", false, 0.3, oneWorker, 0, 2, true, false},
+		{"slow link", false, 0.3, oneWorker, slowLink, 2, true, false},
+		{"slow link, slow workers", false, 0.3, slowWorker, slowLink, 2, true, false},
+		{"fast link, workers behind, writer waits", false, 0.3, oneWorker, fastLink, 2, true, true},
+		{"fast link, workers behind, writer busy", false, 0.3, oneWorker, fastLink, 2, false, false},
+		{"fast link, workers ahead", false, 0.3, 1 / 5e9, fastLink, 2, true, false},
+		{"incompressible, slow link", true, 0.3, oneWorker, slowLink, 2, false, true},
+		{"one worker, slow link", false, 0.3, oneWorker, slowLink, 1, false, false},
+		{"one worker, fast link", false, 0.3, oneWorker, fastLink, 1, false, true},
+		{"one worker, compressing saves more than it costs", false, 0.5, 1 / 100e6, 1 / 40e6, 1, false, false},
+		{"one worker, compressing costs more than it saves", false, 0.5, 1 / 100e6, 1 / 60e6, 1, false, true},
 	}
 	for _, c := range cases {
-		a := &adaptive{ratio: c.ratio, compress: c.compress, write: c.write, decided: 1}
+		a := &adaptive{ratio: c.ratio, compress: c.compress, write: c.write}
 		a.starved.Store(c.starved)
-		if got := a.store(c.workers); got != c.want {
+		if got := a.decide(c.incompressible, c.workers); got != c.want {
 			t.Errorf("%s: store = %v, want %v", c.name, got, c.want)
 		}
 	}
-	// While storing for the ratio, every probeEvery-th chunk is compressed.
-	a := &adaptive{ratio: 0.99}
-	compressed := 0
-	for range 4 * probeEvery {
-		if !a.store(2) {
-			compressed++
-		}
+}
+
+// TestAdaptiveSample checks the per-chunk sample on data whose answer is
+// clear.
+func TestAdaptiveSample(t *testing.T) {
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if compressed != 4 {
-		t.Errorf("incompressible: %d of %d chunks compressed, want 4 probes", compressed, 4*probeEvery)
+	a := &adaptive{enc: enc}
+	random := make([]byte, 4<<20)
+	rng := rand.NewChaCha8([32]byte{3})
+	rng.Read(random)
+	text := bytes.Repeat([]byte("/nix/store/ a line of a build log\n"), 1<<17)
+	half := append(append([]byte(nil), text[:2<<20]...), random[:2<<20]...)
+	for _, c := range []struct {
+		name string
+		in   []byte
+		want bool
+	}{
+		{"random", random, true},
+		{"small random", random[:1000], true},
+		{"text", text, false},
+		{"small text", text[:1000], false},
+		{"empty", nil, false},
+		// Two of three windows are random: the chunk barely shrinks
+		// (to ~0.5) but the sample says compress it.
+		{"half text", half, false},
+	} {
+		if got := a.incompressible(c.in); got != c.want {
+			t.Errorf("%s: incompressible = %v, want %v", c.name, got, c.want)
+		}
 	}
 }
 
@@ -105,22 +129,19 @@ func TestAdaptivePolicy(t *testing.T) {
 func TestAdaptiveWriteTimes(t *testing.T) {
 	a := &adaptive{}
 	// A burst into buffers: fast, but not yet evidence.
-	a.written(4<<20, 1<<20, false, time.Millisecond)
+	a.written(1<<20, false, time.Millisecond)
 	if a.write != 0 {
 		t.Fatalf("write speed trusted after %d bytes", a.writtenN)
 	}
-	if a.ratio != 0.25 {
-		t.Errorf("ratio %v, want 0.25", a.ratio)
-	}
 	for a.writtenN < linkEvidence {
-		a.written(4<<20, 1<<20, false, 80*time.Millisecond) // 12.5 MB/s
+		a.written(1<<20, false, 80*time.Millisecond) // 12.5 MB/s
 	}
 	if rate := 1 / a.write; rate > 14e6 {
 		t.Errorf("link measured at %.1f MB/s after the burst, want about 12.5", rate/1e6)
 	}
-	a.written(4<<20, 4<<20, true, 0) // a stored chunk leaves the ratio alone
-	if a.ratio != 0.25 {
-		t.Errorf("a stored chunk changed the ratio to %v", a.ratio)
+	a.written(4<<20, true, 0)
+	if a.stored != 1 {
+		t.Errorf("%d stored chunks counted, want 1", a.stored)
 	}
 }
 
@@ -195,13 +216,14 @@ func TestAdaptiveStream(t *testing.T) {
 	rng.Read(random)
 	// Words drawn from a random vocabulary: compresses to about half.
 	var vocab [][]byte
-	for i := range 4096 {
+	for i := range 256 {
 		vocab = append(vocab, random[i*6:i*6+6])
 	}
 	var words []byte
 	for i := 0; len(words) < 4<<20; i++ {
-		words = append(words, vocab[int(random[i])<<4|int(random[i+1]&15)]...)
+		words = append(words, vocab[random[i]]...)
 	}
+	words = words[:4<<20]
 	for _, c := range []struct {
 		name    string
 		data    []byte
@@ -210,15 +232,13 @@ func TestAdaptiveStream(t *testing.T) {
 		check   func(t *testing.T, stored, compressed int)
 	}{
 		{"incompressible", random, func(w io.Writer) io.Writer { return w }, 2, func(t *testing.T, stored, compressed int) {
-			// The chunks decided before the first ratio is known are
-			// compressed, then one in probeEvery.
-			if compressed > 2*2+(stored+compressed)/probeEvery || stored == 0 {
-				t.Errorf("%d chunks stored, %d compressed; want all but the probes stored", stored, compressed)
+			if compressed != 0 {
+				t.Errorf("%d chunks stored, %d compressed; want all stored", stored, compressed)
 			}
 		}},
 		{"incompressible, one worker", random[:8<<20], func(w io.Writer) io.Writer { return w }, 1, func(t *testing.T, stored, compressed int) {
-			if compressed > 1+(stored+compressed)/probeEvery || stored == 0 {
-				t.Errorf("%d chunks stored, %d compressed; want all but the probes stored", stored, compressed)
+			if compressed != 0 {
+				t.Errorf("%d chunks stored, %d compressed; want all stored", stored, compressed)
 			}
 		}},
 		{"slow link", words, func(w io.Writer) io.Writer { return slowWriter{w, 1.5e6} }, 2, func(t *testing.T, stored, compressed int) {
@@ -251,6 +271,9 @@ func TestAdaptiveStream(t *testing.T) {
 				t.Errorf("%d frames for %d chunks", stored+compressed, (len(c.data)+chunk-1)/chunk)
 			}
 			c.check(t, stored, compressed)
+			if s, n := zw.Stored(); s != stored || n != stored+compressed {
+				t.Errorf("Stored() = %d of %d, the stream has %d of %d", s, n, stored, stored+compressed)
+			}
 			t.Logf("%d stored, %d compressed, %d → %d bytes", stored, compressed, len(c.data), out.Len())
 			dec, err := zstd.NewReader(bytes.NewReader(out.Bytes()))
 			if err != nil {

@@ -62,8 +62,8 @@ type Options struct {
 	// Context cancels compression; nil means context.Background().
 	Context context.Context
 	// Adaptive (zstd only) stores a chunk instead of compressing it when
-	// compressing cannot pay: when the last chunks shrank by less than
-	// 5 % (every 8th chunk is still compressed, to notice a change), or
+	// compressing cannot pay: when 24 KiB sampled from it shrink by less
+	// than 5 %, or
 	// when the underlying writer takes bytes faster than the workers
 	// compress them and it is waiting for the next chunk. A stored chunk
 	// is a zstd frame of raw blocks: any zstd decoder reads the stream,
@@ -214,7 +214,7 @@ func NewWriter(w io.Writer, algo string, opts Options) (*Writer, error) {
 		}
 		zw.codec = zstdCodec{enc}
 		if opts.Adaptive {
-			zw.adapt = &adaptive{}
+			zw.adapt = &adaptive{enc: enc}
 		}
 	case "xz":
 		if opts.Adaptive {
@@ -349,7 +349,7 @@ func (zw *Writer) submit(j *job) error {
 	// sees jobs in input order whichever worker finishes first.
 	j.done = make(chan struct{})
 	j.stored = false
-	if zw.adapt != nil && zw.adapt.store(zw.opts.Concurrency) {
+	if zw.adapt != nil && zw.adapt.store(j.in, zw.opts.Concurrency) {
 		j.out, j.stored = appendStoredFrame(j.out[:0], j.in), true
 		close(j.done)
 	}
@@ -372,13 +372,13 @@ func (zw *Writer) submit(j *job) error {
 func (zw *Writer) compressNow(j *job) error {
 	zw.emitted = true
 	var err error
-	if zw.adapt != nil && zw.adapt.store(1) {
+	if zw.adapt != nil && zw.adapt.store(j.in, 1) {
 		j.out, j.stored = appendStoredFrame(j.out[:0], j.in), true
 	} else {
 		start := time.Now()
 		j.out, err = zw.codec.appendCompressed(zw.ctx, j.out[:0], j.in)
 		if zw.adapt != nil {
-			zw.adapt.compressed(len(j.in), time.Since(start))
+			zw.adapt.compressed(len(j.in), len(j.out), time.Since(start))
 		}
 		j.stored = false
 	}
@@ -413,7 +413,7 @@ func (zw *Writer) work() error {
 			start := time.Now()
 			out, err := zw.codec.appendCompressed(zw.gctx, j.out[:0], j.in)
 			if zw.adapt != nil {
-				zw.adapt.compressed(len(j.in), time.Since(start))
+				zw.adapt.compressed(len(j.in), len(out), time.Since(start))
 			}
 			// Once done is closed the flusher owns j and may recycle it:
 			// read nothing of j after that.
@@ -476,8 +476,19 @@ func (zw *Writer) writeOut(j *job) error {
 	}
 	start := time.Now()
 	_, err := zw.w.Write(j.out)
-	zw.adapt.written(len(j.in), len(j.out), j.stored, time.Since(start))
+	zw.adapt.written(len(j.out), j.stored, time.Since(start))
 	return err
+}
+
+// Stored returns how many chunks Options.Adaptive stored rather than
+// compressed, of how many written so far.
+func (zw *Writer) Stored() (stored, chunks int) {
+	if zw.adapt == nil {
+		return 0, 0
+	}
+	zw.adapt.mu.Lock()
+	defer zw.adapt.mu.Unlock()
+	return zw.adapt.stored, zw.adapt.decided
 }
 
 // stop closes the queues and waits for the pipeline's goroutines.

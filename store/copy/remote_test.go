@@ -100,27 +100,40 @@ func remoteValid(t *testing.T, h *testhost.Host, infos []*store.PathInfo) []stor
 func TestToHost(t *testing.T) {
 	_, infos := buildClosure(t, "tohost")
 	h := testhost.New(t, testhost.Options{})
-	for _, tc := range []struct {
-		compress, want string
-		noDaemon       bool
-	}{
-		{compress: "auto", want: "zstd"},
-		{compress: "xz", want: "xz"},
-		{compress: "none", want: "none"},
-		{compress: "auto", want: "none", noDaemon: true},
-	} {
-		name := tc.compress
-		if tc.noDaemon {
-			name = "serve"
+	// "board" reaches the host through ssh's HostName, as a real board's
+	// name would: auto does not see a loopback address there.
+	board := func(key string) string {
+		if key == "NIX_SSHOPTS" {
+			return h.Getenv(key) + " -o HostName=127.0.0.1"
 		}
-		t.Run(name, func(t *testing.T) {
+		return h.Getenv(key)
+	}
+	for _, tc := range []struct {
+		name, compress, want string
+		noDaemon             bool
+		board                bool
+	}{
+		// The closure's last path is 12 MiB of random bytes, which
+		// auto stores rather than compresses.
+		{name: "auto", compress: "auto", want: "zstd", board: true},
+		{name: "auto-loopback", compress: "auto", want: "none"},
+		{name: "zstd", compress: "zstd", want: "zstd"},
+		{name: "xz", compress: "xz", want: "xz"},
+		{name: "none", compress: "none", want: "none"},
+		{name: "serve", compress: "auto", want: "none", noDaemon: true},
+	} {
+		addr, getenv := h.Addr, h.Getenv
+		if tc.board {
+			addr, getenv = "root@board", board
+		}
+		t.Run(tc.name, func(t *testing.T) {
 			h.MustRun("sh", "-c", "nix-store --delete "+paths(infos)+" >/dev/null 2>&1 || true")
 			if v := remoteValid(t, h, infos); len(v) != 0 {
 				t.Fatalf("remote still holds %v", v)
 			}
 			// The first path is already there: only the rest is sent.
-			first := copy.HostOptions{SSH: ssh.Options{Getenv: h.Getenv}, Compress: tc.compress}
-			res, err := copy.ToHost(context.Background(), h.Addr, infos[:1], first)
+			first := copy.HostOptions{SSH: ssh.Options{Getenv: getenv}, Compress: tc.compress}
+			res, err := copy.ToHost(context.Background(), addr, infos[:1], first)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,21 +141,24 @@ func TestToHost(t *testing.T) {
 				t.Fatalf("sent %d paths, want 1", len(res.Sent))
 			}
 			var last copy.Progress
-			opts := copy.HostOptions{SSH: ssh.Options{Getenv: h.Getenv}, Compress: tc.compress, NoDaemon: tc.noDaemon,
+			opts := copy.HostOptions{SSH: ssh.Options{Getenv: getenv}, Compress: tc.compress, NoDaemon: tc.noDaemon,
 				Progress: func(p copy.Progress) { last = p }}
-			res, err = copy.ToHost(context.Background(), h.Addr, infos, opts)
+			res, err = copy.ToHost(context.Background(), addr, infos, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(res.Sent) != len(infos)-1 || res.Compression != tc.want {
 				t.Errorf("sent %d paths as %s, want %d as %s", len(res.Sent), res.Compression, len(infos)-1, tc.want)
 			}
+			if stored := res.StoredChunks > 0; stored != (tc.name == "auto") {
+				t.Errorf("%d of %d chunks stored", res.StoredChunks, res.Chunks)
+			}
 			if last.Paths != len(infos)-1 || last.Bytes != last.TotalBytes {
 				t.Errorf("last progress %+v", last)
 			}
 			checkSame(t, h, infos)
 			// Nothing left to send: one session, nothing sent.
-			res, err = copy.ToHost(context.Background(), h.Addr, infos, opts)
+			res, err = copy.ToHost(context.Background(), addr, infos, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
