@@ -35,14 +35,22 @@ func TestCopyVsNix(t *testing.T) {
 	// The deletions and the previous run's dirty pages are flushed before
 	// the next run, so that no run pays for the one before it.
 	wipe := fmt.Sprintf("nsenter --target %s --mount -- nix-store --gc && sync", hostPid(t, h))
-	env := func(port int) string {
-		return fmt.Sprintf("NIX_SSHOPTS=%q", h.SSHOptsPort(port))
+	// Over the shaped link the host is "board", as a real board is named
+	// (ssh's HostName maps it to the relay); over loopback it is
+	// 127.0.0.1, this machine, where nbuild's auto sends uncompressed.
+	env := func(port int) (string, string) {
+		if port == relay.Port {
+			return fmt.Sprintf("NIX_SSHOPTS=%q", h.SSHOptsPort(port)+" -o HostName=127.0.0.1"), "root@board"
+		}
+		return fmt.Sprintf("NIX_SSHOPTS=%q", h.SSHOptsPort(port)), h.Addr
 	}
 	nix := func(port int, extra string) string {
-		return fmt.Sprintf("%s nix-copy-closure %s --to %s %s", env(port), extra, h.Addr, root)
+		e, addr := env(port)
+		return fmt.Sprintf("%s nix-copy-closure %s --to %s %s", e, extra, addr, root)
 	}
 	nb := func(port int, extra string) string {
-		return fmt.Sprintf("%s %s copy -Q %s --to %s %s", env(port), nbuild, extra, h.Addr, root)
+		e, addr := env(port)
+		return fmt.Sprintf("%s %s copy -Q %s --to %s %s", e, nbuild, extra, addr, root)
 	}
 	cases := os.Getenv("NBUILD_BENCH_COPY_CASES") // e.g. "shaped-cold,file-xz"; empty: all
 	hf := func(name string, runs int, prepare string, cmds ...string) {

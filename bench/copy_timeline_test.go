@@ -37,12 +37,13 @@ func TestCopyTimeline(t *testing.T) {
 			}
 		}
 		args := append([]string{"copy", "-Q"}, strings.Fields(os.Getenv("NBUILD_BENCH_COPY_ARGS"))...)
-		cmd := exec.Command(nbuild, append(args, "--to", h.Addr, root)...)
-		port := relay.Port
+		// Through the relay the host is "board", as in TestCopyVsNix.
+		addr, opts := "root@board", h.SSHOptsPort(relay.Port)+" -o HostName=127.0.0.1"
 		if os.Getenv("NBUILD_BENCH_COPY_LINK") == "loopback" {
-			port = h.Port // straight to sshd
+			addr, opts = h.Addr, h.SSHOptsPort(h.Port) // straight to sshd
 		}
-		cmd.Env = append(os.Environ(), "NIX_SSHOPTS="+h.SSHOptsPort(port))
+		cmd := exec.Command(nbuild, append(args, "--to", addr, root)...)
+		cmd.Env = append(os.Environ(), "NIX_SSHOPTS="+opts)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		start := time.Now()
