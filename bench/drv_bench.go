@@ -147,7 +147,15 @@ func DrvParse(b *testing.B, c DrvCorpus) {
 // DrvParseShared benchmarks a reused drv.Parser's ParseShared: results
 // share the input's memory (no copy of the file) and the Parser's blocks,
 // as a loader that reads each file into its own buffer uses it.
-func DrvParseShared(b *testing.B, c DrvCorpus) {
+func DrvParseShared(b *testing.B, c DrvCorpus) { drvParseShared(b, c, false) }
+
+// DrvParseRecycle is DrvParseShared with Parser.Recycle before each parse,
+// as eval/graph's loader uses it (it copies what it keeps out of each
+// result): no allocation, so no garbage collection, in the loop; the
+// parser's own work alone.
+func DrvParseRecycle(b *testing.B, c DrvCorpus) { drvParseShared(b, c, true) }
+
+func drvParseShared(b *testing.B, c DrvCorpus, recycle bool) {
 	b.ReportAllocs()
 	b.SetBytes(c.Bytes)
 	var p drv.Parser
@@ -155,6 +163,9 @@ func DrvParseShared(b *testing.B, c DrvCorpus) {
 	defer clock.report(b, c.Bytes)
 	for b.Loop() {
 		for _, f := range c.Files {
+			if recycle {
+				p.Recycle()
+			}
 			if _, err := p.ParseShared(f); err != nil {
 				b.Fatal(err)
 			}

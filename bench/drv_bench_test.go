@@ -18,13 +18,14 @@ func drvCorpora(b *testing.B) []DrvCorpus {
 }
 
 // BenchmarkDrvParse compares nbuild's parser (plain, sharing its input,
-// and reused with an interner) with go-nix's ReadDerivation on the same bytes: the files of
+// sharing and recycling, and reused with an interner) with go-nix's ReadDerivation on the same bytes: the files of
 // each corpus that go-nix accepts.
 func BenchmarkDrvParse(b *testing.B) {
 	for _, c := range drvCorpora(b) {
 		c := c.GoNixSubset()
 		b.Run(c.Name+"/nbuild", func(b *testing.B) { DrvParse(b, c) })
 		b.Run(c.Name+"/nbuild-shared", func(b *testing.B) { DrvParseShared(b, c) })
+		b.Run(c.Name+"/nbuild-recycle", func(b *testing.B) { DrvParseRecycle(b, c) })
 		b.Run(c.Name+"/nbuild-intern", func(b *testing.B) { DrvParseIntern(b, c) })
 		b.Run(c.Name+"/go-nix", func(b *testing.B) { DrvParseGoNix(b, c) })
 	}
