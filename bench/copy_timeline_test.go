@@ -19,7 +19,8 @@ import (
 // remote store holds, and the CPU and state of the processes on both
 // ends. It shows where a copy's pipe idles. Same gate as TestCopyVsNix;
 // NBUILD_BENCH_COPY_ARGS adds flags to nbuild copy,
-// NBUILD_BENCH_COPY_LINK=loopback bypasses the relay.
+// NBUILD_BENCH_COPY_LINK=loopback bypasses the relay,
+// NBUILD_BENCH_COPY_TOOL=nix-copy-closure runs that instead.
 func TestCopyTimeline(t *testing.T) {
 	remoteFilesystem(t)
 	_, nbuild, root := copyBenchSetup(t)
@@ -43,6 +44,9 @@ func TestCopyTimeline(t *testing.T) {
 			addr, opts = h.Addr, h.SSHOptsPort(h.Port) // straight to sshd
 		}
 		cmd := exec.Command(nbuild, append(args, "--to", addr, root)...)
+		if os.Getenv("NBUILD_BENCH_COPY_TOOL") == "nix-copy-closure" {
+			cmd = exec.Command("nix-copy-closure", "--to", addr, root)
+		}
 		cmd.Env = append(os.Environ(), "NIX_SSHOPTS="+opts)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
