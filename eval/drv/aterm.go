@@ -362,28 +362,29 @@ func scanEscLong(data []byte, r int) int {
 	return end
 }
 
-// scanShort returns the index of the first byte of the string opened at
-// data[start] that rawMask flags (with esc, escMask), if it is among the
-// first 64; -1 if not, if data[start] is no quote, or if the input ends
-// too soon to load words. Most strings of a derivation are that short,
-// and their first flagged byte is the closing quote; the callers' loops
-// handle the others from that byte.
-func scanShort(data []byte, start int, esc bool) int {
+// scanShort looks at the first 64 bytes of the string opened at
+// data[start] for the first byte that rawMask flags (with esc, escMask):
+// it returns its index and true, or where the callers' loops should carry
+// on and false (no such byte there, no quote at data[start], or too little
+// input left to load words). Most strings of a derivation are that short,
+// and their first flagged byte is the closing quote.
+func scanShort(data []byte, start int, esc bool) (int, bool) {
+	r := start + 1
 	if start < 0 || start >= len(data) || data[start] != '"' {
-		return -1
+		return r, false
 	}
 	sp := unsafe.Pointer(unsafe.SliceData(data))
-	for r := start + 1; r+8 <= len(data) && r < start+65; r += 8 {
+	for ; r+8 <= len(data) && r < start+65; r += 8 {
 		x := load64(sp, r)
 		m := rawMask(x)
 		if esc {
 			m |= ctlMask(x)
 		}
 		if m != 0 {
-			return r + bits.TrailingZeros64(m)>>3
+			return r + bits.TrailingZeros64(m)>>3, true
 		}
 	}
-	return -1
+	return r, false
 }
 
 // view returns data[i:i+n] as a string of the derivation: a view of the
@@ -411,12 +412,12 @@ func (p *Parser) escString() (string, int, error) { return p.quoted(true) }
 func (p *Parser) quoted(esc bool) (string, int, error) {
 	start := p.pos
 	data := p.data
-	q := scanShort(data, start, esc)
-	if q < 0 || data[q] != '"' {
+	q, found := scanShort(data, start, esc)
+	if !found || data[q] != '"' {
 		if esc {
-			return p.escStringLong(start, max(q, start+1))
+			return p.escStringLong(start, q)
 		}
-		return p.rawStringLong(start, max(q, start+1))
+		return p.rawStringLong(start, q)
 	}
 	p.pos = q + 1
 	if p.views && q > start+1 {
