@@ -40,7 +40,9 @@ type Entry struct {
 }
 
 func newTimeline(plan *Plan, p Policy) *Timeline {
-	tl := &Timeline{Policy: p.String()}
+	// An entry per job, more only for retries: sized up front (appending
+	// 3,500 entries allocated 1 MB of a warm `nbuild graph`'s 7).
+	tl := &Timeline{Policy: p.String(), Entries: make([]Entry, 0, len(plan.Jobs))}
 	for i := range plan.Machines {
 		m := &plan.Machines[i]
 		tl.Machines = append(tl.Machines, TimelineMachine{Name: m.Name(), Slots: int(m.MaxJobs), SpeedFactor: m.SpeedFactor})

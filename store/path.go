@@ -175,6 +175,16 @@ func (p Path) HashPart() string { return nixbase32.EncodeToString(p.digest[:]) }
 // Base returns "<hash>-<name>".
 func (p Path) Base() string { return p.HashPart() + "-" + p.name }
 
+// AppendBase appends p's base name to b: Base without an allocation when b
+// has room (for map lookups by string(b) over many paths).
+func (p Path) AppendBase(b []byte) []byte {
+	n := len(b)
+	b = append(b, make([]byte, HashPartLen)...)
+	nixbase32.Encode(b[n:], p.digest[:])
+	b = append(b, '-')
+	return append(b, p.name...)
+}
+
 // String returns the full path "/nix/store/<hash>-<name>"; "" for the zero Path.
 func (p Path) String() string {
 	if p.IsZero() {

@@ -139,3 +139,15 @@ func FuzzParsePath(f *testing.F) {
 		}
 	})
 }
+
+func TestAppendBase(t *testing.T) {
+	p := store.MustParsePath("/nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-net-tools-1.60_p20170221182432")
+	buf := []byte("prefix:")
+	if got := string(p.AppendBase(buf)); got != "prefix:"+p.Base() {
+		t.Errorf("AppendBase = %q, want %q", got, "prefix:"+p.Base())
+	}
+	buf = make([]byte, 0, 256)
+	if n := testing.AllocsPerRun(100, func() { buf = p.AppendBase(buf[:0]) }); n != 0 {
+		t.Errorf("AppendBase into a buffer with room: %v allocations", n)
+	}
+}

@@ -89,7 +89,11 @@ type validityOptions struct {
 func queryStates(ctx context.Context, root storeRoot, g *graph.Graph, roots []graph.NodeID, opts validityOptions) (*validityInfo, error) {
 	options := opts.options
 	vi := &validityInfo{valid: map[store.Path]bool{}, subst: map[store.Path]bool{}, size: map[store.Path]uint64{}}
-	var outs []store.Path
+	n := 0
+	for id := 0; id < g.Len(); id++ {
+		n += len(g.Node(graph.NodeID(id)).Outputs)
+	}
+	outs := make([]store.Path, 0, n)
 	for id := 0; id < g.Len(); id++ {
 		for _, o := range g.Node(graph.NodeID(id)).Outputs {
 			if !o.Path.IsZero() {
@@ -177,8 +181,10 @@ func existing(dir string, paths []store.Path) ([]store.Path, error) {
 		for _, n := range names {
 			in[n] = struct{}{}
 		}
+		var buf []byte
 		for i, p := range paths {
-			_, exists[i] = in[p.Base()]
+			buf = p.AppendBase(buf[:0])
+			_, exists[i] = in[string(buf)] // no allocation for the lookup
 		}
 	} else {
 		root, err := os.OpenRoot(dir)
@@ -287,13 +293,15 @@ func (p *buildPlan) schedule() error {
 	jobOf := make([]int, g.Len())
 	// Sized up front: growing thousands of jobs by append was a tenth of
 	// a warm plan's page faults.
-	n := 0
-	for _, st := range p.state {
+	n, edges := 0, 0
+	for id, st := range p.state {
 		if st == stateBuild {
 			n++
+			edges += len(g.Node(graph.NodeID(id)).Inputs)
 		}
 	}
 	jobs := make([]sched.Job, 0, n)
+	deps := make([]int, 0, edges) // every job's Deps, back to back
 	nodes := make([]graph.NodeID, 0, n)
 	for id := 0; id < g.Len(); id++ {
 		jobOf[id] = -1
@@ -312,17 +320,22 @@ func (p *buildPlan) schedule() error {
 		}
 		job := sched.Job{Name: node.Name(), Platform: plat, PreferLocal: node.PreferLocalBuild, Expected: p.expected[id]}
 		blocked := false
+		start := len(deps)
 		for _, e := range node.Inputs {
 			switch p.state[e.To] {
 			case stateUnbuildable, stateBlocked:
 				blocked = true
 			case stateBuild:
-				job.Deps = append(job.Deps, jobOf[e.To])
+				deps = append(deps, jobOf[e.To])
 			}
 		}
 		if blocked {
 			p.state[id] = stateBlocked
+			deps = deps[:start]
 			continue
+		}
+		if len(deps) > start {
+			job.Deps = deps[start:len(deps):len(deps)]
 		}
 		jobOf[id] = len(jobs)
 		jobs = append(jobs, job)

@@ -194,7 +194,10 @@ func (g *refGraph) writeTree(out io.Writer, roots []int32, annotate func(int32) 
 
 // dotStyle gives the attributes nbuild adds to a node of the DOT output.
 type dotStyle struct {
+	// Label's lines: Label, then each non-empty More, joined by line
+	// breaks (kept apart so that no label is concatenated per node).
 	Label     string
+	More      [2]string
 	FillColor string
 	Shape     string
 	Tooltip   string
@@ -223,6 +226,23 @@ func appendQuoted(dst []byte, s string) []byte {
 		i = j
 	}
 	return append(dst, '"')
+}
+
+// appendQuotedLines appends lines, those after the first only when not
+// empty, joined by line breaks and quoted as appendQuoted quotes them.
+func appendQuotedLines(dst []byte, first string, more [2]string) []byte {
+	dst = appendQuoted(dst, first)
+	for _, l := range more {
+		if l == "" {
+			continue
+		}
+		dst = append(dst[:len(dst)-1], '\\', 'n') // reopen the quote
+		start := len(dst)
+		dst = appendQuoted(dst, l)
+		// Drop l's opening quote: the closing one ends the label.
+		dst = append(dst[:start], dst[start+1:]...)
+	}
+	return dst
 }
 
 // appendQuotedBase appends a store path's base name quoted: its characters
@@ -262,7 +282,7 @@ func (g *refGraph) writeDot(out io.Writer, roots []int32, style func(int32) dotS
 		}
 		buf = appendQuotedBase(buf, base)
 		buf = append(buf, " [label = "...)
-		buf = appendQuoted(buf, st.Label)
+		buf = appendQuotedLines(buf, st.Label, st.More)
 		buf = append(buf, ", shape = "...)
 		buf = append(buf, st.Shape...)
 		buf = append(buf, ", style = filled, fillcolor = "...)
@@ -287,6 +307,12 @@ func (g *refGraph) writeDot(out io.Writer, roots []int32, style func(int32) dotS
 			buf = appendQuoted(buf, colours[n%len(colours)])
 			buf = append(buf, "];\n"...)
 			n++
+			if len(buf) > 32<<10 { // a root may have thousands of edges
+				if _, err := w.Write(buf); err != nil {
+					return err
+				}
+				buf = buf[:0]
+			}
 		}
 		if len(buf) > 32<<10 {
 			if _, err := w.Write(buf); err != nil {
