@@ -126,18 +126,42 @@ func MustParsePath(s string) Path {
 }
 
 func decodeHashPart(dst []byte, s string) error {
-	for i := 0; i < len(s); i++ {
-		if !nixbase32.Is(s[i]) {
-			return fmt.Errorf("invalid character %q in hash part", s[i])
+	// Nix base32 (2.8 src/libutil/hash.cc): the last character holds the
+	// lowest five bits. dst is zeroed first: it is OR-ed into.
+	clear(dst)
+	for n := 0; n < len(s); n++ {
+		c := s[len(s)-n-1]
+		digit := nix32Value[c]
+		if digit == 0xff {
+			return fmt.Errorf("invalid character %q in hash part", c)
+		}
+		b := n * 5
+		i, j := b/8, uint(b%8)
+		if i >= len(dst) {
+			return errors.New("invalid hash part: too long")
+		}
+		dst[i] |= digit << j
+		carry := digit >> (8 - j)
+		if i+1 < len(dst) {
+			dst[i+1] |= carry
+		} else if carry != 0 {
+			return errors.New("invalid hash part: bits beyond the digest")
 		}
 	}
-	b, err := nixbase32.DecodeString(s)
-	if err != nil {
-		return fmt.Errorf("invalid hash part: %v", err)
-	}
-	copy(dst, b)
 	return nil
 }
+
+// nix32Value maps a character of Nix's base32 alphabet to its value, and
+// every other byte to 0xff.
+var nix32Value = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i := 0; i < len(nixbase32.Alphabet); i++ {
+		t[nixbase32.Alphabet[i]] = byte(i)
+	}
+	return t
+}()
 
 // checkName mirrors 2.8 src/libstore/path.cc checkName and returns the reason
 // a name is rejected, or "".

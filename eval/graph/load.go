@@ -2,6 +2,7 @@ package graph
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -276,12 +277,27 @@ func (w *worker) internList(names []string) []string {
 }
 
 func (w *worker) parse(dir *storeDir, base string) (*drv.Derivation, error) {
+	d, err := w.parseRead(dir, base, false)
+	var rerr readError
+	if err != nil && !errors.As(err, &rerr) {
+		// Perhaps a short read that was not the end (see storeDir.read).
+		return w.parseRead(dir, base, true)
+	}
+	return d, err
+}
+
+// readError marks a failure to read, as opposed to parse, a .drv file.
+type readError struct{ error }
+
+func (e readError) Unwrap() error { return e.error }
+
+func (w *worker) parseRead(dir *storeDir, base string, full bool) (*drv.Derivation, error) {
 	if w.keep {
 		// The derivation outlives this read: it gets its own copy.
-		data, err := dir.read(base, w.buf, &w.name)
+		data, err := dir.read(base, w.buf, &w.name, full)
 		w.buf = data[:0]
 		if err != nil {
-			return nil, err
+			return nil, readError{err}
 		}
 		return w.parser.Parse(data)
 	}
@@ -290,10 +306,10 @@ func (w *worker) parse(dir *storeDir, base string) (*drv.Derivation, error) {
 	// point into the reused read buffer and the parser may reuse its
 	// blocks: no copy of the file, and no allocation once warm.
 	w.parser.Recycle()
-	data, err := dir.read(base, w.buf, &w.name)
+	data, err := dir.read(base, w.buf, &w.name, full)
 	w.buf = data[:0]
 	if err != nil {
-		return nil, err
+		return nil, readError{err}
 	}
 	return w.parser.ParseShared(data)
 }

@@ -23,6 +23,6 @@ func (d *storeDir) Close() error { return nil }
 
 type nameBuf struct{}
 
-func (d *storeDir) read(base string, _ []byte, _ *nameBuf) ([]byte, error) {
+func (d *storeDir) read(base string, _ []byte, _ *nameBuf, _ bool) ([]byte, error) {
 	return os.ReadFile(filepath.Join(d.dir, base))
 }

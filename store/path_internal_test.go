@@ -1,0 +1,59 @@
+package store
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+)
+
+// TestDecodeHashPart checks the table decoder against go-nix's on random
+// hash parts, on every character, and on bits beyond the digest.
+func TestDecodeHashPart(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	for range 20000 {
+		var digest [DigestSize]byte
+		for i := range digest {
+			digest[i] = byte(rng.Uint32())
+		}
+		s := nixbase32.EncodeToString(digest[:])
+		var got [DigestSize]byte
+		got[3] = 0xaa // decodeHashPart must not OR into stale bytes
+		if err := decodeHashPart(got[:], s); err != nil || got != digest {
+			t.Fatalf("%s: got %x, %v; want %x", s, got, err, digest)
+		}
+	}
+	valid := "0123456789abcdfghijklmnpqrsvwxyz"
+	for c := 0; c < 256; c++ {
+		s := "1b8m03r63zqhnjf7l5wnldhh7c134ap5" // a real hash part
+		s = s[:5] + string(rune(c)) + s[6:]
+		if c >= 0x80 {
+			s = s[:5] + string([]byte{byte(c)}) + s[6:]
+		}
+		var d [DigestSize]byte
+		err := decodeHashPart(d[:], s)
+		_, want := nixbase32.DecodeString(s)
+		isValid := false
+		for i := 0; i < len(valid); i++ {
+			isValid = isValid || valid[i] == byte(c)
+		}
+		if (err == nil) != isValid || (want == nil) != isValid {
+			t.Errorf("character %q: err %v, go-nix %v, in alphabet %v", c, err, want, isValid)
+		}
+	}
+	// The first character carries bits 155-159, the digest's last: every
+	// value fits, in both decoders.
+	for _, s := range []string{"z0000000000000000000000000000000", "20000000000000000000000000000000"} {
+		var d [DigestSize]byte
+		_, want := nixbase32.DecodeString(s)
+		if err := decodeHashPart(d[:], s); (err == nil) != (want == nil) {
+			t.Errorf("%s: err %v, go-nix %v", s, err, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		var d [DigestSize]byte
+		decodeHashPart(d[:], "1b8m03r63zqhnjf7l5wnldhh7c134ap5")
+	}); n != 0 {
+		t.Errorf("%v allocations", n)
+	}
+}
