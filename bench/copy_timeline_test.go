@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/copy"
+	"github.com/nbuild/nbuild/store/daemon"
+	"github.com/nbuild/nbuild/store/ssh"
 	"github.com/nbuild/nbuild/store/testhost"
 )
 
@@ -119,3 +124,62 @@ func procStates(prev map[string]int64) string {
 	}
 	return strings.Join(out, " ")
 }
+
+// TestCopyFromStream measures what NarsFromPaths saves over a NarFromPath
+// per path when pulling the benchmark closure from a host over a link with
+// 10 ms each way and no rate limit (round trips, not bandwidth). Same gate.
+func TestCopyFromStream(t *testing.T) {
+	remoteFilesystem(t)
+	_, nbuild, root := copyBenchSetup(t)
+	h := testhost.New(t, testhost.Options{})
+	fill := exec.Command(nbuild, "copy", "-Q", "--to", h.Addr, root)
+	fill.Env = append(os.Environ(), "NIX_SSHOPTS="+h.SSHOpts())
+	if b, err := fill.CombinedOutput(); err != nil {
+		t.Fatalf("filling the host: %v\n%s", err, b)
+	}
+	relay := testhost.NewRelay(t, h.HostAddr(), testhost.RelayOptions{Delay: 10 * time.Millisecond})
+	ctx := t.Context()
+	sc, err := ssh.Dial(ctx, h.Addr, []string{"nix-daemon", "--stdio"}, ssh.Options{Getenv: h.GetenvPort(relay.Port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	c, err := daemon.NewConn(ctx, sc, daemon.Options{SkipSetOptions: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	infos, err := copy.Closure(ctx, c, []store.Path{store.MustParsePath(root)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths := make([]store.Path, len(infos))
+	for i, info := range infos {
+		paths[i] = info.Path
+	}
+	for round := range 2 {
+		start := time.Now()
+		var n int64
+		for _, p := range paths {
+			w := &countingDiscard{}
+			if err := c.NarFromPath(ctx, p, w); err != nil {
+				t.Fatal(err)
+			}
+			n += w.n
+		}
+		one := time.Since(start)
+		start = time.Now()
+		var m int64
+		if err := c.NarsFromPaths(ctx, paths, func(_ int, r io.Reader) error {
+			k, err := io.Copy(io.Discard, r)
+			m += k
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("round %d, %d paths, %d bytes: NarFromPath each %v, NarsFromPaths %v (%d bytes)", round, len(paths), n, one, time.Since(start), m)
+	}
+}
+
+type countingDiscard struct{ n int64 }
+
+func (c *countingDiscard) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }

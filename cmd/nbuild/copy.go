@@ -275,7 +275,9 @@ func copyFromCache(ctx context.Context, env *cmdEnv, o copyOptions, local *daemo
 }
 
 // copyFromHost copies the closure of roots from HOST's nix-daemon --stdio
-// over ssh into the local store, one NAR at a time on the one session.
+// over ssh into the local store on the one session: every NAR is asked for
+// at once and they come back to back (copy.NarStreamer), each added to the
+// local store as it arrives, references first.
 func copyFromHost(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copyProgress) error {
 	sc, err := ssh.Dial(ctx, host, []string{"nix-daemon", "--stdio"},
 		ssh.Options{Getenv: env.getenv, Compress: o.gzip, Verbose: o.verbose})
@@ -317,7 +319,7 @@ func copyFromHost(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon
 	// As nix-copy-closure: the paths come from a host the user logs into,
 	// so signatures are not required (an untrusted local user still needs
 	// them: the daemon ignores NoCheckSigs then).
-	o.jobs = 1 // one session, one NAR at a time
+	o.jobs = 1 // one session: the NARs stream in order
 	return copyPaths(ctx, env, o, remote, &daemonAdder{pool: pool, flags: daemon.AddFlags{NoCheckSigs: true}}, missing, pr)
 }
 

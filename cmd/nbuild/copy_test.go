@@ -75,24 +75,39 @@ func TestCopyToHost(t *testing.T) {
 func TestCopyFromHost(t *testing.T) {
 	storetest.RequireDaemon(t)
 	h := testhost.New(t, testhost.Options{})
-	// A path only the host has: built there.
+	// A chain of three paths only the host has, built there: the NARs
+	// come back to back on the one session, references first.
 	expr := filepath.Join(t.TempDir(), "remote.nix")
 	salt := uniqueSalt(t)
-	if err := os.WriteFile(expr, []byte(fmt.Sprintf(`derivation { name = "copy-from"; system = builtins.currentSystem;
-  builder = "/bin/sh"; args = [ "-c" "echo %s > $out" ]; }`, salt)), 0o644); err != nil {
+	if err := os.WriteFile(expr, []byte(fmt.Sprintf(`let
+  mk = name: dep: derivation { inherit name dep; system = builtins.currentSystem; builder = "/bin/sh";
+    args = [ "-c" "echo %s $dep > $out" ]; };
+  a = mk "copy-from-a" "";
+  b = mk "copy-from-b" a;
+in mk "copy-from-c" b`, salt)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out := strings.TrimSpace(h.MustRun("nix-build", "--option", "substituters", "", "--no-out-link", expr))
-	if _, err := exec.Command("nix-store", "--check-validity", out).CombinedOutput(); err == nil {
-		t.Fatalf("%s is already valid locally", out)
+	closure := strings.Fields(h.MustRun("nix-store", "-qR", out))
+	if len(closure) != 3 {
+		t.Fatalf("closure of %s: %v", out, closure)
+	}
+	for _, p := range closure {
+		if _, err := exec.Command("nix-store", "--check-validity", p).CombinedOutput(); err == nil {
+			t.Fatalf("%s is already valid locally", p)
+		}
 	}
 	_, errOut, code := runWithEnv(t, h.Getenv, "copy", "--from", h.Addr, out)
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, errOut)
 	}
-	nixLocal(t, "--verify-path", out)
-	if l, r := nixLocal(t, "-q", "--hash", out), h.MustRun("nix-store", "-q", "--hash", out); strings.TrimSpace(l) != strings.TrimSpace(r) {
-		t.Errorf("hash: local %q, host %q", l, r)
+	for _, p := range closure {
+		nixLocal(t, "--verify-path", p)
+		for _, q := range []string{"--hash", "--references", "--deriver"} {
+			if l, r := nixLocal(t, "-q", q, p), h.MustRun("nix-store", "-q", q, p); strings.TrimSpace(l) != strings.TrimSpace(r) {
+				t.Errorf("%s %s: local %q, host %q", q, p, l, r)
+			}
+		}
 	}
 }
 

@@ -204,6 +204,13 @@ type Source interface {
 	store.NarReader
 }
 
+// NarStreamer is a Source that can send many NARs back to back, without a
+// round trip per path (daemon.Conn over ssh). Copy streams from it when it
+// copies one path at a time.
+type NarStreamer interface {
+	NarsFromPaths(ctx context.Context, paths []store.Path, each func(i int, r io.Reader) error) error
+}
+
 // Copy adds infos (in dependency order, typically the result of Missing)
 // to dst with NARs read from src, opts.Jobs at a time. A path is added
 // only after every reference of it that is also being copied has been
@@ -216,6 +223,9 @@ func Copy(ctx context.Context, src Source, dst store.NarAdder, infos []*store.Pa
 		jobs = 2
 	}
 	tracker := newTracker(infos, opts.Progress)
+	if ns, ok := src.(NarStreamer); ok && jobs == 1 {
+		return stream(ctx, ns, dst, infos, tracker)
+	}
 	done := make(map[store.Path]chan struct{}, len(infos))
 	for _, info := range infos {
 		done[info.Path] = make(chan struct{})
@@ -269,6 +279,37 @@ func copyOne(ctx context.Context, src Source, dst store.NarAdder, info *store.Pa
 }
 
 var errAborted = errors.New("copy: destination stopped reading")
+
+// stream adds infos one after the other, in their order (references
+// first), as src sends them back to back.
+func stream(ctx context.Context, src NarStreamer, dst store.NarAdder, infos []*store.PathInfo, t *tracker) error {
+	paths := make([]store.Path, len(infos))
+	for i, info := range infos {
+		paths[i] = info.Path
+	}
+	err := src.NarsFromPaths(ctx, paths, func(i int, r io.Reader) error {
+		if err := dst.AddToStoreNar(ctx, infos[i], &countReader{r: r, t: t}); err != nil {
+			return fmt.Errorf("copying %s: %w", infos[i].Path, err)
+		}
+		t.pathDone()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+type countReader struct {
+	r io.Reader
+	t *tracker
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.t.add(n)
+	return n, err
+}
 
 // tracker counts progress for Copy and ToHost.
 type tracker struct {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -234,4 +235,71 @@ func randBytes(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
 	return b
+}
+
+// TestNarsFromPaths streams several NARs through one pipelined call and
+// compares each with nix-store --dump; an invalid path among them ends the
+// call after the NARs before it.
+func TestNarsFromPaths(t *testing.T) {
+	storetest.RequireDaemon(t)
+	ctx := context.Background()
+	var paths []store.Path
+	for range 5 {
+		paths = append(paths, nixStoreAdd(t))
+	}
+	c := localConn(t, daemon.Options{})
+	var got [][]byte
+	err := c.NarsFromPaths(ctx, paths, func(i int, r io.Reader) error {
+		if i != len(got) {
+			t.Errorf("NAR %d handed over after %d", i, len(got))
+		}
+		b, err := io.ReadAll(r)
+		got = append(got, b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range paths {
+		want, err := exec.Command("nix-store", "--dump", p.String()).Output()
+		if err != nil {
+			t.Fatal(stderrOf(err))
+		}
+		if !bytes.Equal(got[i], want) {
+			t.Errorf("NAR %d of %s: %d bytes, nix-store --dump %d", i, p, len(got[i]), len(want))
+		}
+	}
+	// The connection is still usable after a complete call.
+	if _, err := c.QueryPathInfo(ctx, paths[0]); err != nil {
+		t.Fatalf("after NarsFromPaths: %v", err)
+	}
+
+	missing := store.MustParsePath("/nix/store/00000000000000000000000000000000-daemon-test-missing")
+	// 2.8 starts the NAR of a path missing from disk (its magic) and then
+	// sends the error frame: the NAR fails to parse.
+	n := 0
+	err = c.NarsFromPaths(ctx, []store.Path{paths[0], paths[1], missing, paths[2]}, func(i int, r io.Reader) error {
+		_, err := io.Copy(io.Discard, r)
+		if err == nil {
+			n++
+		}
+		return err
+	})
+	if err == nil || n != 2 || !errors.Is(err, daemon.ErrBroken) || !strings.Contains(err.Error(), missing.String()) {
+		t.Errorf("with an invalid third path: %d complete NARs, err %v; want 2 and ErrBroken naming it", n, err)
+	}
+
+	// each's own error comes back as it is.
+	c = localConn(t, daemon.Options{})
+	stop := errors.New("stop here")
+	err = c.NarsFromPaths(ctx, paths, func(i int, r io.Reader) error {
+		if i == 1 {
+			return stop // without reading the NAR
+		}
+		_, err := io.Copy(io.Discard, r)
+		return err
+	})
+	if !errors.Is(err, stop) {
+		t.Errorf("each's error: got %v", err)
+	}
 }

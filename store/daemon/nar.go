@@ -57,6 +57,70 @@ func (c *Conn) narFromPath(p store.Path, w io.Writer) error {
 	return nil
 }
 
+// NarsFromPaths asks for the NARs of paths all at once and hands each one,
+// in order, to each(i, r), where r reads exactly the NAR of paths[i]: the
+// requests go out beside the reading, so there is no round trip per path
+// (NarFromPath waits for each). each must read r to its end or fail.
+//
+// The first failure ends the call: an invalid path (2.8 closes the
+// connection after the error frame), a NAR that does not parse, or each's
+// error, returned as it is. After a failure the connection is broken;
+// NARs handed over before it were complete.
+func (c *Conn) NarsFromPaths(ctx context.Context, paths []store.Path, each func(i int, r io.Reader) error) error {
+	if len(paths) == 0 {
+		return nil
+	}
+	end, err := c.begin(ctx, OpNarFromPath)
+	if err != nil {
+		return err
+	}
+	return end(c.narsFromPaths(paths, each))
+}
+
+// errNotRead closes a NAR's pipe when each returned before its end.
+var errNotRead = errors.New("daemon: NAR not read to its end")
+
+func (c *Conn) narsFromPaths(paths []store.Path, each func(int, io.Reader) error) error {
+	werr := c.sendPathOps(OpNarFromPath, paths)
+	fail := func(err error) error {
+		c.rwc.Close() // unblocks the writer; the rest of the stream is lost
+		<-werr
+		return fmt.Errorf("%w: %w", ErrBroken, err)
+	}
+	for i, p := range paths {
+		if _, err := c.processStderr(OpNarFromPath, nil); err != nil {
+			return fail(err)
+		}
+		if head, err := c.br.Peek(8); err == nil && binary.LittleEndian.Uint64(head) == stderrError {
+			c.br.Discard(8)
+			de, err := c.readError(OpNarFromPath)
+			if err != nil {
+				return fail(err)
+			}
+			return fail(de)
+		}
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() {
+			err := each(i, pr)
+			pr.CloseWithError(errNotRead)
+			done <- err
+		}()
+		_, cerr := nar.Copy(pw, c.br)
+		pw.CloseWithError(cerr)
+		if eerr := <-done; eerr != nil {
+			c.rwc.Close()
+			<-werr
+			c.breakWith(fmt.Errorf("%w: NarFromPath %s: %w", ErrBroken, p, eerr))
+			return eerr
+		}
+		if cerr != nil {
+			return fail(fmt.Errorf("reading NAR of %s: %w", p, cerr))
+		}
+	}
+	return <-werr
+}
+
 // stickyWriter remembers the first write error and then discards.
 type stickyWriter struct {
 	w   io.Writer

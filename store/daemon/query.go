@@ -77,28 +77,7 @@ func (c *Conn) QueryPathInfos(ctx context.Context, paths []store.Path) ([]*store
 }
 
 func (c *Conn) queryPathInfos(paths []store.Path, infos []*store.PathInfo) error {
-	// The writer runs beside the reader so that neither side's socket
-	// buffer can fill up with the other blocked.
-	werr := make(chan error, 1)
-	go func() {
-		var b []byte
-		for i, p := range paths {
-			b = wire.AppendUint64(b, uint64(OpQueryPathInfo))
-			b = wire.AppendString(b, p.String())
-			if len(b) >= 32<<10 || i == len(paths)-1 {
-				if _, err := c.bw.Write(b); err != nil {
-					werr <- err
-					return
-				}
-				if err := c.bw.Flush(); err != nil {
-					werr <- err
-					return
-				}
-				b = b[:0]
-			}
-		}
-		werr <- nil
-	}()
+	werr := c.sendPathOps(OpQueryPathInfo, paths)
 	var first error
 	for i, p := range paths {
 		_, err := c.processStderr(OpQueryPathInfo, nil)
@@ -118,6 +97,34 @@ func (c *Conn) queryPathInfos(paths []store.Path, infos []*store.PathInfo) error
 		return err
 	}
 	return first
+}
+
+// sendPathOps writes the request op(path) for every path, on a goroutine
+// beside the caller's reading of the replies so that neither side's
+// buffers can fill up with the other blocked, and reports the writing's
+// end on the returned channel.
+func (c *Conn) sendPathOps(op Op, paths []store.Path) <-chan error {
+	werr := make(chan error, 1)
+	go func() {
+		var b []byte
+		for i, p := range paths {
+			b = wire.AppendUint64(b, uint64(op))
+			b = wire.AppendString(b, p.String())
+			if len(b) >= 32<<10 || i == len(paths)-1 {
+				if _, err := c.bw.Write(b); err != nil {
+					werr <- err
+					return
+				}
+				if err := c.bw.Flush(); err != nil {
+					werr <- err
+					return
+				}
+				b = b[:0]
+			}
+		}
+		werr <- nil
+	}()
+	return werr
 }
 
 func isSynced(err error) bool {
