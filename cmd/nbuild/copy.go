@@ -68,7 +68,7 @@ func copyCommand() command {
 			fs.BoolVarP(&o.useSubstitutes, "use-substitutes", "s", false, "let the receiving side substitute missing paths first")
 			fs.BoolVar(&o.gzip, "gzip", false, "compress the ssh connection (ssh -C)")
 			fs.BoolVarP(&o.verbose, "verbose", "v", false, "print each path copied and pass -v to ssh")
-			fs.StringVar(&o.compress, "compress", "auto", "NAR compression to a host: auto (zstd if the remote has it, each chunk only when compressing it pays), none, zstd, xz")
+			fs.StringVar(&o.compress, "compress", "auto", "NAR compression to or from a host: auto (zstd if the remote has it; to a host, each chunk only when compressing it pays), none, zstd, xz")
 			fs.IntVar(&o.level, "compress-level", 0, "compression level (0: zstd 3, xz 6)")
 			fs.IntVarP(&o.jobs, "jobs", "j", 0, "parallel compression / NAR transfers (0: number of CPUs)")
 			fs.BoolVar(&o.noCheckSigs, "no-check-sigs", false, "--from file://: do not require trusted signatures")
@@ -114,6 +114,13 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 		return copyToCache(ctx, env, o, local, host, roots, pr)
 	case strings.Contains(host, "://"):
 		return fmt.Errorf("copy: unsupported store URL '%s' (want [USER@]HOST or file:///DIR)", host)
+	case o.from && !o.includeOutputs:
+		err := copyFromHostDump(ctx, env, o, local, host, roots, pr)
+		if !errors.Is(err, copy.ErrNoPathInfo) {
+			return err
+		}
+		// No `nix path-info --json` there: the worker protocol, uncompressed.
+		return copyFromHost(ctx, env, o, local, host, roots, pr)
 	case o.from:
 		return copyFromHost(ctx, env, o, local, host, roots, pr)
 	}
@@ -122,14 +129,7 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 		return err
 	}
 	pr.dest = "ssh://" + host
-	res, err := copy.ToHost(ctx, host, closure, copy.HostOptions{
-		SSH:            ssh.Options{Getenv: env.getenv, Compress: o.gzip, Verbose: o.verbose},
-		Compress:       o.compress,
-		Level:          o.level,
-		Jobs:           o.jobs,
-		UseSubstitutes: o.useSubstitutes,
-		Progress:       pr.update,
-	})
+	res, err := copy.ToHost(ctx, host, closure, o.hostOptions(env, pr))
 	if err != nil {
 		return err
 	}
@@ -274,6 +274,27 @@ func copyFromCache(ctx context.Context, env *cmdEnv, o copyOptions, local *daemo
 	return copyPaths(ctx, env, o, cache, &daemonAdder{pool: pool, flags: daemon.AddFlags{NoCheckSigs: o.noCheckSigs}}, missing, pr)
 }
 
+// copyFromHostDump copies the closure of roots from HOST with
+// copy.FromHost: the closure's infos in one reply, then the missing NARs
+// back to back through the remote's zstd or xz (--compress).
+func copyFromHostDump(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copyProgress) error {
+	pr.dest = "local store"
+	dst, done := hostAdder(env)
+	defer done()
+	res, err := copy.FromHost(ctx, host, roots, local, dst, o.hostOptions(env, pr))
+	if err != nil {
+		return err
+	}
+	if o.verbose {
+		pr.finish()
+		for _, info := range res.Sent {
+			fmt.Fprintf(env.stderr, "copied path '%s' from 'ssh://%s'\n", info.Path, host)
+		}
+		fmt.Fprintf(env.stderr, "%d paths received (%s)\n", len(res.Sent), res.Compression)
+	}
+	return nil
+}
+
 // copyFromHost copies the closure of roots from HOST's nix-daemon --stdio
 // over ssh into the local store on the one session: every NAR is asked for
 // at once and they come back to back (copy.NarStreamer), each added to the
@@ -312,15 +333,33 @@ func copyFromHost(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon
 		return err
 	}
 	pr.dest = "local store"
+	dst, done := hostAdder(env)
+	defer done()
+	o.jobs = 1 // one session: the NARs stream in order
+	return copyPaths(ctx, env, o, remote, dst, missing, pr)
+}
+
+// hostAdder adds paths copied from an ssh host to the local store. As
+// nix-copy-closure: the paths come from a host the user logs into, so
+// signatures are not required (an untrusted local user still needs them:
+// the daemon ignores NoCheckSigs then).
+func hostAdder(env *cmdEnv) (*daemonAdder, func()) {
 	pool := daemon.NewPool(1, func(ctx context.Context) (*daemon.Conn, error) {
 		return daemon.Dial(ctx, daemonSocket(env), daemon.Options{SkipSetOptions: true})
 	})
-	defer pool.Close()
-	// As nix-copy-closure: the paths come from a host the user logs into,
-	// so signatures are not required (an untrusted local user still needs
-	// them: the daemon ignores NoCheckSigs then).
-	o.jobs = 1 // one session: the NARs stream in order
-	return copyPaths(ctx, env, o, remote, &daemonAdder{pool: pool, flags: daemon.AddFlags{NoCheckSigs: true}}, missing, pr)
+	return &daemonAdder{pool: pool, flags: daemon.AddFlags{NoCheckSigs: true}}, func() { pool.Close() }
+}
+
+// hostOptions are the options of a copy to or from an ssh host.
+func (o copyOptions) hostOptions(env *cmdEnv, pr *copyProgress) copy.HostOptions {
+	return copy.HostOptions{
+		SSH:            ssh.Options{Getenv: env.getenv, Compress: o.gzip, Verbose: o.verbose},
+		Compress:       o.compress,
+		Level:          o.level,
+		Jobs:           o.jobs,
+		UseSubstitutes: o.useSubstitutes,
+		Progress:       pr.update,
+	}
 }
 
 // remoteDrvOutputs reads the .drv files among infos through the remote
