@@ -212,9 +212,46 @@ func remoteFilesystem(t *testing.T) {
 	}
 	// Registered after TempDir's removal, so it runs before it.
 	t.Cleanup(func() {
-		if b, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+		// Lazily: a test host's namespace may still be on its way out.
+		if b, err := exec.Command("umount", "-l", mnt).CombinedOutput(); err != nil {
 			t.Errorf("umount %s: %v\n%s", mnt, err, b)
 		}
 	})
 	t.Setenv("TMPDIR", mnt)
+}
+
+// TestCopyFromVsNix pulls the benchmark closure from a host over the
+// shaped link into a second host (its own /nix and nix-daemon), with
+// nix-copy-closure --from and nbuild copy --from run inside that second
+// host, in the same hyperfine run. Same gate as TestCopyVsNix.
+func TestCopyFromVsNix(t *testing.T) {
+	remoteFilesystem(t)
+	out, nbuild, root := copyBenchSetup(t)
+	src := testhost.New(t, testhost.Options{})
+	fill := exec.Command(nbuild, "copy", "-Q", "--to", src.Addr, root)
+	fill.Env = append(os.Environ(), "NIX_SSHOPTS="+src.SSHOpts())
+	if b, err := fill.CombinedOutput(); err != nil {
+		t.Fatalf("filling the source host: %v\n%s", err, b)
+	}
+	dst := testhost.New(t, testhost.Options{Daemon: true})
+	relay := testhost.NewRelay(t, src.HostAddr(), testhost.RelayOptions{RateBytesPerSec: 12_500_000, Delay: 10 * time.Millisecond})
+	in := fmt.Sprintf("nsenter --target %s --mount -- ", hostPid(t, dst))
+	env := fmt.Sprintf("env NIX_SSHOPTS=\"%s -o HostName=127.0.0.1\" ", src.SSHOptsPort(relay.Port))
+	args := []string{"-N", "--runs", "2", "--export-markdown", filepath.Join(out, "shaped-from.md"),
+		"--export-json", filepath.Join(out, "shaped-from.json"),
+		"--prepare", "bash -c '" + in + "nix-store --gc >/dev/null 2>&1 && sync'"}
+	for _, c := range []string{
+		"nix-copy-closure --from root@board " + root,
+		nbuild + " copy -Q --from root@board " + root,
+		nbuild + " copy -Q --compress none --from root@board " + root,
+	} {
+		args = append(args, "bash -c '"+in+env+c+"'")
+	}
+	cmd := exec.Command("hyperfine", args...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	t.Logf("hyperfine %s", strings.Join(args, " "))
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("hyperfine: %v", err)
+	}
+	dst.MustRun("nix-store", "--verify-path", root) // the last copy left it valid and intact
 }
