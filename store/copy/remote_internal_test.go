@@ -1,6 +1,13 @@
 package copy
 
-import "testing"
+import (
+	"bytes"
+	"encoding/base64"
+	"strings"
+	"testing"
+
+	"github.com/nbuild/nbuild/store"
+)
 
 func TestChooseCompression(t *testing.T) {
 	for _, c := range []struct {
@@ -40,4 +47,75 @@ func TestIsLocal(t *testing.T) {
 			t.Errorf("isLocal(%q) = %v, want %v", host, got, want)
 		}
 	}
+}
+
+// pathInfosSeed is what Nix 2.8's `nix path-info --json -r` printed for a
+// chain of two paths, one signed and one content-addressed.
+const pathInfosSeed = `[{"path":"/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-copytest-a","narHash":"sha256-9ucksSdZ9ntCT/gIufvOGJBqJwqpZDzf2RtN9SoPUsw=","narSize":4490896,"references":[],"deriver":"/nix/store/4k1aja9rn9rkk2cpsd3smrjdqic0gf0z-copytest-a.drv","registrationTime":1795436104,"ultimate":true,"signatures":["test-1:aGVsbG8="],"ca":"fixed:r:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"},{"path":"/nix/store/kv1wdawdc21dkw6s3y2ihcclfccapbza-copytest-d","narHash":"sha256-E7ocVjZaLbOp5JPc8G9rdq21LI3ESBfpKKppVaCO5Ao=","narSize":4490944,"references":["/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-copytest-a","/nix/store/kv1wdawdc21dkw6s3y2ihcclfccapbza-copytest-d"],"deriver":"/nix/store/pjjpk21ldxqcd73hccpbaw72bqqb9vr4-copytest-d.drv","registrationTime":1795436104,"ultimate":true}]`
+
+func TestParsePathInfosJSON(t *testing.T) {
+	// Two xargs batches, the referrer first: the result is references first.
+	batches := pathInfosSeed[:1] + pathInfosSeed[strings.Index(pathInfosSeed, `},{`)+2:] + "\n" +
+		pathInfosSeed[:strings.Index(pathInfosSeed, `},{`)+1] + "]"
+	for _, in := range []string{pathInfosSeed, batches} {
+		infos, err := parsePathInfosJSON(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(infos) != 2 || infos[0].Path.Name() != "copytest-a" || infos[1].Path.Name() != "copytest-d" {
+			t.Fatalf("order: %v", infos)
+		}
+		a, d := infos[0], infos[1]
+		if want, _ := base64.StdEncoding.DecodeString("9ucksSdZ9ntCT/gIufvOGJBqJwqpZDzf2RtN9SoPUsw="); !bytes.Equal(a.NarHash[:], want) {
+			t.Errorf("narHash %x, want %x", a.NarHash, want)
+		}
+		if a.NarSize != 4490896 || a.Deriver.Name() != "copytest-a.drv" || len(a.Sigs) != 1 || !strings.HasPrefix(a.CA, "fixed:r:sha256:") {
+			t.Errorf("a = %+v", a)
+		}
+		if len(d.References) != 2 || d.Sigs != nil || d.CA != "" {
+			t.Errorf("d = %+v", d)
+		}
+	}
+	for name, bad := range map[string]string{
+		"empty":       "",
+		"not json":    "error: path is not valid",
+		"bad path":    `[{"path":"/nix/store/xyz","narHash":"sha256-9ucksSdZ9ntCT/gIufvOGJBqJwqpZDzf2RtN9SoPUsw="}]`,
+		"md5 hash":    `[{"path":"/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-copytest-a","narHash":"md5-aGVsbG8="}]`,
+		"short hash":  `[{"path":"/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-copytest-a","narHash":"sha256-aGVsbG8="}]`,
+		"bad ref":     `[{"path":"/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-copytest-a","narHash":"sha256-9ucksSdZ9ntCT/gIufvOGJBqJwqpZDzf2RtN9SoPUsw=","references":["x"]}]`,
+		"ref cycle":   `[{"path":"/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-a","narHash":"sha256-9ucksSdZ9ntCT/gIufvOGJBqJwqpZDzf2RtN9SoPUsw=","references":["/nix/store/kv1wdawdc21dkw6s3y2ihcclfccapbza-b"]},{"path":"/nix/store/kv1wdawdc21dkw6s3y2ihcclfccapbza-b","narHash":"sha256-9ucksSdZ9ntCT/gIufvOGJBqJwqpZDzf2RtN9SoPUsw=","references":["/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-a"]}]`,
+		"empty array": "[]",
+	} {
+		if _, err := parsePathInfosJSON(bad); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// FuzzParsePathInfosJSON: whatever a remote prints, the parser never
+// panics, and what it accepts is references first with valid paths.
+func FuzzParsePathInfosJSON(f *testing.F) {
+	f.Add(pathInfosSeed)
+	f.Add(pathInfosSeed + pathInfosSeed)
+	f.Add(`[{"path":"/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-a","narHash":"sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"}]`)
+	f.Fuzz(func(t *testing.T, s string) {
+		infos, err := parsePathInfosJSON(s)
+		if err != nil {
+			return
+		}
+		pos := map[store.Path]int{}
+		for i, info := range infos {
+			if info.Path.IsZero() {
+				t.Fatalf("zero path accepted")
+			}
+			pos[info.Path] = i
+		}
+		for i, info := range infos {
+			for _, r := range info.References {
+				if j, ok := pos[r]; ok && r != info.Path && j > i {
+					t.Fatalf("%s listed before its reference %s", info.Path, r)
+				}
+			}
+		}
+	})
 }
