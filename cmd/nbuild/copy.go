@@ -32,7 +32,10 @@ nix-daemon --stdio, compressed with zstd or xz that the remote decompresses
 itself (nix-store --serve --write, uncompressed, when it has no nix-daemon).
 The remote's Nix checks every NAR's hash before the path becomes valid, so
 an interrupted copy leaves no partial path and a rerun sends the rest.
-From a host, NARs come uncompressed through its nix-daemon --stdio.
+From a host, one session too: the closure's path infos in one reply, then
+the missing NARs back to back, compressed by the remote's own zstd or xz,
+each added locally as it arrives (through its nix-daemon --stdio when the
+remote has no nix path-info, or with --include-outputs).
 
 With file:///DIR the other side is a binary cache Nix reads (nix-cache-info,
 nar/*.nar.xz|zst, *.narinfo, signed with secret-key); --from verifies each
