@@ -132,7 +132,7 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	if err != nil {
 		return err
 	}
-	vi, err := queryStates(ctx, root, g, g.Roots(), validityOptions{options: o.options, noSubstituters: noSubstituters(env, o)})
+	vi, err := queryStates(ctx, root, g, g.Roots(), validityOptions{options: o.options, noSubstituters: noSubstituters(env, o), cacheDir: snapshotDir(o)})
 	if err != nil {
 		return err
 	}

@@ -83,6 +83,9 @@ type validityOptions struct {
 	// noSubstituters skips asking what can be substituted (QueryMissing
 	// walks every .drv of the closure in the daemon: most of the query).
 	noSubstituters bool
+	// cacheDir keeps which outputs exist on disk between runs
+	// (existingCached); "" for none.
+	cacheDir string
 }
 
 // queryStates is queryValidity with options.
@@ -104,7 +107,7 @@ func queryStates(ctx context.Context, root storeRoot, g *graph.Graph, roots []gr
 	if root != "" {
 		vi.source = "files under " + string(root)
 		// A store directory that cannot be read has nothing valid.
-		valid, _ := existing(filepath.Join(string(root), store.StoreDir), outs)
+		valid, _ := existingCached(opts.cacheDir, filepath.Join(string(root), store.StoreDir), outs)
 		for _, p := range valid {
 			vi.valid[p] = true
 		}
@@ -116,7 +119,7 @@ func queryStates(ctx context.Context, root storeRoot, g *graph.Graph, roots []gr
 	// left by an interrupted build). One local lookup each is far cheaper
 	// than the daemon's, and a plan of nothing built asks it nothing.
 	// If the directory cannot be read, the daemon is asked about all.
-	if onDisk, err := existing(store.StoreDir, outs); err == nil {
+	if onDisk, err := existingCached(opts.cacheDir, store.StoreDir, outs); err == nil {
 		outs = onDisk
 	}
 	if len(outs) == 0 && opts.noSubstituters {

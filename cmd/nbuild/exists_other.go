@@ -1,0 +1,11 @@
+//go:build !linux
+
+package main
+
+import "os"
+
+// dirIdentity is what changes when a directory's entries change: its
+// mtime (ns) and size.
+func dirIdentity(fi os.FileInfo) []byte {
+	return appendInt64s(nil, fi.ModTime().UnixNano(), fi.Size())
+}
