@@ -128,6 +128,13 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	if err != nil {
 		return err
 	}
+	// The reference graph of tree and DOT depends on the graph alone: it
+	// is built on another core while validity and the plan are worked out.
+	var refs chan *refGraph
+	if o.format == "tree" || o.format == "dot" {
+		refs = make(chan *refGraph, 1)
+		go func() { refs <- buildRefGraph(g) }()
+	}
 	machines, err := graphMachines(env, o)
 	if err != nil {
 		return err
@@ -149,9 +156,9 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	case "summary":
 		err = writeSummary(w, p)
 	case "tree":
-		err = p.refGraph().writeTree(w, p.rootIDs(), p.treeNote)
+		err = (<-refs).writeTree(w, p.rootIDs(), p.treeNote)
 	case "dot":
-		rg := p.refGraph()
+		rg := <-refs
 		err = rg.writeDot(w, p.rootIDs(), p.dotStyle(rg))
 	case "json":
 		err = writePlanJSON(w, p)
@@ -324,11 +331,10 @@ func (p *buildPlan) rootPaths() []string {
 	return out
 }
 
-// refGraph is the store reference relation of the plan's closure: a
+// buildRefGraph returns the store reference relation of the closure g: a
 // derivation references its input derivations and input sources; sources
 // are leaves. Ids are the graph's NodeIDs, then one per distinct source.
-func (p *buildPlan) refGraph() *refGraph {
-	g := p.g
+func buildRefGraph(g *graph.Graph) *refGraph {
 	n := g.Len()
 	// Sources get ids after the derivations. Everything is sized up
 	// front: growing these per node and per source was a tenth of
