@@ -28,8 +28,9 @@ import (
 //     of root paths, one a line, and prints the path infos of their
 //     closure as `nix path-info --json -r` prints them (one JSON array per
 //     xargs batch), then a line ".".
-//  2. It reads "COMPRESSOR LEN" and LEN bytes of paths, and writes their
-//     NARs back to back, in that order, through the compressor. The
+//  2. It reads "COMPRESSOR LEVEL LEN" and LEN bytes of paths, and writes
+//     their NARs back to back, in that order, through the compressor (at
+//     its default level when LEVEL is 0). The
 //     client knows each NAR's path from the order and its end from the
 //     NAR itself; nothing interactive follows, so the compressor's
 //     buffering holds nothing back (the stream ends with the output).
@@ -43,12 +44,13 @@ l=$(head -c "$n")
 printf '%s\n' "$l" | xargs nix --extra-experimental-features nix-command path-info --json -r
 echo
 echo .
-read -r c n || exit 0
+read -r c lvl n || exit 0
 m=$(head -c "$n")
 dump() { printf '%s\n' "$m" | while read -r p; do nix-store --dump "$p"; done; }
+set -- -cq -T0; [ "$lvl" = 0 ] || set -- "$@" "-$lvl"
 case $c in
-  zstd) dump | zstd -cq -T0 ;;
-  xz) dump | xz -cq -T0 ;;
+  zstd) dump | zstd "$@" ;;
+  xz) dump | xz "$@" ;;
   *) dump ;;
 esac`
 
@@ -141,7 +143,11 @@ func fromHost(ctx context.Context, sc *ssh.Conn, roots []store.Path, local store
 		list.WriteString(info.Path.String())
 		list.WriteByte('\n')
 	}
-	if _, err := fmt.Fprintf(sc, "%s %d\n%s", algo, list.Len(), list.String()); err != nil {
+	level := max(opts.Level, 0)
+	if algo == "none" {
+		level = 0
+	}
+	if _, err := fmt.Fprintf(sc, "%s %d %d\n%s", algo, level, list.Len(), list.String()); err != nil {
 		return res, err
 	}
 	if err := sc.CloseWrite(); err != nil {

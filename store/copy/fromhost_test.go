@@ -68,10 +68,12 @@ func TestFromHost(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, compress, want string
+		level                int
 		board                bool
 	}{
 		{name: "auto", compress: "auto", want: "zstd", board: true},
 		{name: "auto-loopback", compress: "auto", want: "none"},
+		{name: "zstd-1", compress: "zstd", want: "zstd", level: 1},
 		{name: "xz", compress: "xz", want: "xz"},
 		{name: "none", compress: "none", want: "none"},
 	} {
@@ -82,7 +84,7 @@ func TestFromHost(t *testing.T) {
 				addr, getenv = "root@board", board
 			}
 			local := localConn(t)
-			opts := copy.HostOptions{SSH: ssh.Options{Getenv: getenv}, Compress: tc.compress}
+			opts := copy.HostOptions{SSH: ssh.Options{Getenv: getenv}, Compress: tc.compress, Level: tc.level}
 			var last copy.Progress
 			opts.Progress = func(p copy.Progress) { last = p }
 			res, err := copy.FromHost(context.Background(), addr, []store.Path{root}, local, unsignedAdder{local}, opts)
