@@ -177,16 +177,8 @@ func (d dumpStream) NarsFromPaths(ctx context.Context, paths []store.Path, each 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		pr, pw := io.Pipe()
-		done := make(chan error, 1)
-		go func() {
-			err := each(i, pr)
-			pr.CloseWithError(errAborted)
-			done <- err
-		}()
-		_, cerr := nar.Copy(pw, d.r)
-		pw.CloseWithError(cerr)
-		if err := <-done; err != nil {
+		err, cerr := nar.Hand(d.r, func(r io.Reader) error { return each(i, r) })
+		if err != nil {
 			return err
 		}
 		if cerr != nil {

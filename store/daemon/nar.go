@@ -77,9 +77,6 @@ func (c *Conn) NarsFromPaths(ctx context.Context, paths []store.Path, each func(
 	return end(c.narsFromPaths(paths, each))
 }
 
-// errNotRead closes a NAR's pipe when each returned before its end.
-var errNotRead = errors.New("daemon: NAR not read to its end")
-
 func (c *Conn) narsFromPaths(paths []store.Path, each func(int, io.Reader) error) error {
 	werr := c.sendPathOps(OpNarFromPath, paths)
 	fail := func(err error) error {
@@ -99,16 +96,8 @@ func (c *Conn) narsFromPaths(paths []store.Path, each func(int, io.Reader) error
 			}
 			return fail(de)
 		}
-		pr, pw := io.Pipe()
-		done := make(chan error, 1)
-		go func() {
-			err := each(i, pr)
-			pr.CloseWithError(errNotRead)
-			done <- err
-		}()
-		_, cerr := nar.Copy(pw, c.br)
-		pw.CloseWithError(cerr)
-		if eerr := <-done; eerr != nil {
+		eerr, cerr := nar.Hand(c.br, func(r io.Reader) error { return each(i, r) })
+		if eerr != nil {
 			c.rwc.Close()
 			<-werr
 			c.breakWith(fmt.Errorf("%w: NarFromPath %s: %w", ErrBroken, p, eerr))
