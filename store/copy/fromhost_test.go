@@ -60,12 +60,7 @@ func localValid(t *testing.T, c *daemon.Conn, paths []store.Path) []store.Path {
 func TestFromHost(t *testing.T) {
 	storetest.RequireDaemon(t)
 	h := testhost.New(t, testhost.Options{})
-	board := func(key string) string {
-		if key == "NIX_SSHOPTS" {
-			return h.Getenv(key) + " -o HostName=127.0.0.1"
-		}
-		return h.Getenv(key)
-	}
+	board := boardEnv(h)
 	for _, tc := range []struct {
 		name, compress, want string
 		level                int

@@ -50,6 +50,18 @@ func localConn(t testing.TB) *daemon.Conn {
 	return c
 }
 
+// boardEnv is h's environment for reaching it as "root@board" through
+// ssh's HostName, as a real board's name would: auto compression does not
+// see a loopback address there.
+func boardEnv(h *testhost.Host) func(string) string {
+	return func(key string) string {
+		if key == "NIX_SSHOPTS" {
+			return h.Getenv(key) + " -o HostName=127.0.0.1"
+		}
+		return h.Getenv(key)
+	}
+}
+
 // checkSame asserts that every path of infos is valid on h with the same
 // hash, references and deriver as locally, as nix-store reports them.
 func checkSame(t *testing.T, h *testhost.Host, infos []*store.PathInfo) {
@@ -100,14 +112,7 @@ func remoteValid(t *testing.T, h *testhost.Host, infos []*store.PathInfo) []stor
 func TestToHost(t *testing.T) {
 	_, infos := buildClosure(t, "tohost")
 	h := testhost.New(t, testhost.Options{})
-	// "board" reaches the host through ssh's HostName, as a real board's
-	// name would: auto does not see a loopback address there.
-	board := func(key string) string {
-		if key == "NIX_SSHOPTS" {
-			return h.Getenv(key) + " -o HostName=127.0.0.1"
-		}
-		return h.Getenv(key)
-	}
+	board := boardEnv(h)
 	for _, tc := range []struct {
 		name, compress, want string
 		noDaemon             bool
