@@ -63,9 +63,8 @@ type Options struct {
 	Context context.Context
 	// Adaptive (zstd only) stores a chunk instead of compressing it when
 	// compressing cannot pay: when 24 KiB sampled from it shrink by less
-	// than 5 %, or
-	// when the underlying writer takes bytes faster than the workers
-	// compress them and it is waiting for the next chunk. A stored chunk
+	// than 5 %, or when the underlying writer takes bytes faster than the
+	// workers compress them and it is waiting for the next chunk. A stored chunk
 	// is a zstd frame of raw blocks: any zstd decoder reads the stream,
 	// at the cost of a memory copy. A writer that pushes back (a slow
 	// link) gets every compressible chunk compressed.
@@ -187,12 +186,12 @@ func NewWriter(w io.Writer, algo string, opts Options) (*Writer, error) {
 	if opts.Context == nil {
 		opts.Context = context.Background()
 	}
+	if opts.Adaptive && algo != "zstd" {
+		return nil, errors.New("compress: Adaptive needs zstd")
+	}
 	zw := &Writer{w: w, opts: opts, ctx: opts.Context}
 	switch algo {
 	case "none", "":
-		if opts.Adaptive {
-			return nil, errors.New("compress: Adaptive needs zstd")
-		}
 		zw.codec = noneCodec{}
 		if opts.ChunkSize <= 0 {
 			opts.ChunkSize = 1 << 20
@@ -217,9 +216,6 @@ func NewWriter(w io.Writer, algo string, opts Options) (*Writer, error) {
 			zw.adapt = &adaptive{enc: enc}
 		}
 	case "xz":
-		if opts.Adaptive {
-			return nil, errors.New("compress: Adaptive needs zstd")
-		}
 		level := opts.Level
 		if level == 0 {
 			level = 6
@@ -375,11 +371,7 @@ func (zw *Writer) compressNow(j *job) error {
 	if zw.adapt != nil && zw.adapt.store(j.in, 1) {
 		j.out, j.stored = appendStoredFrame(j.out[:0], j.in), true
 	} else {
-		start := time.Now()
-		j.out, err = zw.codec.appendCompressed(zw.ctx, j.out[:0], j.in)
-		if zw.adapt != nil {
-			zw.adapt.compressed(len(j.in), len(j.out), time.Since(start))
-		}
+		j.out, err = zw.compress(zw.ctx, j)
 		j.stored = false
 	}
 	if err == nil {
@@ -410,11 +402,7 @@ func (zw *Writer) work() error {
 			if !ok {
 				return nil
 			}
-			start := time.Now()
-			out, err := zw.codec.appendCompressed(zw.gctx, j.out[:0], j.in)
-			if zw.adapt != nil {
-				zw.adapt.compressed(len(j.in), len(out), time.Since(start))
-			}
+			out, err := zw.compress(zw.gctx, j)
 			// Once done is closed the flusher owns j and may recycle it:
 			// read nothing of j after that.
 			j.out, j.err = out, err
@@ -465,6 +453,18 @@ func (zw *Writer) flush() error {
 		}
 		zw.free <- j // never blocks: free holds every job
 	}
+}
+
+// compress compresses j's input into its output buffer, timing it for
+// Options.Adaptive.
+func (zw *Writer) compress(ctx context.Context, j *job) ([]byte, error) {
+	if zw.adapt == nil {
+		return zw.codec.appendCompressed(ctx, j.out[:0], j.in)
+	}
+	start := time.Now()
+	out, err := zw.codec.appendCompressed(ctx, j.out[:0], j.in)
+	zw.adapt.compressed(len(j.in), len(out), time.Since(start))
+	return out, err
 }
 
 // writeOut writes a finished chunk to the underlying writer, timing it for
