@@ -87,11 +87,22 @@ func (d *Derivation) Kind() (OutputKind, error) {
 // Getenv returns the value of the environment variable key and whether it
 // is set. Env is sorted, so this is a binary search.
 func (d *Derivation) Getenv(key string) (string, bool) {
-	i, ok := slices.BinarySearchFunc(d.Env, key, func(e EnvVar, k string) int { return strings.Compare(e.Key, k) })
-	if !ok {
-		return "", false
+	// By hand rather than slices.BinarySearchFunc: the graph loader looks
+	// up four keys in every derivation, and the generic search's compare
+	// callback is not inlined.
+	lo, hi := 0, len(d.Env)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if d.Env[m].Key < key {
+			lo = m + 1
+		} else {
+			hi = m
+		}
 	}
-	return d.Env[i].Value, true
+	if lo < len(d.Env) && d.Env[lo].Key == key {
+		return d.Env[lo].Value, true
+	}
+	return "", false
 }
 
 // StructuredAttrs returns the __json environment variable, the structured
@@ -135,6 +146,9 @@ type SchedulingAttrs struct {
 func (d *Derivation) Scheduling() (SchedulingAttrs, error) {
 	a := SchedulingAttrs{AllowSubstitutes: true}
 	if js, ok := d.StructuredAttrs(); ok {
+		// JSON is decoded into variables of this branch, not into a's
+		// fields, so that a does not escape to the heap for every
+		// derivation.
 		var raw struct {
 			RequiredSystemFeatures json.RawMessage `json:"requiredSystemFeatures"`
 			PreferLocalBuild       json.RawMessage `json:"preferLocalBuild"`
@@ -144,15 +158,18 @@ func (d *Derivation) Scheduling() (SchedulingAttrs, error) {
 			return a, fmt.Errorf("drv: structured attrs: %w", err)
 		}
 		if raw.RequiredSystemFeatures != nil && string(raw.RequiredSystemFeatures) != "null" {
-			if err := json.Unmarshal(raw.RequiredSystemFeatures, &a.RequiredSystemFeatures); err != nil {
+			var feats []string
+			if err := json.Unmarshal(raw.RequiredSystemFeatures, &feats); err != nil {
 				return a, fmt.Errorf("drv: attribute 'requiredSystemFeatures' must be a list of strings")
 			}
+			a.RequiredSystemFeatures = feats
 		}
+		prefer, allow := a.PreferLocalBuild, a.AllowSubstitutes
 		for _, b := range [...]struct {
 			name string
 			raw  json.RawMessage
 			dst  *bool
-		}{{"preferLocalBuild", raw.PreferLocalBuild, &a.PreferLocalBuild}, {"allowSubstitutes", raw.AllowSubstitutes, &a.AllowSubstitutes}} {
+		}{{"preferLocalBuild", raw.PreferLocalBuild, &prefer}, {"allowSubstitutes", raw.AllowSubstitutes, &allow}} {
 			if b.raw == nil || string(b.raw) == "null" {
 				continue
 			}
@@ -160,6 +177,7 @@ func (d *Derivation) Scheduling() (SchedulingAttrs, error) {
 				return a, fmt.Errorf("drv: attribute '%s' must be a Boolean", b.name)
 			}
 		}
+		a.PreferLocalBuild, a.AllowSubstitutes = prefer, allow
 	} else {
 		if v, ok := d.Getenv("requiredSystemFeatures"); ok {
 			a.RequiredSystemFeatures = strings.FieldsFunc(v, func(r rune) bool {

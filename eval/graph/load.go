@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/nbuild/nbuild/eval/drv"
 	"github.com/nbuild/nbuild/store"
@@ -107,6 +108,23 @@ type loader struct {
 	active  int      // taken, not yet finished
 	waiting int      // workers in cond.Wait
 	err     error
+	text    []byte   // holds the index's keys (see discover)
+	recSlab []record // records are carved from it
+}
+
+// carve returns the next n elements of *slab, starting a new block when it
+// is full: the many small slices of a graph's nodes share a few
+// allocations. The blocks live as long as any slice carved from them.
+func carve[T any](slab *[]T, n int) []T {
+	if n == 0 {
+		return []T{} // empty, not nil, as make gives (and snapshots decode)
+	}
+	if cap(*slab)-len(*slab) < n {
+		*slab = make([]T, 0, max(n, 256))
+	}
+	k := len(*slab)
+	*slab = (*slab)[:k+n]
+	return (*slab)[k : k+n : k+n]
 }
 
 // record is a node being loaded; its Inputs' To are discovery numbers.
@@ -126,10 +144,20 @@ func (l *loader) discover(p string, from NodeID) (NodeID, bool) {
 		return id, false
 	}
 	id := NodeID(len(l.recs))
-	// p may alias the parser's buffer of a whole .drv file.
-	p = strings.Clone(p)
+	// p may alias the parser's buffer of a whole .drv file: it is copied
+	// into a block of path text shared by many nodes, and its record
+	// carved from a block of records (two allocations per hundreds of
+	// nodes instead of two per node, under the lock every worker takes).
+	if cap(l.text)-len(l.text) < len(p) {
+		l.text = make([]byte, 0, max(len(p), 16<<10))
+	}
+	k := len(l.text)
+	l.text = append(l.text, p...)
+	p = unsafe.String(&l.text[k], len(p))
 	l.index[p] = id
-	l.recs = append(l.recs, &record{path: p, from: from})
+	rec := carve(&l.recSlab, 1)
+	rec[0] = record{path: p, from: from}
+	l.recs = append(l.recs, &rec[0])
 	l.queue = append(l.queue, id)
 	return id, true
 }
@@ -218,6 +246,10 @@ type worker struct {
 	// no lock: a string is kept at most once per worker.
 	strs  map[string]string
 	lists map[string][]string
+	// The nodes' slices are carved from these (see carve).
+	outSlab  []Output
+	edgeSlab []Edge
+	pathSlab []store.Path
 }
 
 // internString returns the worker's copy of s. A parsed derivation's
@@ -332,7 +364,7 @@ func (w *worker) load(dir *storeDir, rec *record) error {
 		return err
 	}
 	n.System = w.internString(d.Platform)
-	n.Outputs = make([]Output, len(d.Outputs))
+	n.Outputs = carve(&w.outSlab, len(d.Outputs))
 	for i, o := range d.Outputs {
 		n.Outputs[i].Name = w.internString(o.Name)
 		if o.Path != "" {
@@ -344,13 +376,13 @@ func (w *worker) load(dir *storeDir, rec *record) error {
 		}
 	}
 	w.inputs = w.inputs[:0]
-	n.Inputs = make([]Edge, len(d.InputDrvs))
+	n.Inputs = carve(&w.edgeSlab, len(d.InputDrvs))
 	for i, in := range d.InputDrvs {
 		w.inputs = append(w.inputs, in.Path)
 		n.Inputs[i].Outputs = w.internList(in.Outputs)
 	}
 	if len(d.InputSrcs) > 0 {
-		n.InputSrcs = make([]store.Path, len(d.InputSrcs))
+		n.InputSrcs = carve(&w.pathSlab, len(d.InputSrcs))
 		for i, s := range d.InputSrcs {
 			p, ok := w.srcs[s]
 			if !ok {
