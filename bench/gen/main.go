@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -62,6 +63,11 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
+	}
+	// The collector as `nbuild graph` sets it for a load (an explicit
+	// GOGC wins), so that this whole-process figure is the command's.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
 	}
 	start := time.Now()
 	if *from == "" {
