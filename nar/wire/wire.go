@@ -204,6 +204,58 @@ func unexpected(err error) error {
 	return err
 }
 
+// Decoder reads the fields of a message with a sticky error: after the
+// first failure every read returns the zero value and Err keeps the error,
+// so a message decoder reads like the wire layout and checks Err once.
+type Decoder struct {
+	R   *Reader
+	Err error
+}
+
+// U64 reads a u64.
+func (d *Decoder) U64() uint64 {
+	if d.Err != nil {
+		return 0
+	}
+	v, err := d.R.ReadUint64()
+	d.Err = err
+	return v
+}
+
+// Bool reads a u64 as a Boolean (non-zero is true).
+func (d *Decoder) Bool() bool { return d.U64() != 0 }
+
+// Str reads a string.
+func (d *Decoder) Str() string {
+	if d.Err != nil {
+		return ""
+	}
+	s, err := d.R.ReadString()
+	d.Err = err
+	return s
+}
+
+// Strs reads a list of strings.
+func (d *Decoder) Strs() []string {
+	if d.Err != nil {
+		return nil
+	}
+	ss, err := d.R.ReadStrings()
+	d.Err = err
+	return ss
+}
+
+// Count reads a u64 element count; one above limit is a *LengthError
+// naming what.
+func (d *Decoder) Count(what string, limit uint64) uint64 {
+	n := d.U64()
+	if d.Err == nil && n > limit {
+		d.Err = &LengthError{What: what, Len: n, Limit: limit}
+		return 0
+	}
+	return n
+}
+
 // FramedWriter writes a framed stream (2.8 serialise.hh FramedSink): each
 // Write becomes one frame; Close writes the u64 0 terminator. It does not
 // close the underlying writer.

@@ -126,3 +126,32 @@ func FuzzReader(f *testing.F) {
 		io.ReadAll(wire.NewFramedReader(bytes.NewReader(data)))
 	})
 }
+
+// TestDecoderSticky: after the first failure a Decoder returns zero values
+// and keeps that first error; Count rejects a count above its limit.
+func TestDecoderSticky(t *testing.T) {
+	msg := wire.AppendUint64(nil, 7)
+	msg = wire.AppendString(msg, "abc")
+	msg = wire.AppendUint64(msg, 1000) // a count over the limit below
+	msg = wire.AppendString(msg, "never read")
+	d := wire.Decoder{R: wire.NewReader(bytes.NewReader(msg))}
+	if v := d.U64(); v != 7 {
+		t.Fatalf("U64 = %d, want 7", v)
+	}
+	if s := d.Str(); s != "abc" {
+		t.Fatalf("Str = %q", s)
+	}
+	if n := d.Count("entries", 10); n != 0 || !errors.Is(d.Err, wire.ErrTooLong) {
+		t.Fatalf("Count over the limit = %d, err %v; want 0 and ErrTooLong", n, d.Err)
+	}
+	first := d.Err
+	if s, ss, b := d.Str(), d.Strs(), d.Bool(); s != "" || ss != nil || b || d.Err != first {
+		t.Fatalf("after a failure: %q %q %v err %v; want zero values and the first error", s, ss, b, d.Err)
+	}
+
+	// A message cut short is io.ErrUnexpectedEOF in the middle of a string.
+	d = wire.Decoder{R: wire.NewReader(bytes.NewReader(wire.AppendString(nil, "truncated")[:10]))}
+	if s := d.Str(); s != "" || !errors.Is(d.Err, io.ErrUnexpectedEOF) {
+		t.Fatalf("truncated string: %q, %v", s, d.Err)
+	}
+}

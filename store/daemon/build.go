@@ -154,37 +154,37 @@ func (c *Conn) BuildDerivation(ctx context.Context, drvPath store.Path, d *drv.D
 // optional microseconds], [≥1.28 builtOutputs as DrvOutput id → Realisation
 // JSON].
 func readBuildResult(r *wire.Reader, v uint64) (*store.BuildResult, error) {
-	d := decoder{r: r}
-	res := &store.BuildResult{Status: store.BuildStatus(d.u64()), ErrorMsg: StripANSI(d.str())}
+	d := decoder{wire.Decoder{R: r}}
+	res := &store.BuildResult{Status: store.BuildStatus(d.U64()), ErrorMsg: StripANSI(d.Str())}
 	if v >= 1<<8|29 {
-		res.TimesBuilt = d.u64()
-		res.IsNonDeterministic = d.bool()
-		res.StartTime = int64(d.u64())
-		res.StopTime = int64(d.u64())
+		res.TimesBuilt = d.U64()
+		res.IsNonDeterministic = d.Bool()
+		res.StartTime = int64(d.U64())
+		res.StopTime = int64(d.U64())
 	}
 	if v >= 1<<8|37 {
 		for _, dst := range []*int64{&res.CPUUser, &res.CPUSystem} {
-			switch tag := d.u64(); tag {
+			switch tag := d.U64(); tag {
 			case 0:
 			case 1:
-				*dst = int64(d.u64())
+				*dst = int64(d.U64())
 			default:
-				if d.err == nil {
-					d.err = fmt.Errorf("%w: optional tag %d", ErrProtocol, tag)
+				if d.Err == nil {
+					d.Err = fmt.Errorf("%w: optional tag %d", ErrProtocol, tag)
 				}
 			}
 		}
 	}
 	if v < 1<<8|28 {
-		return res, d.err
+		return res, d.Err
 	}
-	n := d.count("built outputs", 1<<16)
+	n := d.Count("built outputs", 1<<16)
 	raw := make([]string, 0, 2*n)
 	for range 2 * n {
-		raw = append(raw, d.str())
+		raw = append(raw, d.Str())
 	}
-	if d.err != nil {
-		return nil, d.err
+	if d.Err != nil {
+		return nil, d.Err
 	}
 	if n > 0 {
 		res.BuiltOutputs = make(map[string]store.Path, n)

@@ -276,17 +276,17 @@ func readOptionalPathInfo(r *wire.Reader, p store.Path) (*store.PathInfo, error)
 // daemon.cc wopQueryPathInfo, ValidPathInfo::write): deriver, narHash
 // (base16), references, registrationTime, narSize, ultimate, sigs, ca.
 func readPathInfo(r *wire.Reader, p store.Path) (*store.PathInfo, error) {
-	d := decoder{r: r}
-	deriver := d.str()
-	narHash := d.str()
-	refs := d.strs()
-	regTime := d.u64()
-	narSize := d.u64()
-	ultimate := d.bool()
-	sigs := d.strs()
-	ca := d.str()
-	if d.err != nil {
-		return nil, d.err
+	d := decoder{wire.Decoder{R: r}}
+	deriver := d.Str()
+	narHash := d.Str()
+	refs := d.Strs()
+	regTime := d.U64()
+	narSize := d.U64()
+	ultimate := d.Bool()
+	sigs := d.Strs()
+	ca := d.Str()
+	if d.Err != nil {
+		return nil, d.Err
 	}
 	var err error
 	info := &store.PathInfo{

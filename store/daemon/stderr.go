@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/nbuild/nbuild/nar/wire"
 )
 
 // Message tags of the stderr loop (2.8 src/libstore/worker-protocol.hh).
@@ -170,12 +172,12 @@ func (c *Conn) processStderr(op Op, tail *logTail) (*logTail, error) {
 			e.LogTail = tail.lines()
 			return tail, e
 		case stderrStartActivity:
-			d := decoder{r: r}
-			a := Activity{ID: d.u64(), Level: d.u64(), Type: d.u64(), Text: d.str()}
+			d := decoder{wire.Decoder{R: r}}
+			a := Activity{ID: d.U64(), Level: d.U64(), Type: d.U64(), Text: d.Str()}
 			a.Fields = c.readFields(&d)
-			a.Parent = d.u64()
-			if d.err != nil {
-				return tail, d.err
+			a.Parent = d.U64()
+			if d.Err != nil {
+				return tail, d.Err
 			}
 			c.logger.StartActivity(a)
 		case stderrStopActivity:
@@ -185,11 +187,11 @@ func (c *Conn) processStderr(op Op, tail *logTail) (*logTail, error) {
 			}
 			c.logger.StopActivity(id)
 		case stderrResult:
-			d := decoder{r: r}
-			res := Result{ActivityID: d.u64(), Type: d.u64()}
+			d := decoder{wire.Decoder{R: r}}
+			res := Result{ActivityID: d.U64(), Type: d.U64()}
 			res.Fields = c.readFields(&d)
-			if d.err != nil {
-				return tail, d.err
+			if d.Err != nil {
+				return tail, d.Err
 			}
 			if res.Type == ResBuildLogLine && len(res.Fields) > 0 && res.Fields[0].IsString {
 				tail.add(res.Fields[0].String)
@@ -214,29 +216,29 @@ func tagName(tag uint64) string {
 
 // readError decodes the body of STDERR_ERROR (2.8 serialise.cc readError).
 func (c *Conn) readError(op Op) (*Error, error) {
-	d := decoder{r: c.r}
+	d := decoder{wire.Decoder{R: c.r}}
 	e := &Error{Op: op}
 	if !c.has(26) {
-		e.Message = StripANSI(d.str())
-		e.Status = d.u64()
-		return e, d.err
+		e.Message = StripANSI(d.Str())
+		e.Status = d.U64()
+		return e, d.Err
 	}
-	if typ := d.str(); d.err == nil && typ != "Error" {
+	if typ := d.Str(); d.Err == nil && typ != "Error" {
 		return nil, fmt.Errorf("%w: error frame of type %q", ErrProtocol, typ)
 	}
-	d.u64() // level
-	d.str() // name, unused
-	e.Message = StripANSI(d.str())
+	d.U64() // level
+	d.Str() // name, unused
+	e.Message = StripANSI(d.Str())
 	d.noPos()
-	n := d.count("error traces", 1024)
+	n := d.Count("error traces", 1024)
 	for range n {
 		d.noPos()
-		if hint := d.str(); d.err == nil {
+		if hint := d.Str(); d.Err == nil {
 			e.Traces = append(e.Traces, StripANSI(hint))
 		}
 	}
-	if d.err != nil {
-		return nil, d.err
+	if d.Err != nil {
+		return nil, d.Err
 	}
 	return e, nil
 }
@@ -244,30 +246,30 @@ func (c *Conn) readError(op Op) (*Error, error) {
 // noPos reads the position flag of an error or trace, which Nix always
 // sends as 0.
 func (d *decoder) noPos() {
-	if havePos := d.u64(); d.err == nil && havePos != 0 {
-		d.err = fmt.Errorf("%w: error with a position", ErrProtocol)
+	if havePos := d.U64(); d.Err == nil && havePos != 0 {
+		d.Err = fmt.Errorf("%w: error with a position", ErrProtocol)
 	}
 }
 
 func (c *Conn) readFields(d *decoder) []Field {
-	n := d.count("fields", 64)
-	if d.err != nil {
+	n := d.Count("fields", 64)
+	if d.Err != nil {
 		return nil
 	}
 	fs := make([]Field, n)
 	for i := range fs {
-		switch kind := d.u64(); kind {
+		switch kind := d.U64(); kind {
 		case 0:
-			fs[i].Int = d.u64()
+			fs[i].Int = d.U64()
 		case 1:
 			fs[i].IsString = true
-			fs[i].String = d.str()
+			fs[i].String = d.Str()
 		default:
-			if d.err == nil {
-				d.err = fmt.Errorf("%w: unknown field type %d", ErrProtocol, kind)
+			if d.Err == nil {
+				d.Err = fmt.Errorf("%w: unknown field type %d", ErrProtocol, kind)
 			}
 		}
-		if d.err != nil {
+		if d.Err != nil {
 			return nil
 		}
 	}

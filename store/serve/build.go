@@ -84,12 +84,12 @@ func (c *Client) BuildPaths(ctx context.Context, targets []store.DerivedPath, op
 		if err := c.send(c.appendBuildOptions(b, opts)); err != nil {
 			return err
 		}
-		d := decoder{r: c.r}
-		status = d.u64()
+		d := decoder{Decoder: wire.Decoder{R: c.r}}
+		status = d.U64()
 		if status != 0 {
-			msg = stripANSI(d.str())
+			msg = stripANSI(d.Str())
 		}
-		return d.err
+		return d.Err
 	})
 	if err != nil {
 		return err

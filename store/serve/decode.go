@@ -14,11 +14,10 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 )
 
-// decoder reads wire values with a sticky error, so reply decoders read
-// like the wire layout and check once.
+// decoder is wire's sticky-error Decoder with a cache of parsed store
+// paths, so reply decoders read like the wire layout and check once.
 type decoder struct {
-	r   *wire.Reader
-	err error
+	wire.Decoder
 	// Store paths repeat within a reply (references, derivers), so
 	// parsed paths are kept by their text; buf is reused for reading it.
 	parsed map[string]store.Path
@@ -36,30 +35,30 @@ func (d *decoder) pathText() []byte { return d.short(maxPathLen, "store path") }
 // short reads a string of at most limit (≤ maxPathLen) bytes into d.buf;
 // the result is valid until the next call.
 func (d *decoder) short(limit int, what string) []byte {
-	if d.err != nil {
+	if d.Err != nil {
 		return nil
 	}
-	n, err := d.r.ReadUint64()
+	n, err := d.R.ReadUint64()
 	if err != nil {
-		d.err = err
+		d.Err = err
 		return nil
 	}
 	if n > uint64(limit) {
-		d.err = &wire.LengthError{What: what, Len: n, Limit: uint64(limit)}
+		d.Err = &wire.LengthError{What: what, Len: n, Limit: uint64(limit)}
 		return nil
 	}
 	if cap(d.buf) < int(n) {
 		d.buf = make([]byte, maxPathLen)
 	}
 	b := d.buf[:n]
-	if _, err := io.ReadFull(d.r.Underlying(), b); err != nil {
+	if _, err := io.ReadFull(d.R.Underlying(), b); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		d.err = err
+		d.Err = err
 		return nil
 	}
-	d.err = d.r.ReadPadding(n)
+	d.Err = d.R.ReadPadding(n)
 	return b
 }
 
@@ -80,43 +79,16 @@ func (d *decoder) parsePath(b []byte, what string) store.Path {
 	return p
 }
 
-func (d *decoder) u64() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, err := d.r.ReadUint64()
-	d.err = err
-	return v
-}
-
-func (d *decoder) str() string {
-	if d.err != nil {
-		return ""
-	}
-	s, err := d.r.ReadString()
-	d.err = err
-	return s
-}
-
-func (d *decoder) strs() []string {
-	if d.err != nil {
-		return nil
-	}
-	ss, err := d.r.ReadStrings()
-	d.err = err
-	return ss
-}
-
 func (d *decoder) fail(format string, a ...any) {
-	if d.err == nil {
-		d.err = fmt.Errorf("%w: "+format, append([]any{ErrProtocol}, a...)...)
+	if d.Err == nil {
+		d.Err = fmt.Errorf("%w: "+format, append([]any{ErrProtocol}, a...)...)
 	}
 }
 
 // path reads a full store path.
 func (d *decoder) path(what string) store.Path {
 	b := d.pathText()
-	if d.err != nil {
+	if d.Err != nil {
 		return store.Path{}
 	}
 	return d.parsePath(b, what)
@@ -125,7 +97,7 @@ func (d *decoder) path(what string) store.Path {
 // optPath reads a store path where "" means none.
 func (d *decoder) optPath(what string) store.Path {
 	b := d.pathText()
-	if d.err != nil || len(b) == 0 {
+	if d.Err != nil || len(b) == 0 {
 		return store.Path{}
 	}
 	return d.parsePath(b, what)
@@ -133,18 +105,18 @@ func (d *decoder) optPath(what string) store.Path {
 
 // paths reads a list of full store paths.
 func (d *decoder) paths(what string) []store.Path {
-	n := d.u64()
-	if d.err != nil {
+	n := d.U64()
+	if d.Err != nil {
 		return nil
 	}
-	if max := d.r.MaxList; (max == 0 && n > 1<<20) || (max != 0 && n > max) {
-		d.err = &wire.LengthError{What: "list", Len: n, Limit: max}
+	if max := d.R.MaxList; (max == 0 && n > 1<<20) || (max != 0 && n > max) {
+		d.Err = &wire.LengthError{What: "list", Len: n, Limit: max}
 		return nil
 	}
 	out := make([]store.Path, 0, min(n, 1024))
 	for range n {
 		p := d.path(what)
-		if d.err != nil {
+		if d.Err != nil {
 			return nil
 		}
 		out = append(out, p)
@@ -154,9 +126,9 @@ func (d *decoder) paths(what string) []store.Path {
 
 // readPaths decodes a reply that is a list of store paths.
 func readPaths(r *wire.Reader, what string) ([]store.Path, error) {
-	d := decoder{r: r}
+	d := decoder{Decoder: wire.Decoder{R: r}}
 	ps := d.paths(what)
-	return ps, d.err
+	return ps, d.Err
 }
 
 // readPathInfos decodes a QueryPathInfos reply at minor version minor
@@ -165,12 +137,12 @@ func readPaths(r *wire.Reader, what string) ([]store.Path, error) {
 // str ca, strlist sigs]" ended by an empty path. A server answers only for
 // paths asked about, so more than max entries is a protocol error.
 func readPathInfos(r *wire.Reader, minor uint64, max int) ([]*store.PathInfo, error) {
-	d := decoder{r: r}
+	d := decoder{Decoder: wire.Decoder{R: r}}
 	var out []*store.PathInfo
 	for {
 		b := d.pathText()
-		if d.err != nil {
-			return nil, d.err
+		if d.Err != nil {
+			return nil, d.Err
 		}
 		if len(b) == 0 {
 			return out, nil
@@ -179,26 +151,26 @@ func readPathInfos(r *wire.Reader, minor uint64, max int) ([]*store.PathInfo, er
 			return nil, fmt.Errorf("%w: more path infos than paths asked for (%d)", ErrProtocol, max)
 		}
 		p := d.parsePath(b, "path info")
-		if d.err != nil {
-			return nil, d.err
+		if d.Err != nil {
+			return nil, d.Err
 		}
 		info := &store.PathInfo{Path: p}
 		info.Deriver = d.optPath("deriver")
 		info.References = d.paths("reference")
-		d.u64() // downloadSize: the NAR size again
-		info.NarSize = d.u64()
+		d.U64() // downloadSize: the NAR size again
+		info.NarSize = d.U64()
 		if minor >= 4 {
-			if h := d.short(128, "NAR hash"); len(h) > 0 && d.err == nil {
+			if h := d.short(128, "NAR hash"); len(h) > 0 && d.Err == nil {
 				var err error
 				if info.NarHash, err = parseNarHash(h); err != nil {
 					d.fail("%s: %v", p, err)
 				}
 			}
-			info.CA = d.str()
-			info.Sigs = d.strs()
+			info.CA = d.Str()
+			info.Sigs = d.Strs()
 		}
-		if d.err != nil {
-			return nil, d.err
+		if d.Err != nil {
+			return nil, d.Err
 		}
 		// Empty lists are nil, as in a PathInfo built by hand.
 		if len(info.References) == 0 {
@@ -247,22 +219,22 @@ func parseNarHash(s []byte) ([32]byte, error) {
 // [≥2.3 u64 timesBuilt, u64 isNonDeterministic, u64 startTime, u64
 // stopTime], [≥2.6 map DrvOutput id → Realisation JSON].
 func readBuildResult(r *wire.Reader, minor uint64) (*store.BuildResult, error) {
-	d := decoder{r: r}
-	res := &store.BuildResult{Status: store.BuildStatus(d.u64()), ErrorMsg: stripANSI(d.str())}
+	d := decoder{Decoder: wire.Decoder{R: r}}
+	res := &store.BuildResult{Status: store.BuildStatus(d.U64()), ErrorMsg: stripANSI(d.Str())}
 	if minor >= 3 {
-		res.TimesBuilt = d.u64()
-		res.IsNonDeterministic = d.u64() != 0
-		res.StartTime = int64(d.u64())
-		res.StopTime = int64(d.u64())
+		res.TimesBuilt = d.U64()
+		res.IsNonDeterministic = d.U64() != 0
+		res.StartTime = int64(d.U64())
+		res.StopTime = int64(d.U64())
 	}
 	if minor >= 6 {
-		n := d.u64()
-		if d.err == nil && n > 1<<16 {
+		n := d.U64()
+		if d.Err == nil && n > 1<<16 {
 			d.fail("%d built outputs", n)
 		}
-		for i := uint64(0); i < n && d.err == nil; i++ {
-			id, js := d.str(), d.str()
-			if d.err != nil {
+		for i := uint64(0); i < n && d.Err == nil; i++ {
+			id, js := d.Str(), d.Str()
+			if d.Err != nil {
 				break
 			}
 			name, p, err := parseRealisation(id, js)
@@ -276,8 +248,8 @@ func readBuildResult(r *wire.Reader, minor uint64) (*store.BuildResult, error) {
 			res.BuiltOutputs[name] = p
 		}
 	}
-	if d.err != nil {
-		return nil, d.err
+	if d.Err != nil {
+		return nil, d.Err
 	}
 	return res, nil
 }
