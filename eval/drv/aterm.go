@@ -493,7 +493,7 @@ func (p *Parser) unescape(start, r int) (string, int, error) {
 	var base int
 	if p.views {
 		if cap(p.arena)-len(p.arena) < need {
-			p.arena = make([]byte, 0, max(need, 64<<10))
+			p.arena = makeNoZero(max(need, 64<<10))
 		}
 		base = len(p.arena)
 		dst = p.arena[:cap(p.arena)]
@@ -517,6 +517,19 @@ func (p *Parser) unescape(start, r int) (string, int, error) {
 		return "", start, nil
 	}
 	return unsafe.String(&p.arena[base], w-base), start, nil
+}
+
+// makeNoZero returns an empty slice with room for n bytes whose contents
+// are left as the allocator found them: the arena is written before it is
+// read, and zeroing it first (as make does) costs a pass over memory that
+// is not yet in cache. strings.Builder.Grow is the standard library's one
+// way to such memory (bytealg.MakeNoZero); its buffer is reached through
+// the one byte written to it.
+func makeNoZero(n int) []byte {
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteByte(0)
+	return unsafe.Slice(unsafe.StringData(b.String()), n)[:0]
 }
 
 // unescapeTo decodes an escaped string from its backslash at data[r] to its
