@@ -6,7 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"unsafe"
 
 	"github.com/nbuild/nbuild/bench/gen/graphgen"
 	"github.com/nbuild/nbuild/eval/drv"
@@ -105,6 +109,58 @@ func GraphParseOnly(b *testing.B, c *graphgen.Corpus) {
 			if _, err := p.ParseShared(data); err != nil {
 				b.Fatal(err)
 			}
+		}
+	}
+}
+
+// GraphReadOnly reads every .drv file of a corpus the way the loader does
+// (openat(2) relative to the store directory, one read(2) into a reused
+// buffer, close(2)) on workers goroutines, parsing nothing: the system-call
+// floor under GraphLoad.
+func GraphReadOnly(b *testing.B, c *graphgen.Corpus, workers int) {
+	dir, err := os.Open(filepath.Join(c.Dir, store.StoreDir))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var cnames [][]byte // NUL-terminated, so the loop allocates nothing
+	for _, n := range names {
+		if strings.HasSuffix(n, ".drv") {
+			cnames = append(cnames, append([]byte(n), 0))
+		}
+	}
+	dirfd := dir.Fd()
+	b.ReportAllocs()
+	b.SetBytes(c.DrvBytes)
+	for b.Loop() {
+		var wg sync.WaitGroup
+		var failed atomic.Value
+		for w := range workers {
+			wg.Go(func() {
+				buf := make([]byte, 64<<10)
+				for i := w; i < len(cnames); i += workers {
+					fd, _, errno := syscall.Syscall6(syscall.SYS_OPENAT, dirfd, uintptr(unsafe.Pointer(&cnames[i][0])),
+						syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0, 0, 0)
+					if errno != 0 {
+						failed.Store(error(errno))
+						return
+					}
+					_, err := syscall.Read(int(fd), buf)
+					syscall.Close(int(fd))
+					if err != nil {
+						failed.Store(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if err, _ := failed.Load().(error); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
