@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"github.com/nbuild/nbuild/eval/drv"
@@ -51,7 +52,9 @@ const (
 	flagAllowSubst  = 1 << 1
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+// castagnoli is made on first use: making it at init cost every process
+// that links this package (every nbuild command) 0.1 ms.
+var castagnoli = sync.OnceValue(func() *crc32.Table { return crc32.MakeTable(crc32.Castagnoli) })
 
 // SnapshotFile returns the name of the snapshot of the closure of roots in
 // the store under storeRoot ("" or "/" for /nix/store): a hash of both, so
@@ -144,7 +147,7 @@ func (g *Graph) AppendSnapshot(dst []byte) []byte {
 		}
 	}
 	dst = append(dst, body...)
-	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli()))
 }
 
 type snapshotEncoder struct {
@@ -196,7 +199,7 @@ func DecodeSnapshot(data []byte, root string) (*Graph, error) {
 		return nil, fmt.Errorf("%w: too short", ErrSnapshot)
 	}
 	body := data[:len(data)-4]
-	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(data[len(body):]) {
+	if crc32.Checksum(body, castagnoli()) != binary.LittleEndian.Uint32(data[len(body):]) {
 		return nil, fmt.Errorf("%w: checksum mismatch", ErrSnapshot)
 	}
 	return decodeSnapshotBody(body, root)
