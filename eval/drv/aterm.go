@@ -362,31 +362,6 @@ func scanEscLong(data []byte, r int) int {
 	return end
 }
 
-// scanShort looks at the first 64 bytes of the string opened at
-// data[start] for the first byte that rawMask flags (with esc, escMask):
-// it returns its index and true, or where the callers' loops should carry
-// on and false (no such byte there, no quote at data[start], or too little
-// input left to load words). Most strings of a derivation are that short,
-// and their first flagged byte is the closing quote.
-func scanShort(data []byte, start int, esc bool) (int, bool) {
-	r := start + 1
-	if start < 0 || start >= len(data) || data[start] != '"' {
-		return r, false
-	}
-	sp := unsafe.Pointer(unsafe.SliceData(data))
-	for ; r+8 <= len(data) && r < start+65; r += 8 {
-		x := load64(sp, r)
-		m := rawMask(x)
-		if esc {
-			m |= ctlMask(x)
-		}
-		if m != 0 {
-			return r + bits.TrailingZeros64(m)>>3, true
-		}
-	}
-	return r, false
-}
-
 // view returns data[i:i+n] as a string of the derivation: a view of the
 // input (or of Parse's private copy) when strings are views, else
 // interned.
@@ -407,23 +382,47 @@ func (p *Parser) rawString() (string, int, error) { return p.quoted(false) }
 // only \" \\ \n \r \t, and no raw LF, CR or TAB.
 func (p *Parser) escString() (string, int, error) { return p.quoted(true) }
 
-// quoted is rawString (esc false) or escString: the common short string is
-// found by scanShort, the rest by the Long variants.
+// quoted is rawString (esc false) or escString. Most strings of a
+// derivation end within 64 bytes, and the first byte rawMask (with esc,
+// escMask) flags in them is the closing quote: the loop below finds it a
+// word at a time without bounds checks (it runs only while a whole word
+// after r is in range). Anything else (no quote at p.pos, an escape, a
+// long string, too little input left to load words) carries on in the
+// Long variants from the first flagged byte or from where the loop
+// stopped.
 func (p *Parser) quoted(esc bool) (string, int, error) {
 	start := p.pos
 	data := p.data
-	q, found := scanShort(data, start, esc)
-	if !found || data[q] != '"' {
-		if esc {
-			return p.escStringLong(start, q)
+	r := start + 1
+	if r+8 <= len(data) && data[start] == '"' {
+		sp := unsafe.Pointer(unsafe.SliceData(data))
+		lim := min(len(data)-8, start+57) // the last word loaded
+		for {
+			x := load64(sp, r)
+			m := rawMask(x)
+			if esc {
+				m |= ctlMask(x)
+			}
+			if m != 0 {
+				r += bits.TrailingZeros64(m) >> 3
+				if *(*byte)(unsafe.Add(sp, r)) != '"' {
+					break
+				}
+				p.pos = r + 1
+				if p.views && r > start+1 {
+					return unsafe.String((*byte)(unsafe.Add(sp, start+1)), r-start-1), start, nil
+				}
+				return p.strSlow(start+1, r), start, nil
+			}
+			if r += 8; r > lim {
+				break
+			}
 		}
-		return p.rawStringLong(start, q)
 	}
-	p.pos = q + 1
-	if p.views && q > start+1 {
-		return unsafe.String(&data[start+1], q-start-1), start, nil
+	if esc {
+		return p.escStringLong(start, r)
 	}
-	return p.strSlow(start+1, q), start, nil
+	return p.rawStringLong(start, r)
 }
 
 // rawStringLong finishes rawString from data[r], the first byte that may
