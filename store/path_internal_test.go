@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -55,5 +56,28 @@ func TestDecodeHashPart(t *testing.T) {
 		decodeHashPart(d[:], "1b8m03r63zqhnjf7l5wnldhh7c134ap5")
 	}); n != 0 {
 		t.Errorf("%v allocations", n)
+	}
+}
+
+// TestCheckNameEveryByte checks the table against Nix's rule (2.8
+// src/libstore/path.cc checkName) for every byte, at the start, middle and
+// end of a name, with the message naming the first bad byte.
+func TestCheckNameEveryByte(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		b := byte(c)
+		allowed := b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' ||
+			b == '+' || b == '-' || b == '.' || b == '_' || b == '?' || b == '='
+		for _, name := range []string{string([]byte{b}) + "ab", "a" + string([]byte{b}) + "b", "hello-2.12" + string([]byte{b})} {
+			got := checkName(name)
+			if allowed && got != "" {
+				t.Errorf("checkName(%q) = %q, want accepted", name, got)
+			}
+			if want := fmt.Sprintf("invalid character %q in name", b); !allowed && got != want {
+				t.Errorf("checkName(%q) = %q, want %q", name, got, want)
+			}
+		}
+	}
+	if got := checkName("ok-name" + " " + "/"); got != `invalid character ' ' in name` {
+		t.Errorf("two bad bytes: %q names the wrong one", got)
 	}
 }
