@@ -10,7 +10,8 @@
 //
 // With -load it then loads the root's closure with eval/graph and reports
 // the time and the process's peak RSS: a whole-process figure to set
-// beside `nix-store -q --tree` (hyperfine -n gen 'gen -out DIR -load').
+// beside `nix-store -q --tree` (hyperfine -n gen 'gen -out DIR -load');
+// -snapshots DIR loads from the graph snapshot a first run saved there.
 package main
 
 import (
@@ -34,6 +35,7 @@ func main() {
 	out := flag.String("out", "", "chroot store directory (required)")
 	load := flag.Bool("load", false, "load the closure with eval/graph and report time and peak RSS")
 	jobs := flag.Int("j", 0, "with -load: graph.Options.Concurrency (0: the default)")
+	snapshots := flag.String("snapshots", "", "with -load: graph.Options.SnapshotDir (a warm load after the first, as nbuild graph does)")
 	from := flag.String("from", "", "with -load: the store root to load from (default: -out; / for /nix/store,\nafter nix-instantiate DIR/graph.nix -A root put it there)")
 	flag.Parse()
 	if *out == "" || flag.NArg() != 0 {
@@ -73,14 +75,18 @@ func main() {
 	if *from == "" {
 		*from = *out
 	}
-	g, err := graph.Load(ctx, *from, []store.Path{root}, graph.Options{Concurrency: *jobs})
+	g, err := graph.Load(ctx, *from, []store.Path{root}, graph.Options{Concurrency: *jobs, SnapshotDir: *snapshots})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
 	elapsed := time.Since(start)
-	fmt.Printf("%d derivations loaded in %v; depth %d; peak RSS %s\n",
-		g.Len(), elapsed.Round(time.Microsecond), g.MaxDepth(), peakRSS())
+	how := "from the .drv files"
+	if g.FromSnapshot() {
+		how = "from a snapshot"
+	}
+	fmt.Printf("%d derivations loaded %s in %v; depth %d; peak RSS %s\n",
+		g.Len(), how, elapsed.Round(time.Microsecond), g.MaxDepth(), peakRSS())
 }
 
 // peakRSS returns VmHWM from /proc/self/status ("" where there is none).
