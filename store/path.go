@@ -127,7 +127,29 @@ func MustParsePath(s string) Path {
 
 func decodeHashPart(dst []byte, s string) error {
 	// Nix base32 (2.8 src/libutil/hash.cc): the last character holds the
-	// lowest five bits. dst is zeroed first: it is OR-ed into.
+	// lowest five bits. A store path's 32 characters are 160 bits, the
+	// 20 bytes exactly: each run of 8 characters from the end is 40 bits,
+	// 5 whole bytes, so it is decoded into a word with no carry between
+	// runs.
+	if len(s) == HashPartLen && len(dst) == DigestSize {
+		var bad byte
+		for g := 0; g < 4; g++ {
+			var v uint64
+			for k := 0; k < 8; k++ {
+				d := nix32Value[s[HashPartLen-1-8*g-k]]
+				bad |= d
+				v |= uint64(d) << (5 * k)
+			}
+			for k := 0; k < 5; k++ {
+				dst[5*g+k] = byte(v >> (8 * k))
+			}
+		}
+		if bad&0x80 == 0 { // valid digits are below 32, invalid ones 0xff
+			return nil
+		}
+	}
+	// Other lengths, and the error: one character at a time. dst is
+	// zeroed first: it is OR-ed into.
 	clear(dst)
 	for n := 0; n < len(s); n++ {
 		c := s[len(s)-n-1]

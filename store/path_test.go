@@ -151,3 +151,15 @@ func TestAppendBase(t *testing.T) {
 		t.Errorf("AppendBase into a buffer with room: %v allocations", n)
 	}
 }
+
+// BenchmarkParsePath: every graph load and snapshot parses thousands.
+func BenchmarkParsePath(b *testing.B) {
+	const s = "/nix/store/1b8m03r63zqhnjf7l5wnldhh7c134ap5-hello-2.12.1.drv"
+	b.ReportAllocs()
+	b.SetBytes(int64(len(s)))
+	for b.Loop() {
+		if _, err := store.ParsePath(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
