@@ -535,13 +535,14 @@ func makeNoZero(n int) []byte {
 // closing quote into dst at w. It returns the new w and the offset of the
 // closing quote, or ok == false and the offset of the fault (see
 // unescapeErr). dst may be data itself if r-w >= 8 (Parse's private copy):
-// then every word is stored below the end of the word just read, and the
-// bytes after it are read before the first store.
+// then every store ends at or before the read position, so nothing is
+// overwritten before it is read.
 //
 // Strings a builder script long have an escape every few bytes, so the
 // flagged bytes of each 8-byte word are handled from one mask instead of
-// reloading the text after each escape: the word is stored at every step,
-// and the next step overwrites what did not belong. The loop reads and
+// rescanning the text after each escape: the text from the read position
+// on is stored as a word at every step, and the next step overwrites what
+// did not belong. The loop reads and
 // writes through unsafe pointers (no bounds checks): it runs only while
 // r+16 <= len(data), so data[r:r+9] is in range, and while dst has room
 // for len(data)-r+8 more bytes, which stays true because each word writes
@@ -557,20 +558,28 @@ func unescapeTo(dst []byte, w int, data []byte, r int) (int, int, bool) {
 				w, r = w+8, r+8
 				continue
 			}
-			y := load64(sp, r+1) // the byte after each of x's, before any store
-			s := uint(0)         // bytes of x consumed; 8 or 9 once an escape ends past it
+			// The flagged bytes of x one by one, lowest first. Their
+			// bytes, the escaped ones and the text between them are
+			// read back from data rather than kept in registers (the
+			// loop spilled them): a store at w never reaches the read
+			// position r+s, since w+8 <= r+s holds for Parse's in-place
+			// unescaping (r-w >= 8 on entry, and w falls further behind
+			// with each escape) and trivially for distinct buffers.
+			s := uint(0) // bytes of x consumed; 8 or 9 once an escape ends past it
 			for {
-				j := uint(bits.TrailingZeros64(m)) >> 3
-				store64(dp, w, x>>(8*(s&7)))
+				j := uint(bits.TrailingZeros64(m)) >> 3 & 7
+				store64(dp, w, load64(sp, r+int(s)))
 				w += int(j - s)
-				b := byte(x >> (8 * (j & 7)))
+				m &= m - 1
+				b := *(*byte)(unsafe.Add(sp, r+int(j)))
 				if b == '\\' {
-					c := unescapes[byte(y>>(8*(j&7)))]
+					c := unescapes[*(*byte)(unsafe.Add(sp, r+int(j)+1))]
 					if c == 0 {
 						return w, r + int(j), false
 					}
 					*(*byte)(unsafe.Add(dp, w)) = c
 					s = j + 2
+					m &^= 0x8000 << (8 * j) // the escaped byte's flag
 				} else if b == '"' {
 					return w, r + int(j), true
 				} else if b == '\n' || b == '\r' || b == '\t' {
@@ -579,12 +588,12 @@ func unescapeTo(dst []byte, w int, data []byte, r int) (int, int, bool) {
 					s = j + 1 // another control byte (or a false alarm): ordinary
 				}
 				w++
-				if m &= ^uint64(0) << (8 * s); m == 0 {
+				if m == 0 {
 					break
 				}
 			}
 			if s < 8 {
-				store64(dp, w, x>>(8*s))
+				store64(dp, w, load64(sp, r+int(s)))
 				w += int(8 - s)
 				r += 8
 			} else {
