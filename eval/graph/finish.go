@@ -1,8 +1,10 @@
 package graph
 
 import (
+	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/nbuild/nbuild/eval/drv"
 	"github.com/nbuild/nbuild/store"
@@ -36,18 +38,39 @@ func (l *loader) finish(root string, rootIDs []NodeID) (*Graph, error) {
 		l.recs[d] = nil
 	}
 	l.recs, l.index = nil, nil
-	for i := range g.nodes {
-		g.index[g.nodes[i].Path] = NodeID(i)
-	}
 	g.roots = make([]NodeID, len(rootIDs))
 	for i, d := range rootIDs {
 		g.roots[i] = perm[d]
 	}
+	if dup := g.buildIndexes(); dup >= 0 {
+		// Cannot happen: a path's text is unique, and discover keys by it.
+		return nil, fmt.Errorf("graph: %s loaded twice", g.nodes[dup].Path)
+	}
+	return g, nil
+}
+
+// buildIndexes fills g.index from g.nodes on another goroutine while this
+// one builds the views (dependents, depth, systems, feature sets): they are
+// independent, and the map is a large part of the time. It returns a node
+// whose path an earlier node has, or -1.
+func (g *Graph) buildIndexes() NodeID {
+	dup := NodeID(-1)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range g.nodes {
+			p := g.nodes[i].Path
+			if _, ok := g.index[p]; ok && dup < 0 {
+				dup = NodeID(i)
+			}
+			g.index[p] = NodeID(i)
+		}
+	})
 	g.indexDependents()
 	g.computeDepth()
 	g.groupBySystem()
 	g.groupByFeature()
-	return g, nil
+	wg.Wait()
+	return dup
 }
 
 // topoOrder returns the discovery numbers in the Graph's node order: a

@@ -424,11 +424,6 @@ func decodeSnapshotBody(body []byte, root string) (*Graph, error) {
 			r.fail("node is not a .drv")
 			break
 		}
-		if _, dup := g.index[n.Path]; dup {
-			r.fail("duplicate node")
-			break
-		}
-		g.index[n.Path] = NodeID(i)
 	}
 	nRoot := r.count(1)
 	if r.err == nil {
@@ -443,10 +438,9 @@ func decodeSnapshotBody(body []byte, root string) (*Graph, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	g.indexDependents()
-	g.computeDepth()
-	g.groupBySystem()
-	g.groupByFeature()
+	if dup := g.buildIndexes(); dup >= 0 {
+		return nil, fmt.Errorf("%w: node %d repeats %s", ErrSnapshot, dup, g.nodes[dup].Path)
+	}
 	return g, nil
 }
 

@@ -1,11 +1,16 @@
 package graph
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nbuild/nbuild/eval/drv"
+	"github.com/nbuild/nbuild/store"
 )
 
 // TestPruneSnapshots keeps the newest snapshots and nothing else is touched.
@@ -35,4 +40,27 @@ func TestPruneSnapshots(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "other")); err != nil {
 		t.Error("a file that is not a snapshot was removed")
 	}
+}
+
+// TestSnapshotDuplicateNode: a snapshot naming one path for two nodes is
+// rejected, naming the second.
+func TestSnapshotDuplicateNode(t *testing.T) {
+	a := mustPath(t, "/nix/store/1b8m03r63zqhnjf7l5wnldhh7c134ap5-a.drv")
+	g := &Graph{nodes: []Node{
+		{Path: a, System: "x86_64-linux", Kind: drv.InputAddressed, Outputs: []Output{}, Inputs: []Edge{}},
+		{Path: a, System: "x86_64-linux", Kind: drv.InputAddressed, Outputs: []Output{}, Inputs: []Edge{}},
+	}, roots: []NodeID{1}}
+	_, err := DecodeSnapshot(g.AppendSnapshot(nil), "")
+	if !errors.Is(err, ErrSnapshot) || !strings.Contains(err.Error(), "node 1 repeats "+a.String()) {
+		t.Fatalf("got %v, want ErrSnapshot naming node 1", err)
+	}
+}
+
+func mustPath(t *testing.T, s string) store.Path {
+	t.Helper()
+	p, err := store.ParsePath(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
