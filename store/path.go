@@ -134,15 +134,15 @@ func decodeHashPart(dst []byte, s string) error {
 	if len(s) == HashPartLen && len(dst) == DigestSize {
 		var bad byte
 		for g := 0; g < 4; g++ {
-			var v uint64
-			for k := 0; k < 8; k++ {
-				d := nix32Value[s[HashPartLen-1-8*g-k]]
-				bad |= d
-				v |= uint64(d) << (5 * k)
-			}
-			for k := 0; k < 5; k++ {
-				dst[5*g+k] = byte(v >> (8 * k))
-			}
+			// Unrolled: constant shifts, half the instructions of a loop.
+			e := HashPartLen - 1 - 8*g
+			d0, d1, d2, d3 := nix32Value[s[e]], nix32Value[s[e-1]], nix32Value[s[e-2]], nix32Value[s[e-3]]
+			d4, d5, d6, d7 := nix32Value[s[e-4]], nix32Value[s[e-5]], nix32Value[s[e-6]], nix32Value[s[e-7]]
+			bad |= d0 | d1 | d2 | d3 | d4 | d5 | d6 | d7
+			v := uint64(d0) | uint64(d1)<<5 | uint64(d2)<<10 | uint64(d3)<<15 |
+				uint64(d4)<<20 | uint64(d5)<<25 | uint64(d6)<<30 | uint64(d7)<<35
+			b := dst[5*g : 5*g+5]
+			b[0], b[1], b[2], b[3], b[4] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24), byte(v>>32)
 		}
 		if bad&0x80 == 0 { // valid digits are below 32, invalid ones 0xff
 			return nil
