@@ -1010,22 +1010,20 @@ func (p *Parser) parseInputDrvs() error {
 
 func (p *Parser) parseEnv() error {
 	p.envAt = len(p.all)
-	for first := true; ; first = false {
-		if n := p.next(first); n <= 0 {
-			if n < 0 {
-				return p.listErr()
-			}
-			return nil
-		}
-		if !p.eat('(') {
+	var prev string // the previous entry's key
+	open := false   // the entry's "(" is consumed
+	n := p.next(true)
+	for n > 0 {
+		if !open && !p.eat('(') {
 			return p.expectErr("(")
 		}
 		k, off, err := p.escString()
 		if err != nil {
 			return err
 		}
-		if n := len(p.all); n > p.envAt && !after(p.all[n-2], k) {
-			return p.orderErr(p.all[n-2], k, off, "environment variable")
+		// Neighbouring keys mostly differ in their first byte.
+		if len(p.all) > p.envAt && (len(prev) == 0 || len(k) == 0 || prev[0] >= k[0]) && !after(prev, k) {
+			return p.orderErr(prev, k, off, "environment variable")
 		}
 		if !p.eat(',') {
 			return p.expectErr(",")
@@ -1034,11 +1032,22 @@ func (p *Parser) parseEnv() error {
 		if err != nil {
 			return err
 		}
+		p.all = append(p.all, k, v)
+		prev = k
+		// Between two entries "),(" in one go; eat and next do the rest.
+		if data, pos := p.data, p.pos; pos+2 < len(data) && data[pos] == ')' && data[pos+1] == ',' && data[pos+2] == '(' {
+			p.pos, open = pos+3, true
+			continue
+		}
 		if !p.eat(')') {
 			return p.expectErr(")")
 		}
-		p.all = append(p.all, k, v)
+		n, open = p.next(false), false
 	}
+	if n < 0 {
+		return p.listErr()
+	}
+	return nil
 }
 
 // inRange flags the bytes of x in [lo, hi], for x without bytes >= 0x80.
