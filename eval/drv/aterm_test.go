@@ -376,3 +376,22 @@ func TestCheckStorePath(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckStorePathNames: names of every length up to two steps of the
+// four-byte loop and its tail, with every byte value at every position.
+func TestCheckStorePathNames(t *testing.T) {
+	const base = "/nix/store/6fpsx5wb2pxm5zxl9671lmqzry2llqaq-"
+	for n := 1; n <= 13; n++ {
+		name := []byte(strings.Repeat("a", n))
+		for i := range name {
+			for c := 0; c < 256; c++ {
+				name[i] = byte(c)
+				s := base + string(name)
+				if got, want := checkStorePath(s), checkStorePathSlow(s); got != want {
+					t.Fatalf("checkStorePath(%q) = %q, want %q", s, got, want)
+				}
+			}
+			name[i] = 'a'
+		}
+	}
+}
