@@ -409,7 +409,7 @@ func (p *Parser) quoted(esc bool) (string, int, error) {
 					break
 				}
 				p.pos = r + 1
-				if p.views && r > start+1 {
+				if p.views { // "" too (a view of length 0): no call for it
 					return unsafe.String((*byte)(unsafe.Add(sp, start+1)), r-start-1), start, nil
 				}
 				return p.strSlow(start+1, r), start, nil
