@@ -425,6 +425,42 @@ func (p *Parser) quoted(esc bool) (string, int, error) {
 	return p.rawStringLong(start, r)
 }
 
+// storePath parses a string that must be a store path (input derivations
+// and sources): rawString, then checkStorePath. A valid path, the common
+// case, is scanned and checked in one pass: the prefix, the hash part by
+// words, the closing quote found by words (a valid name has no quote or
+// backslash) and the name before it by table. Anything else goes the
+// general way, for the same errors.
+func (p *Parser) storePath() (string, int, error) {
+	const prefix = `"/nix/store/`
+	start := p.pos
+	data := p.data
+	h := start + len(prefix) // the hash part
+	sp := unsafe.Pointer(unsafe.SliceData(data))
+	if start >= 0 && h+33+8 <= len(data) && string(data[start:h]) == prefix && data[h+32] == '-' && isHashPart(sp, h) {
+		name := h + 33
+		lim := min(len(data)-8, name+211) // the last word loaded
+		for i := name; i <= lim; i += 8 {
+			if m := zeroBytes(load64(sp, i) ^ lsb*'"'); m != 0 {
+				q := i + bits.TrailingZeros64(m)>>3
+				if q > name && q-name <= 211 && isName(sp, name, q) {
+					p.pos = q + 1
+					return p.view(data, start+1, q-start-1), start, nil
+				}
+				break
+			}
+		}
+	}
+	s, off, err := p.rawString()
+	if err != nil {
+		return "", off, err
+	}
+	if reason := checkStorePath(s); reason != "" {
+		return "", off, p.fail(off, "invalid store path %q: %s", s, reason)
+	}
+	return s, off, nil
+}
+
 // rawStringLong finishes rawString from data[r], the first byte that may
 // end the string.
 func (p *Parser) rawStringLong(start, r int) (string, int, error) {
@@ -844,14 +880,16 @@ func (p *Parser) parseSortedList(paths bool) error {
 			}
 			return nil
 		}
-		s, off, err := p.rawString()
+		var s string
+		var off int
+		var err error
+		if paths {
+			s, off, err = p.storePath()
+		} else {
+			s, off, err = p.rawString()
+		}
 		if err != nil {
 			return err
-		}
-		if paths {
-			if reason := checkStorePath(s); reason != "" {
-				return p.fail(off, "invalid store path %q: %s", s, reason)
-			}
 		}
 		if n := len(p.all); n > base && !after(p.all[n-1], s) {
 			return p.orderErr(p.all[n-1], s, off, "entry")
@@ -979,12 +1017,9 @@ func (p *Parser) parseInputDrvs() error {
 		if !p.eat('(') {
 			return p.expectErr("(")
 		}
-		path, off, err := p.rawString()
+		path, off, err := p.storePath()
 		if err != nil {
 			return err
-		}
-		if reason := checkStorePath(path); reason != "" {
-			return p.fail(off, "invalid store path %q: %s", path, reason)
 		}
 		if n := len(p.inDrvs); n > 0 && !after(p.inDrvs[n-1].Path, path) {
 			return p.orderErr(p.inDrvs[n-1].Path, path, off, "input derivation")
@@ -1104,31 +1139,40 @@ var pathChars = func() (t [256]uint8) {
 func checkStorePath(s string) string {
 	const prefix = "/nix/store/"
 	if len(s) >= len(prefix)+34 && len(s) <= len(prefix)+33+211 && s[:len(prefix)] == prefix && s[len(prefix)+32] == '-' {
-		// The hash part eight bytes at a time (Nix's base32 alphabet),
-		// the name by table.
 		sp := unsafe.Pointer(unsafe.StringData(s))
-		hash := uint64(msb)
-		for i := len(prefix); i < len(prefix)+32; i += 8 {
-			// Digits and lowercase letters but e, o, t, u; none >= 0x80.
-			x := load64(sp, i)
-			ok := inRange(x, '0', '9') | inRange(x, 'a', 'z')
-			hash &= ok &^ (inRange(x, 'e', 'e') | inRange(x, 'o', 'o') | inRange(x, 't', 'u')) &^ x
-		}
-		// Four bytes a step: one AND chain per step instead of per byte.
-		name := uint8(1)
-		i := len(prefix) + 33
-		for ; i+4 <= len(s); i += 4 {
-			b := (*[4]byte)(unsafe.Add(sp, i)) // in range: i+4 <= len(s)
-			name &= pathChars[b[0]] & pathChars[b[1]] & pathChars[b[2]] & pathChars[b[3]]
-		}
-		for ; i < len(s); i++ {
-			name &= pathChars[s[i]]
-		}
-		if hash == msb && name != 0 {
+		if isHashPart(sp, len(prefix)) && isName(sp, len(prefix)+33, len(s)) {
 			return ""
 		}
 	}
 	return checkStorePathSlow(s)
+}
+
+// isHashPart reports whether the 32 bytes at p+i are Nix's base32
+// alphabet, eight bytes at a time.
+func isHashPart(p unsafe.Pointer, i int) bool {
+	hash := uint64(msb)
+	for end := i + 32; i < end; i += 8 {
+		// Digits and lowercase letters but e, o, t, u; none >= 0x80.
+		x := load64(p, i)
+		ok := inRange(x, '0', '9') | inRange(x, 'a', 'z')
+		hash &= ok &^ (inRange(x, 'e', 'e') | inRange(x, 'o', 'o') | inRange(x, 't', 'u')) &^ x
+	}
+	return hash == msb
+}
+
+// isName reports whether the bytes at p+i up to p+end are all allowed in a
+// store path's name: four bytes a step, one AND chain per step instead of
+// per byte.
+func isName(p unsafe.Pointer, i, end int) bool {
+	name := uint8(1)
+	for ; i+4 <= end; i += 4 {
+		b := (*[4]byte)(unsafe.Add(p, i))
+		name &= pathChars[b[0]] & pathChars[b[1]] & pathChars[b[2]] & pathChars[b[3]]
+	}
+	for ; i < end; i++ {
+		name &= pathChars[*(*byte)(unsafe.Add(p, i))]
+	}
+	return name != 0
 }
 
 // checkStorePathSlow says what is wrong with a path checkStorePath rejects.

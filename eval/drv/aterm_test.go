@@ -395,3 +395,45 @@ func TestCheckStorePathNames(t *testing.T) {
 		}
 	}
 }
+
+// TestStorePath: the one-pass store path parser returns what rawString
+// and checkStorePath return, value, offset and error, for paths with
+// every byte value at every position, names of every length around the
+// limit, and input ending anywhere after the path.
+func TestStorePath(t *testing.T) {
+	const hash = "6fpsx5wb2pxm5zxl9671lmqzry2llqaq"
+	var cases []string
+	for n := 1; n <= 20; n++ {
+		cases = append(cases, `"/nix/store/`+hash+"-"+strings.Repeat("n", n)+`"`)
+	}
+	for _, n := range []int{200, 210, 211, 212, 213, 220} {
+		cases = append(cases, `"/nix/store/`+hash+"-"+strings.Repeat("n", n)+`"`)
+	}
+	good := `"/nix/store/` + hash + `-ia-simple"`
+	for i := range good {
+		for c := 0; c < 256; c++ {
+			cases = append(cases, good[:i]+string([]byte{byte(c)})+good[i+1:])
+		}
+	}
+	cases = append(cases, `"/nix/store/`+hash+`-a\"b"`, `"/nix/store/`+hash+`-a\\"`, "x"+good, "")
+	for _, c := range cases {
+		for _, tail := range []string{"", ",", `,["out"])`, strings.Repeat(" ", 20)} {
+			data := []byte(c + tail)
+			for _, pre := range []int{0, 3} {
+				in := append(bytes.Repeat([]byte{'['}, pre), data...)
+				p := &Parser{data: in, pos: pre, views: true}
+				s, off, err := p.storePath()
+				q := &Parser{data: in, pos: pre, views: true}
+				ws, woff, werr := q.rawString()
+				if werr == nil {
+					if reason := checkStorePath(ws); reason != "" {
+						ws, werr = "", q.fail(woff, "invalid store path %q: %s", ws, reason)
+					}
+				}
+				if fmt.Sprint(err) != fmt.Sprint(werr) || werr == nil && (s != ws || off != woff || p.pos != q.pos) {
+					t.Fatalf("storePath(%q) = %q, %d, %v (pos %d); want %q, %d, %v (pos %d)", in, s, off, err, p.pos, ws, woff, werr, q.pos)
+				}
+			}
+		}
+	}
+}
