@@ -426,12 +426,29 @@ func (p *Parser) quoted(esc bool) (string, int, error) {
 }
 
 // storePath parses a string that must be a store path (input derivations
-// and sources): rawString, then checkStorePath. A valid path, the common
-// case, is scanned and checked in one pass: the prefix, the hash part by
-// words, the closing quote found by words (a valid name has no quote or
-// backslash) and the name before it by table. Anything else goes the
-// general way, for the same errors.
+// and sources): rawString, then checkStorePath, in one pass for a valid
+// path (see validPath); anything else goes the general way, for the same
+// errors.
 func (p *Parser) storePath() (string, int, error) {
+	if s, off, ok := p.validPath(); ok {
+		return s, off, nil
+	}
+	s, off, err := p.rawString()
+	if err != nil {
+		return "", off, err
+	}
+	if reason := checkStorePath(s); reason != "" {
+		return "", off, p.fail(off, "invalid store path %q: %s", s, reason)
+	}
+	return s, off, nil
+}
+
+// validPath parses the string at p.pos if it is a valid store path, and
+// reports whether it was (else it consumes nothing). A valid path has no
+// quote or backslash before its closing quote, so it is scanned and
+// checked in one pass: the prefix, the hash part by words, the closing
+// quote found by words and the name before it by table.
+func (p *Parser) validPath() (string, int, bool) {
 	const prefix = `"/nix/store/`
 	start := p.pos
 	data := p.data
@@ -445,20 +462,13 @@ func (p *Parser) storePath() (string, int, error) {
 				q := i + bits.TrailingZeros64(m)>>3
 				if q > name && q-name <= 211 && isName(sp, name, q) {
 					p.pos = q + 1
-					return p.view(data, start+1, q-start-1), start, nil
+					return p.view(data, start+1, q-start-1), start, true
 				}
 				break
 			}
 		}
 	}
-	s, off, err := p.rawString()
-	if err != nil {
-		return "", off, err
-	}
-	if reason := checkStorePath(s); reason != "" {
-		return "", off, p.fail(off, "invalid store path %q: %s", s, reason)
-	}
-	return s, off, nil
+	return "", start, false
 }
 
 // rawStringLong finishes rawString from data[r], the first byte that may
@@ -915,13 +925,30 @@ func (p *Parser) parseOutputs() error {
 		var o Output
 		var offs [4]int
 		var err error
-		for k, dst := range [...]*string{&o.Name, &o.Path, &o.HashAlgo, &o.Hash} {
-			if k > 0 && !p.eat(',') {
-				return p.expectErr(",")
-			}
-			if *dst, offs[k], err = p.rawString(); err != nil {
+		if o.Name, offs[0], err = p.rawString(); err != nil {
+			return err
+		}
+		if !p.eat(',') {
+			return p.expectErr(",")
+		}
+		// Most paths are valid ones, checked as they are scanned.
+		var pathOK bool
+		if o.Path, offs[1], pathOK = p.validPath(); !pathOK {
+			if o.Path, offs[1], err = p.rawString(); err != nil {
 				return err
 			}
+		}
+		if !p.eat(',') {
+			return p.expectErr(",")
+		}
+		if o.HashAlgo, offs[2], err = p.rawString(); err != nil {
+			return err
+		}
+		if !p.eat(',') {
+			return p.expectErr(",")
+		}
+		if o.Hash, offs[3], err = p.rawString(); err != nil {
+			return err
 		}
 		if !p.eat(')') {
 			return p.expectErr(")")
@@ -932,7 +959,7 @@ func (p *Parser) parseOutputs() error {
 		if n := len(p.all); n > 0 && !after(p.all[n-4], o.Name) {
 			return p.orderErr(p.all[n-4], o.Name, offs[0], "output")
 		}
-		k, algo, msg, field := classifyOutput(&o)
+		k, algo, msg, field := classifyOutputPath(&o, pathOK)
 		if msg != "" {
 			return p.fail(offs[field], "output %q: %s", o.Name, msg)
 		}
@@ -962,6 +989,12 @@ func (p *Parser) parseOutputs() error {
 // 2.8 parseDerivationOutput does, and says which field (1 path, 2 hashAlgo,
 // 3 hash) is wrong if any.
 func classifyOutput(o *Output) (kind OutputKind, algo HashAlgo, msg string, field int) {
+	return classifyOutputPath(o, false)
+}
+
+// classifyOutputPath is classifyOutput for an output whose path is known
+// to be a valid store path if pathOK.
+func classifyOutputPath(o *Output, pathOK bool) (kind OutputKind, algo HashAlgo, msg string, field int) {
 	if o.HashAlgo == "" {
 		if o.Hash != "" {
 			return 0, 0, "hash without a hash algorithm", 3
@@ -969,7 +1002,7 @@ func classifyOutput(o *Output) (kind OutputKind, algo HashAlgo, msg string, fiel
 		if o.Path == "" {
 			return Deferred, 0, "", 0
 		}
-		if reason := checkStorePath(o.Path); reason != "" {
+		if reason := pathReason(o.Path, pathOK); reason != "" {
 			return 0, 0, "invalid store path: " + reason, 1
 		}
 		return InputAddressed, 0, "", 0
@@ -1000,10 +1033,19 @@ func classifyOutput(o *Output) (kind OutputKind, algo HashAlgo, msg string, fiel
 			return 0, 0, err.Error(), 3
 		}
 	}
-	if reason := checkStorePath(o.Path); reason != "" {
+	if reason := pathReason(o.Path, pathOK); reason != "" {
 		return 0, 0, "invalid store path: " + reason, 1
 	}
 	return FixedOutput, algo, "", 0
+}
+
+// pathReason is checkStorePath(path), or "" without looking if the path
+// is known to be valid.
+func pathReason(path string, valid bool) string {
+	if valid {
+		return ""
+	}
+	return checkStorePath(path)
 }
 
 func (p *Parser) parseInputDrvs() error {
@@ -1029,14 +1071,20 @@ func (p *Parser) parseInputDrvs() error {
 		}
 		lstart := p.pos
 		begin := len(p.all)
-		if err := p.parseSortedList(false); err != nil {
-			return err
-		}
-		if len(p.all) == begin {
-			return p.fail(lstart, "input derivation %q with no outputs", path)
-		}
-		if !p.eat(')') {
-			return p.expectErr(")")
+		if data := p.data; lstart+7 <= len(data) && string(data[lstart:lstart+7]) == `"out"])` {
+			// Most input derivations give just their "out".
+			p.all = append(p.all, p.view(data, lstart+1, 3))
+			p.pos = lstart + 7
+		} else {
+			if err := p.parseSortedList(false); err != nil {
+				return err
+			}
+			if len(p.all) == begin {
+				return p.fail(lstart, "input derivation %q with no outputs", path)
+			}
+			if !p.eat(')') {
+				return p.expectErr(")")
+			}
 		}
 		p.inDrvs = append(p.inDrvs, InputDrv{Path: path})
 		p.spans = append(p.spans, begin, len(p.all))

@@ -437,3 +437,30 @@ func TestStorePath(t *testing.T) {
 		}
 	}
 }
+
+// TestOutputPaths: an output's path, checked as it is scanned when valid,
+// gets the verdict checkStorePath gives, for every byte value at every
+// position, input-addressed and fixed.
+func TestOutputPaths(t *testing.T) {
+	env := `("name","x")`
+	for c := 0; c < 256; c++ {
+		if c == '"' || c == '\\' {
+			continue // another string syntax, tested elsewhere
+		}
+		for i := range outPath {
+			path := outPath[:i] + string([]byte{byte(c)}) + outPath[i+1:]
+			reason := checkStorePath(path)
+			for _, fields := range []string{`"",""`, `"sha256","` + sha256a + `"`} {
+				text := drvText(`("out","`+path+`",`+fields+`)`, `("`+inDrv+`",["out"])`, "", `"s"`, `"b"`, "", env)
+				d, err := Parse([]byte(text))
+				var pe *ParseError
+				switch {
+				case reason == "" && (err != nil || d.Outputs[0].Path != path):
+					t.Fatalf("%q: %v", text, err)
+				case reason != "" && (!errors.As(err, &pe) || pe.Offset != 15 || !strings.HasSuffix(pe.Msg, "invalid store path: "+reason)):
+					t.Fatalf("%q: got %v, want %q at 15", text, err, reason)
+				}
+			}
+		}
+	}
+}
