@@ -1121,7 +1121,7 @@ func (p *Parser) parseEnv() error {
 		p.all = append(p.all, k, v)
 		prev = k
 		// Between two entries "),(" in one go; eat and next do the rest.
-		if data, pos := p.data, p.pos; pos+2 < len(data) && data[pos] == ')' && data[pos+1] == ',' && data[pos+2] == '(' {
+		if data, pos := p.data, p.pos; pos >= 0 && pos+3 <= len(data) && string(data[pos:pos+3]) == "),(" {
 			p.pos, open = pos+3, true
 			continue
 		}
