@@ -297,14 +297,24 @@ const (
 func zeroBytes(y uint64) uint64 { return (y - lsb) &^ y & msb }
 
 // rawMask flags '"' and '\\'.
-func rawMask(x uint64) uint64 { return zeroBytes(x^(lsb*'"')) | zeroBytes(x^(lsb*'\\')) }
+func rawMask(x uint64) uint64 { return rawBits(x) & msb }
 
 // escMask also flags bytes below 0x0E, which include LF, CR and TAB (the
 // others are ordinary bytes and rare).
-func escMask(x uint64) uint64 { return rawMask(x) | ctlMask(x) }
+func escMask(x uint64) uint64 { return (rawBits(x) | ctlBits(x)) & msb }
 
 // ctlMask flags bytes below 0x0E.
-func ctlMask(x uint64) uint64 { return (x - lsb*0x0E) &^ x & msb }
+func ctlMask(x uint64) uint64 { return ctlBits(x) & msb }
+
+// rawBits and ctlBits are rawMask and ctlMask before the final & msb
+// (their other bits are garbage), so that a mask made of several is
+// cut to the flags once.
+func rawBits(x uint64) uint64 {
+	q, b := x^(lsb*'"'), x^(lsb*'\\')
+	return (q-lsb)&^q | (b-lsb)&^b
+}
+
+func ctlBits(x uint64) uint64 { return (x - lsb*0x0E) &^ x }
 
 // load64 and store64 access the 8 bytes at p+i, little-endian, without a
 // bounds check: callers make sure they are in range.
@@ -399,11 +409,11 @@ func (p *Parser) quoted(esc bool) (string, int, error) {
 		lim := min(len(data)-8, start+57) // the last word loaded
 		for {
 			x := load64(sp, r)
-			m := rawMask(x)
+			m := rawBits(x)
 			if esc {
-				m |= ctlMask(x)
+				m |= ctlBits(x)
 			}
-			if m != 0 {
+			if m &= msb; m != 0 {
 				r += bits.TrailingZeros64(m) >> 3
 				if *(*byte)(unsafe.Add(sp, r)) != '"' {
 					break
