@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -211,6 +212,66 @@ func DrvParseGoNix(b *testing.B, c DrvCorpus) {
 				b.Fatal(err)
 			}
 		}
+	}
+}
+
+// DrvParsePaired measures nbuild's parser against go-nix's the way a
+// shared, drifting machine allows: each op is one pass of go-nix's
+// ReadDerivation and one of a reused drv.Parser's ParseShared (with
+// Recycle before each parse if recycle) over the corpus, in alternating
+// order, each timed by the process's CPU time (so the collector's work
+// during a pass counts for it); the heap is collected between passes,
+// untimed, so neither pays for the other's garbage. It reports the median
+// over ops of go-nix's time over nbuild's ("x-go-nix"): both passes of a
+// pair see the same machine, whatever its speed that second. A small
+// corpus is parsed several times per pass (about 4 MB), so that a pass
+// is long against the clock's resolution and the cold start after a
+// collection.
+func DrvParsePaired(b *testing.B, c DrvCorpus, recycle bool) {
+	reps := max(1, int((4<<20)/max(c.Bytes, 1)))
+	var p drv.Parser
+	nbuild := func() {
+		for range reps {
+			for _, f := range c.Files {
+				if recycle {
+					p.Recycle()
+				}
+				if _, err := p.ParseShared(f); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	goNix := func() {
+		for range reps {
+			for _, f := range c.Files {
+				if _, err := gonix.ReadDerivation(bytes.NewReader(f)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	timed := func(pass func()) time.Duration {
+		runtime.GC()
+		start := processCPU()
+		pass()
+		return processCPU() - start
+	}
+	var ratios []float64
+	for i := 0; b.Loop(); i++ {
+		var tn, tg time.Duration
+		if i%2 == 0 {
+			tn, tg = timed(nbuild), timed(goNix)
+		} else {
+			tg, tn = timed(goNix), timed(nbuild)
+		}
+		if tn > 0 {
+			ratios = append(ratios, float64(tg)/float64(tn))
+		}
+	}
+	if len(ratios) > 0 {
+		slices.Sort(ratios)
+		b.ReportMetric(ratios[len(ratios)/2], "x-go-nix")
 	}
 }
 

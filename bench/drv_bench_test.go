@@ -31,6 +31,18 @@ func BenchmarkDrvParse(b *testing.B) {
 	}
 }
 
+// BenchmarkDrvParsePaired reports nbuild's parse speed as a multiple of
+// go-nix's, from passes of both alternating in one process (see
+// DrvParsePaired): the ratio BenchmarkDrvParse gives from runs seconds
+// apart, without the machine's drift between them.
+func BenchmarkDrvParsePaired(b *testing.B) {
+	for _, c := range drvCorpora(b) {
+		c := c.GoNixSubset()
+		b.Run(c.Name+"/shared", func(b *testing.B) { DrvParsePaired(b, c, false) })
+		b.Run(c.Name+"/recycle", func(b *testing.B) { DrvParsePaired(b, c, true) })
+	}
+}
+
 func BenchmarkDrvWrite(b *testing.B) {
 	for _, c := range drvCorpora(b) {
 		b.Run(c.Name, func(b *testing.B) { DrvWrite(b, c) })
