@@ -219,9 +219,10 @@ func DrvParseGoNix(b *testing.B, c DrvCorpus) {
 // shared, drifting machine allows: each op is one pass of go-nix's
 // ReadDerivation and one of a reused drv.Parser's ParseShared (with
 // Recycle before each parse if recycle) over the corpus, in alternating
-// order, each timed by the process's CPU time (so the collector's work
-// during a pass counts for it); the heap is collected between passes,
-// untimed, so neither pays for the other's garbage. It reports the median
+// order (nbuild first in every other pair), each timed by the process's
+// CPU time. The collector runs as the two passes' allocation makes it,
+// so a pass also pays for work on the other's garbage that spills into
+// it: more often nbuild's, as go-nix allocates five times more. It reports the median
 // over ops of go-nix's time over nbuild's ("x-go-nix"): both passes of a
 // pair see the same machine, whatever its speed that second. A small
 // corpus is parsed several times per pass (about 4 MB), so that a pass
@@ -252,7 +253,6 @@ func DrvParsePaired(b *testing.B, c DrvCorpus, recycle bool) {
 		}
 	}
 	timed := func(pass func()) time.Duration {
-		runtime.GC()
 		start := processCPU()
 		pass()
 		return processCPU() - start
