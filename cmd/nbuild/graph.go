@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,7 +15,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nbuild/nbuild/eval/explain"
 	"github.com/nbuild/nbuild/eval/graph"
 	"github.com/nbuild/nbuild/sched"
 	"github.com/nbuild/nbuild/store"
@@ -790,116 +788,6 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
-}
-
-// runWhy prints the shortest chains from the roots to target.
-func runWhy(w io.Writer, root storeRoot, roots []store.Path, target, format string) error {
-	t := target
-	if root != "" {
-		t = strings.TrimPrefix(t, string(root))
-	}
-	tp, _, err := store.SplitPath(t)
-	if err != nil {
-		return fmt.Errorf("--why %s: %w", target, err)
-	}
-	r, err := explain.Why(roots, tp, explain.DirLoader(string(root)), 0)
-	if errors.Is(err, explain.ErrNotInClosure) {
-		return fmt.Errorf("%s is not in the closure of %s", tp, joinPaths(roots))
-	}
-	if err != nil {
-		return err
-	}
-	if format == "json" {
-		type stepJSON struct {
-			Path string   `json:"path"`
-			Via  []string `json:"via,omitempty"`
-		}
-		var chains [][]stepJSON
-		for _, c := range r.Chains {
-			var cj []stepJSON
-			for _, s := range c {
-				cj = append(cj, stepJSON{Path: s.Path.String(), Via: s.Via})
-			}
-			chains = append(chains, cj)
-		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"target": tp.String(), "output": r.Output, "total": r.Total, "chains": chains})
-	}
-	what := tp.String()
-	if r.Output != "" {
-		what += fmt.Sprintf(" (output %q of the last derivation)", r.Output)
-	}
-	steps := len(r.Chains[0]) - 1
-	fmt.Fprintf(w, "%s is in the closure through %d shortest chain(s) of %d step(s)", what, r.Total, steps)
-	if uint64(len(r.Chains)) < r.Total {
-		fmt.Fprintf(w, "; showing %d", len(r.Chains))
-	}
-	fmt.Fprintln(w, ":")
-	for i, c := range r.Chains {
-		fmt.Fprintln(w)
-		fmt.Fprintf(w, "chain %d:\n", i+1)
-		for j, s := range c {
-			if j == 0 {
-				fmt.Fprintf(w, "  %s\n", s.Path)
-				continue
-			}
-			via := "uses " + strings.Join(s.Via, ",") + " of"
-			if len(s.Via) == 1 && s.Via[0] == "source" {
-				via = "has source"
-			}
-			fmt.Fprintf(w, "  %s└─ %s %s\n", strings.Repeat("   ", j-1), via, s.Path)
-		}
-	}
-	return nil
-}
-
-func joinPaths(ps []store.Path) string {
-	var s []string
-	for _, p := range ps {
-		s = append(s, p.String())
-	}
-	return strings.Join(s, ", ")
-}
-
-// runDiff compares the plan of roots with the plan of old.
-func runDiff(w io.Writer, root storeRoot, roots, old []store.Path, format string) error {
-	load := explain.DirLoader(string(root))
-	r, err := explain.Diff(roots, old, load, load)
-	if err != nil {
-		return err
-	}
-	if format == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
-	}
-	if len(r.Changed) == 0 {
-		fmt.Fprintln(w, "the two plans are identical: nothing rebuilds")
-		return nil
-	}
-	fmt.Fprintf(w, "%d derivation(s) rebuild because of these %d change(s):\n", len(r.Changed), len(r.Roots))
-	for _, rc := range r.Roots {
-		fmt.Fprintln(w)
-		if rc.Old.IsZero() {
-			fmt.Fprintf(w, "%s (new, explains %d)\n", rc.New, rc.Explains)
-			continue
-		}
-		fmt.Fprintf(w, "%s (was %s, explains %d)\n", rc.New, rc.Old.Name(), rc.Explains)
-		for _, c := range rc.Own {
-			fmt.Fprintf(w, "  %s: %s -> %s\n", c.What, quoteShort(c.Old), quoteShort(c.New))
-		}
-	}
-	return nil
-}
-
-// quoteShort quotes s, eliding the middle of long values.
-func quoteShort(s string) string {
-	const max = 120
-	if len(s) > max {
-		s = s[:max/2] + "…" + s[len(s)-max/2:]
-	}
-	return fmt.Sprintf("%q", s)
 }
 
 // optionFlag adds Nix's --option NAME VALUE (repeatable): a nix.conf
