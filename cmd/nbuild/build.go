@@ -15,6 +15,7 @@ import (
 	"github.com/nbuild/nbuild/eval/graph"
 	"github.com/nbuild/nbuild/sched"
 	"github.com/nbuild/nbuild/sched/executor"
+	"github.com/nbuild/nbuild/sched/plan"
 	"github.com/nbuild/nbuild/store"
 	"github.com/nbuild/nbuild/store/daemon"
 	"github.com/nbuild/nbuild/store/metacache"
@@ -91,7 +92,7 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 	if o.jobs >= 0 {
 		machines[0].MaxJobs = uint(o.jobs)
 	}
-	vi, err := queryValidity(ctx, "", g, g.Roots(), o.options)
+	vi, err := plan.QueryValidity(ctx, g, g.Roots(), plan.ValidityOptions{Options: o.options})
 	if err != nil {
 		return err
 	}
@@ -99,23 +100,23 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 	if cache != nil {
 		defer cache.Close()
 	}
-	p, err := makePlan(g, vi, planOptions{machines: machines, defaultDuration: o.defDur, duration: recordedDuration(cache)})
+	p, err := plan.New(g, vi, plan.Options{Machines: machines, DefaultDuration: o.defDur, Duration: recordedDuration(cache)})
 	if err != nil {
 		return err
 	}
-	if bad := p.unbuildable(); len(bad) > 0 {
-		writeUnbuildable(env.stderr, p, bad)
+	if bad := p.Unbuildable(); len(bad) > 0 {
+		p.WriteUnbuildable(env.stderr)
 		fmt.Fprintln(env.stderr, "nothing was built")
 		return &exitError{code: 1}
 	}
 	if o.dryRun {
-		if err := writeSummary(env.stdout, p); err != nil {
+		if err := p.WriteSummary(env.stdout); err != nil {
 			return err
 		}
-		if p.timeline != nil {
-			fmt.Fprintf(env.stdout, "estimated time on these builders: %s\n", p.timeline.Makespan.Round(time.Second))
+		if p.Timeline != nil {
+			fmt.Fprintf(env.stdout, "estimated time on these builders: %s\n", p.Timeline.Makespan.Round(time.Second))
 			if o.timeline != "" {
-				return writeTimeline(o.timeline, p.timeline)
+				return writeTimeline(o.timeline, p.Timeline)
 			}
 		}
 		return nil
@@ -123,12 +124,12 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 	if err := substitute(ctx, p, o.options); err != nil {
 		return err
 	}
-	if p.splan != nil {
+	if p.Sched != nil {
 		if err := runSchedule(ctx, env, o, p, cache); err != nil {
 			return err
 		}
 	}
-	for _, r := range p.roots {
+	for _, r := range p.Roots {
 		for _, out := range g.Node(r).Outputs {
 			if !out.Path.IsZero() {
 				fmt.Fprintln(env.stdout, out.Path)
@@ -140,13 +141,13 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 
 // substitute makes the local daemon fetch the outputs the plan takes from
 // substituters, before anything that needs them is built.
-func substitute(ctx context.Context, p *buildPlan, options map[string]string) error {
+func substitute(ctx context.Context, p *plan.Plan, options map[string]string) error {
 	var want []store.DerivedPath
-	for id, s := range p.state {
-		if s != stateSubstitutable {
+	for id := range p.Graph.Len() {
+		if p.State(graph.NodeID(id)) != plan.Substitutable {
 			continue
 		}
-		for _, o := range p.g.Node(graph.NodeID(id)).Outputs {
+		for _, o := range p.Graph.Node(graph.NodeID(id)).Outputs {
 			want = append(want, store.OpaquePath(o.Path))
 		}
 	}
@@ -165,14 +166,14 @@ func substitute(ctx context.Context, p *buildPlan, options map[string]string) er
 }
 
 // runSchedule builds the plan's jobs with the scheduler and executors.
-func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *buildPlan, cache *metacache.Cache) error {
-	jobs := make([]executor.Job, len(p.jobNodes))
+func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *plan.Plan, cache *metacache.Cache) error {
+	jobs := make([]executor.Job, len(p.JobNodes))
 	isRoot := map[graph.NodeID]bool{}
-	for _, r := range p.roots {
+	for _, r := range p.Roots {
 		isRoot[r] = true
 	}
-	for i, id := range p.jobNodes {
-		node := p.g.Node(id)
+	for i, id := range p.JobNodes {
+		node := p.Graph.Node(id)
 		jobs[i].Keep = isRoot[id]
 		jobs[i].Drv = node.Path
 		for _, out := range node.Outputs {
@@ -194,11 +195,11 @@ func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *buildPlan,
 				d = time.Since(t.(time.Time))
 			}
 			// A failure to record a duration only costs a later estimate.
-			_ = cache.RecordBuild(sched.PackageName(p.splan.Jobs[job].Name), d)
+			_ = cache.RecordBuild(sched.PackageName(p.Sched.Jobs[job].Name), d)
 		},
 	}
 	events.Lost = func(job, machine int, reason string) {
-		prog.warn("warning: %s: %s; trying elsewhere", p.splan.Jobs[job].Name, reason)
+		prog.warn("warning: %s: %s; trying elsewhere", p.Sched.Jobs[job].Name, reason)
 	}
 	events.Refused = func(job, machine int, reason string) {
 		prog.warn("warning: %s; not using this builder for the rest of the run", reason)
@@ -207,22 +208,22 @@ func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *buildPlan,
 		// On a terminal a failure shows when it happens, with its log's
 		// last lines; the final error repeats it (as in a pipe).
 		if prog.tty && !prog.quiet {
-			prog.warn("error: %s failed on %s: %s", p.splan.Jobs[job].Name, machineName(p.machines[machine]), reason)
+			prog.warn("error: %s failed on %s: %s", p.Sched.Jobs[job].Name, machineName(p.Machines[machine]), reason)
 		}
 	}
 	held := executor.NewHeld()
-	route := make(executor.Router, len(p.machines))
-	for m := range p.machines {
-		if p.machines[m].Local {
+	route := make(executor.Router, len(p.Machines))
+	for m := range p.Machines {
+		if p.Machines[m].Local {
 			route[m] = &executor.Local{Jobs: jobs, Events: events, Options: o.options, Held: held}
 			continue
 		}
-		route[m] = &executor.Remote{Machine: p.machines[m], Jobs: jobs, Events: events, Getenv: env.getenv, Options: o.options, Held: held}
+		route[m] = &executor.Remote{Machine: p.Machines[m], Jobs: jobs, Events: events, Getenv: env.getenv, Options: o.options, Held: held}
 	}
-	s := sched.NewScheduler(p.splan, sched.Options{KeepGoing: o.keepGoing})
+	s := sched.NewScheduler(p.Sched, sched.Options{KeepGoing: o.keepGoing})
 	var tl *sched.Timeline
 	if o.timeline != "" {
-		tl = sched.NewTimeline(p.splan)
+		tl = sched.NewTimeline(p.Sched)
 	}
 	startHook := executorFunc(func(ctx context.Context, a sched.Assignment, results chan<- sched.Result) {
 		started.Store(a.Job, time.Now())
@@ -270,13 +271,13 @@ type buildProgress struct {
 	w     io.Writer
 	tty   bool
 	quiet bool
-	plan  *buildPlan
+	plan  *plan.Plan
 	last  time.Time
 	shown bool
 	on    sync.Map // job id -> machine index it runs on
 }
 
-func newBuildProgress(w io.Writer, quiet bool, p *buildPlan) *buildProgress {
+func newBuildProgress(w io.Writer, quiet bool, p *plan.Plan) *buildProgress {
 	return &buildProgress{w: w, tty: isTerminal(w), quiet: quiet, plan: p}
 }
 
@@ -319,32 +320,32 @@ func (b *buildProgress) update(s *sched.Scheduler) {
 	var built, failed int
 	running := map[string]int{}
 	var work time.Duration // expected build time of what is not built yet
-	for id := range b.plan.jobNodes {
+	for id := range b.plan.JobNodes {
 		switch s.State(id) {
 		case sched.Running:
 			name := "?"
 			if m, ok := b.on.Load(id); ok {
-				name = machineName(b.plan.machines[m.(int)])
+				name = machineName(b.plan.Machines[m.(int)])
 			}
 			running[name]++
-			work += b.plan.splan.Jobs[id].Expected
+			work += b.plan.Sched.Jobs[id].Expected
 		case sched.Done:
 			built++
 		case sched.Failing, sched.Skipped:
 			failed++
 		case sched.Waiting, sched.Ready:
-			work += b.plan.splan.Jobs[id].Expected
+			work += b.plan.Sched.Jobs[id].Expected
 		}
 	}
 	slots := 0
-	for _, m := range b.plan.machines {
+	for _, m := range b.plan.Machines {
 		slots += int(m.MaxJobs)
 	}
 	eta := cpLeft
 	if slots > 0 {
 		eta = max(eta, work/time.Duration(slots))
 	}
-	fmt.Fprintf(b.w, "\r\033[K%s", buildStatus(built, failed, len(b.plan.jobNodes), running, cpLeft, eta))
+	fmt.Fprintf(b.w, "\r\033[K%s", buildStatus(built, failed, len(b.plan.JobNodes), running, cpLeft, eta))
 	b.shown = true
 }
 

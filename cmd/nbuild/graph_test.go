@@ -11,13 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/sched/plan"
 	"github.com/nbuild/nbuild/store/storetest"
 )
 
@@ -137,13 +136,13 @@ func TestGraphTreeAndDotMatchNix(t *testing.T) {
 			t.Fatalf("exit %d: %s", code, errOut)
 		}
 		note := regexp.MustCompile(`  \([^)]*\)`)
-		want := nixStoreOut(t, root, "-q", "--tree", drv)
+		want := storetest.NixStore(t, root, "-q", "--tree", drv)
 		if got := note.ReplaceAllString(tree, ""); got != want {
 			t.Errorf("%s: tree differs from nix-store -q --tree:\n got:\n%s\nwant:\n%s", drv, got, want)
 		}
 		dot, _, _ := run(t, append(args, "--format", "dot", root+drv)...)
 		gotNodes, gotEdges := dotSets(dot)
-		wantNodes, wantEdges := dotSets(nixStoreOut(t, root, "-q", "--graph", drv))
+		wantNodes, wantEdges := dotSets(storetest.NixStore(t, root, "-q", "--graph", drv))
 		if gotNodes != wantNodes {
 			t.Errorf("%s: DOT nodes differ:\n got %s\nwant %s", drv, gotNodes, wantNodes)
 		}
@@ -171,9 +170,9 @@ func dotSets(dot string) (nodes, edges string) {
 	return strings.Join(ns, " "), strings.Join(es, " ")
 }
 
-func planNodes(t *testing.T, out string) []nodeJSON {
+func planNodes(t *testing.T, out string) []plan.JSONNode {
 	t.Helper()
-	var p planJSON
+	var p plan.JSONPlan
 	if err := json.Unmarshal([]byte(out), &p); err != nil {
 		t.Fatalf("bad JSON: %v\n%s", err, out)
 	}
@@ -297,37 +296,6 @@ func TestGraphUsage(t *testing.T) {
 	}
 	if _, errOut, code := run(t, graphArgs("/tmp/not-a-store-path.drv")...); code != 1 || !strings.Contains(errOut, "not in the Nix store") {
 		t.Errorf("bad path: exit %d %q", code, errOut)
-	}
-}
-
-// TestExisting finds which store paths exist in a directory, both by
-// looking each up (few paths) and by listing it (many).
-func TestExisting(t *testing.T) {
-	dir := t.TempDir()
-	var paths, want []store.Path
-	for i := range 40 {
-		p := store.MustParsePath(fmt.Sprintf("/nix/store/%032d-p%d", i, i))
-		paths = append(paths, p)
-		if i%3 == 0 {
-			want = append(want, p)
-			if err := os.WriteFile(filepath.Join(dir, p.Base()), nil, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	for _, n := range []int{3, 40} { // lookups (4096/64 > 4*3), then a listing
-		var w []store.Path
-		for _, p := range want {
-			if slices.Contains(paths[:n], p) {
-				w = append(w, p)
-			}
-		}
-		if got, err := existing(dir, paths[:n]); err != nil || !slices.Equal(got, w) {
-			t.Errorf("%d paths: existing = %v, %v; want %v", n, got, err, w)
-		}
-	}
-	if got, err := existing(filepath.Join(dir, "missing"), paths); err == nil {
-		t.Errorf("missing directory: %v, no error", got)
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package plan
 
 import (
 	"bufio"
@@ -12,7 +12,7 @@ import (
 	"strings"
 )
 
-// refGraph is the store-level reference relation of a closure: for a .drv
+// RefGraph is the store-level reference relation of a closure: for a .drv
 // its references are its input derivations and input sources, exactly the
 // references Nix registers for it; for any other path, the references its
 // store reports (none for a plain source). It drives the outputs that must
@@ -21,7 +21,7 @@ import (
 // Paths are dense ids (a plan uses graph NodeIDs for derivations and the
 // ids after them for sources), so walking it needs no map: the base-name
 // order Nix sorts by is computed once, as a rank per id.
-type refGraph struct {
+type RefGraph struct {
 	paths  []string  // full store path of each id
 	bases  []string  // base name of each id (set by finish)
 	refs   [][]int32 // references of each id, sorted by base name (rank)
@@ -31,14 +31,14 @@ type refGraph struct {
 
 // add appends a path with its references (ids, in any order) and returns
 // its id; references may name ids added later. finish must follow.
-func (g *refGraph) add(path string, refs []int32) int32 {
+func (g *RefGraph) add(path string, refs []int32) int32 {
 	g.paths = append(g.paths, path)
 	g.refs = append(g.refs, refs)
 	return int32(len(g.paths) - 1)
 }
 
 // finish ranks the paths by base name and sorts every reference list.
-func (g *refGraph) finish() {
+func (g *RefGraph) finish() {
 	n := len(g.paths)
 	g.byRank = make([]int32, n)
 	for i := range g.byRank {
@@ -87,7 +87,7 @@ func nameOf(p string) string {
 // only follows references inside the set, post-order, reversed. Its marks
 // are generation numbers, so each sort costs only the set's size.
 type topoSorter struct {
-	g       *refGraph
+	g       *RefGraph
 	gen     int32
 	in      []int32 // == gen: in the set being sorted
 	visited []int32 // == gen: visited
@@ -95,7 +95,7 @@ type topoSorter struct {
 	sorted  []int32
 }
 
-func newTopoSorter(g *refGraph) *topoSorter {
+func newTopoSorter(g *RefGraph) *topoSorter {
 	n := len(g.paths)
 	return &topoSorter{g: g, in: make([]int32, n), visited: make([]int32, n), onStack: make([]int32, n)}
 }
@@ -149,7 +149,7 @@ const (
 // src/nix-store/nix-store.cc printTree): a node already printed gets
 // " [...]" and is not expanded; children are the references topologically
 // sorted, dependencies first. annotate may add text after a path.
-func (g *refGraph) writeTree(out io.Writer, roots []int32, annotate func(int32) string) error {
+func (g *RefGraph) writeTree(out io.Writer, roots []int32, annotate func(int32) string) error {
 	w := bufio.NewWriter(out)
 	done := make([]bool, len(g.paths))
 	ts := newTopoSorter(g)
@@ -257,7 +257,7 @@ func appendQuotedBase(dst []byte, base string) []byte {
 // src/nix-store/dotgraph.cc): a worklist in base-name order, each node
 // followed by the edges from its references to it, colours cycling. style
 // replaces Nix's constant node look (red boxes) with nbuild's.
-func (g *refGraph) writeDot(out io.Writer, roots []int32, style func(int32) dotStyle) error {
+func (g *RefGraph) writeDot(out io.Writer, roots []int32, style func(int32) dotStyle) error {
 	colours := []string{"black", "red", "green", "blue", "magenta", "burlywood"}
 	n := 0
 	// The worklist is a min-heap of ranks; pending marks what is in it or

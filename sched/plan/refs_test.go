@@ -1,4 +1,4 @@
-package main
+package plan
 
 import (
 	"bytes"
@@ -45,43 +45,34 @@ func instantiateChroot(t *testing.T, expr, attr string) (root, drvPath string) {
 	return root, strings.TrimSpace(string(out))
 }
 
-func nixStoreOut(t *testing.T, root string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command("nix-store", append([]string{"--store", root}, args...)...).Output()
-	if err != nil {
-		t.Fatalf("nix-store %v: %v", args, err)
-	}
-	return string(out)
-}
-
 // TestRefGraphMatchesNixStore feeds the reference relation Nix itself
 // reports into writeTree and writeDot and requires byte-identical output
 // to nix-store -q --tree and --graph.
 func TestRefGraphMatchesNixStore(t *testing.T) {
 	root, top := instantiateChroot(t, refsExpr, "top")
 	refs := map[string][]string{}
-	for _, p := range strings.Fields(nixStoreOut(t, root, "-qR", top)) {
-		refs[p] = strings.Fields(nixStoreOut(t, root, "-q", "--references", p))
+	for _, p := range strings.Fields(storetest.NixStore(t, root, "-qR", top)) {
+		refs[p] = strings.Fields(storetest.NixStore(t, root, "-q", "--references", p))
 	}
 	g, ids := refGraphOf(refs)
 	var tree, dot bytes.Buffer
 	if err := g.writeTree(&tree, []int32{ids[top]}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if want := nixStoreOut(t, root, "-q", "--tree", top); tree.String() != want {
+	if want := storetest.NixStore(t, root, "-q", "--tree", top); tree.String() != want {
 		t.Errorf("tree differs from nix-store -q --tree:\n got:\n%s\nwant:\n%s", tree.String(), want)
 	}
 	if err := g.writeDot(&dot, []int32{ids[top]}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if want := nixStoreOut(t, root, "-q", "--graph", top); dot.String() != want {
+	if want := storetest.NixStore(t, root, "-q", "--graph", top); dot.String() != want {
 		t.Errorf("dot differs from nix-store -q --graph:\n got:\n%s\nwant:\n%s", dot.String(), want)
 	}
 }
 
-// refGraphOf builds a refGraph from full paths and their references.
-func refGraphOf(refs map[string][]string) (*refGraph, map[string]int32) {
-	g := &refGraph{}
+// refGraphOf builds a RefGraph from full paths and their references.
+func refGraphOf(refs map[string][]string) (*RefGraph, map[string]int32) {
+	g := &RefGraph{}
 	ids := map[string]int32{}
 	id := func(p string) int32 {
 		if i, ok := ids[p]; ok {

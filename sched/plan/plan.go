@@ -1,4 +1,4 @@
-package main
+package plan
 
 import (
 	"context"
@@ -19,79 +19,102 @@ import (
 	"github.com/nbuild/nbuild/store/storetest"
 )
 
-// nodeState is what a plan does with a derivation.
-type nodeState uint8
+// State is what a plan does with a derivation.
+type State uint8
 
 const (
-	stateBuild         nodeState = iota // must be built
-	stateValid                          // every output is valid already
-	stateSubstitutable                  // missing outputs can be substituted
-	stateUnneeded                       // only an input of valid or substitutable derivations
-	stateUnbuildable                    // must be built, and no builder can
-	stateBlocked                        // must be built, but depends on an unbuildable one
+	Build         State = iota // must be built
+	Valid                      // every output is valid already
+	Substitutable              // missing outputs can be substituted
+	Unneeded                   // only an input of valid or substitutable derivations
+	Unbuildable                // must be built, and no builder can
+	Blocked                    // must be built, but depends on an unbuildable one
 )
 
-func (s nodeState) String() string {
+func (s State) String() string {
 	return [...]string{"build", "valid", "substitutable", "unneeded", "unbuildable", "blocked"}[s]
 }
 
-// buildPlan is a loaded closure with, for every node, what happens to it
-// and where it would be built.
-type buildPlan struct {
-	g        *graph.Graph
-	roots    []graph.NodeID
-	state    []nodeState
-	machines []sched.Machine
-	builder  []int          // machine index for nodes to build, -1 otherwise
-	reason   map[int]string // node -> why it cannot be built
+// Plan is a loaded closure with, for every node, what happens to it
+// and where it would be built. Per-node answers are read with State,
+// Builder, Reason and Expected.
+type Plan struct {
+	// Graph is the closure planned; Roots are its roots.
+	Graph *graph.Graph
+	Roots []graph.NodeID
+	// Machines are the builders, the local machine first.
+	Machines []sched.Machine
+	// Timeline is the simulated run of the nodes to build on Machines
+	// with the expected durations; nil when nothing can be built.
+	Timeline *sched.Timeline
+	// Sched is the scheduler's plan of the nodes to build and JobNodes
+	// maps its job ids to nodes. Nil when nothing can be built.
+	Sched    *sched.Plan
+	JobNodes []graph.NodeID
+	// Source is where states came from: "nix-daemon" or "files under ROOT".
+	Source string
+
+	state   []State
+	builder []int          // machine index for nodes to build, -1 otherwise
+	reason  map[int]string // node -> why it cannot be built
 	// outBytes is the NAR size of a node's valid outputs, when known.
 	outBytes []uint64
 	// expected is the expected build time of a node, known[node] when it
 	// comes from recorded builds rather than the default.
 	expected []time.Duration
 	known    []bool
-	timeline *sched.Timeline
-	// splan is the scheduler's plan of the nodes to build; jobNodes maps
-	// its job ids to nodes. Nil when nothing can be built.
-	splan    *sched.Plan
-	jobNodes []graph.NodeID
-	// validity is where states came from: "daemon" or "files under ROOT".
-	validity string
 }
 
-// validityInfo is what the store says about a closure's outputs.
-type validityInfo struct {
-	valid  map[store.Path]bool
-	subst  map[store.Path]bool
-	size   map[store.Path]uint64
-	source string
+// State is what the plan does with node id.
+func (p *Plan) State(id graph.NodeID) State { return p.state[id] }
+
+// Builder is the index in Machines of the builder node id is assigned to,
+// or -1 when it is not to be built (or cannot be).
+func (p *Plan) Builder(id graph.NodeID) int { return p.builder[id] }
+
+// Reason says why node id cannot be built; "" unless it is Unbuildable.
+func (p *Plan) Reason(id graph.NodeID) string { return p.reason[int(id)] }
+
+// Expected is the expected build time of node id, and whether it comes
+// from recorded builds (true) or the default duration (false).
+func (p *Plan) Expected(id graph.NodeID) (time.Duration, bool) { return p.expected[id], p.known[id] }
+
+// ValidBytes is the NAR size of node id's valid outputs, when known.
+func (p *Plan) ValidBytes(id graph.NodeID) uint64 { return p.outBytes[id] }
+
+// Validity is what the store says about a closure's outputs.
+type Validity struct {
+	Valid         map[store.Path]bool
+	Substitutable map[store.Path]bool
+	Size          map[store.Path]uint64 // NAR size of valid paths, when known
+	Source        string                // "nix-daemon" or "files under ROOT"
 }
 
-// queryValidity asks the store which outputs are valid or substitutable.
-// A chroot store given as a directory has no daemon here: an output is
-// taken as valid when its path exists under the root. The machine's store
-// is asked through the local nix-daemon (QueryValidPaths for the outputs
-// present in /nix/store, QueryPathInfo for sizes, QueryMissing for
-// substitutes).
-func queryValidity(ctx context.Context, root storeRoot, g *graph.Graph, roots []graph.NodeID, options map[string]string) (*validityInfo, error) {
-	return queryStates(ctx, root, g, roots, validityOptions{options: options})
-}
-
-// validityOptions tune queryStates.
-type validityOptions struct {
-	options map[string]string // --option settings for the daemon
-	// noSubstituters skips asking what can be substituted (QueryMissing
+// ValidityOptions tune QueryValidity.
+type ValidityOptions struct {
+	// Root is the root directory of a chroot store; "" for the machine's
+	// store, asked through its nix-daemon.
+	Root string
+	// Options are nix.conf settings for the daemon (nix --option).
+	Options map[string]string
+	// NoSubstituters skips asking what can be substituted (QueryMissing
 	// walks every .drv of the closure in the daemon: most of the query).
-	noSubstituters bool
-	// cacheDir keeps which outputs exist on disk between runs
+	NoSubstituters bool
+	// CacheDir keeps which outputs exist on disk between runs
 	// (existingCached); "" for none.
-	cacheDir string
+	CacheDir string
 }
 
-// queryStates is queryValidity with options.
-func queryStates(ctx context.Context, root storeRoot, g *graph.Graph, roots []graph.NodeID, opts validityOptions) (*validityInfo, error) {
-	options := opts.options
-	vi := &validityInfo{valid: map[store.Path]bool{}, subst: map[store.Path]bool{}, size: map[store.Path]uint64{}}
+// QueryValidity asks the store which outputs of g are valid or
+// substitutable. A chroot store (opts.Root) has no daemon here: an output
+// is taken as valid when its path exists under the root. The machine's
+// store is asked through the local nix-daemon (QueryValidPaths for the
+// outputs present in /nix/store, QueryPathInfo for sizes, QueryMissing for
+// substitutes of roots).
+func QueryValidity(ctx context.Context, g *graph.Graph, roots []graph.NodeID, opts ValidityOptions) (*Validity, error) {
+	options := opts.Options
+	root := opts.Root
+	vi := &Validity{Valid: map[store.Path]bool{}, Substitutable: map[store.Path]bool{}, Size: map[store.Path]uint64{}}
 	n := 0
 	for id := 0; id < g.Len(); id++ {
 		n += len(g.Node(graph.NodeID(id)).Outputs)
@@ -105,24 +128,24 @@ func queryStates(ctx context.Context, root storeRoot, g *graph.Graph, roots []gr
 		}
 	}
 	if root != "" {
-		vi.source = "files under " + string(root)
+		vi.Source = "files under " + root
 		// A store directory that cannot be read has nothing valid.
-		valid, _ := existingCached(opts.cacheDir, filepath.Join(string(root), store.StoreDir), outs)
+		valid, _ := existingCached(opts.CacheDir, filepath.Join(root, store.StoreDir), outs)
 		for _, p := range valid {
-			vi.valid[p] = true
+			vi.Valid[p] = true
 		}
 		return vi, nil
 	}
-	vi.source = "nix-daemon"
+	vi.Source = "nix-daemon"
 	// A valid path exists in the store directory, so only outputs that do
 	// need the daemon's word (a path on disk may still be invalid, e.g.
 	// left by an interrupted build). One local lookup each is far cheaper
 	// than the daemon's, and a plan of nothing built asks it nothing.
 	// If the directory cannot be read, the daemon is asked about all.
-	if onDisk, err := existingCached(opts.cacheDir, store.StoreDir, outs); err == nil {
+	if onDisk, err := existingCached(opts.CacheDir, store.StoreDir, outs); err == nil {
 		outs = onDisk
 	}
-	if len(outs) == 0 && opts.noSubstituters {
+	if len(outs) == 0 && opts.NoSubstituters {
 		return vi, nil
 	}
 	c, err := daemon.Dial(ctx, storetest.DaemonSocket, daemon.Options{Settings: daemon.Settings{Overrides: options}})
@@ -135,16 +158,16 @@ func queryStates(ctx context.Context, root storeRoot, g *graph.Graph, roots []gr
 		return nil, err
 	}
 	for _, p := range valid {
-		vi.valid[p] = true
+		vi.Valid[p] = true
 	}
 	if infos, err := c.QueryPathInfos(ctx, valid); err == nil {
 		for _, pi := range infos {
 			if pi != nil {
-				vi.size[pi.Path] = pi.NarSize
+				vi.Size[pi.Path] = pi.NarSize
 			}
 		}
 	}
-	if opts.noSubstituters {
+	if opts.NoSubstituters {
 		return vi, nil
 	}
 	var targets []store.DerivedPath
@@ -153,7 +176,7 @@ func queryStates(ctx context.Context, root storeRoot, g *graph.Graph, roots []gr
 	}
 	if m, err := c.QueryMissing(ctx, targets); err == nil {
 		for _, p := range m.WillSubstitute {
-			vi.subst[p] = true
+			vi.Substitutable[p] = true
 		}
 	}
 	return vi, nil
@@ -223,29 +246,31 @@ func existing(dir string, paths []store.Path) ([]store.Path, error) {
 	return out, nil
 }
 
-// planOptions are the inputs of makePlan besides the graph.
-type planOptions struct {
-	machines []sched.Machine
-	// duration returns the recorded build time of a derivation name.
-	duration func(name string) (time.Duration, bool)
-	// defaultDuration is assumed for derivations never built before.
-	defaultDuration time.Duration
+// Options are the inputs of New besides the graph and its validity.
+type Options struct {
+	// Machines are the builders, the local machine first.
+	Machines []sched.Machine
+	// Duration returns the recorded build time of a derivation name; nil
+	// for none.
+	Duration func(name string) (time.Duration, bool)
+	// DefaultDuration is assumed for derivations never built before.
+	DefaultDuration time.Duration
 }
 
-// makePlan decides each node's state and builder. Nodes are needed from
+// New decides each node's state and builder. Nodes are needed from
 // the roots down: a needed node whose outputs are all valid (or can be
 // substituted) needs none of its inputs; one that must be built needs all
 // of them. Nodes to build are planned with the scheduler; those no builder
 // can take are unbuildable, and everything that needs them is blocked.
-func makePlan(g *graph.Graph, vi *validityInfo, opts planOptions) (*buildPlan, error) {
+func New(g *graph.Graph, vi *Validity, opts Options) (*Plan, error) {
 	n := g.Len()
-	p := &buildPlan{
-		g: g, roots: g.Roots(), machines: opts.machines, validity: vi.source,
-		state: make([]nodeState, n), builder: make([]int, n), reason: map[int]string{},
+	p := &Plan{
+		Graph: g, Roots: g.Roots(), Machines: opts.Machines, Source: vi.Source,
+		state: make([]State, n), builder: make([]int, n), reason: map[int]string{},
 		outBytes: make([]uint64, n), expected: make([]time.Duration, n), known: make([]bool, n),
 	}
 	needed := make([]bool, n)
-	for _, r := range p.roots {
+	for _, r := range p.Roots {
 		needed[r] = true
 	}
 	// Node ids are topological (inputs first), so walking down from the
@@ -255,33 +280,33 @@ func makePlan(g *graph.Graph, vi *validityInfo, opts planOptions) (*buildPlan, e
 		p.builder[id] = -1
 		allValid, allAvail := len(node.Outputs) > 0, len(node.Outputs) > 0
 		for _, o := range node.Outputs {
-			if o.Path.IsZero() || !vi.valid[o.Path] {
+			if o.Path.IsZero() || !vi.Valid[o.Path] {
 				allValid = false
 			}
-			if o.Path.IsZero() || !(vi.valid[o.Path] || vi.subst[o.Path]) {
+			if o.Path.IsZero() || !(vi.Valid[o.Path] || vi.Substitutable[o.Path]) {
 				allAvail = false
 			}
-			p.outBytes[id] += vi.size[o.Path]
+			p.outBytes[id] += vi.Size[o.Path]
 		}
 		switch {
 		case !needed[id]:
-			p.state[id] = stateUnneeded
+			p.state[id] = Unneeded
 		case allValid:
-			p.state[id] = stateValid
+			p.state[id] = Valid
 		case allAvail:
-			p.state[id] = stateSubstitutable
+			p.state[id] = Substitutable
 		default:
-			p.state[id] = stateBuild
+			p.state[id] = Build
 			for _, e := range node.Inputs {
 				needed[e.To] = true
 			}
 		}
 		d, ok := time.Duration(0), false
-		if opts.duration != nil {
-			d, ok = opts.duration(node.Name())
+		if opts.Duration != nil {
+			d, ok = opts.Duration(node.Name())
 		}
 		if !ok {
-			d = opts.defaultDuration
+			d = opts.DefaultDuration
 		}
 		p.expected[id], p.known[id] = d, ok
 	}
@@ -291,14 +316,14 @@ func makePlan(g *graph.Graph, vi *validityInfo, opts planOptions) (*buildPlan, e
 // schedule assigns builders to the nodes to build by simulating the
 // scheduler with the expected durations; unbuildable nodes and their
 // referrers are taken out first.
-func (p *buildPlan) schedule() error {
-	g := p.g
+func (p *Plan) schedule() error {
+	g := p.Graph
 	jobOf := make([]int, g.Len())
 	// Sized up front: growing thousands of jobs by append was a tenth of
 	// a warm plan's page faults.
 	n, edges := 0, 0
 	for id, st := range p.state {
-		if st == stateBuild {
+		if st == Build {
 			n++
 			edges += len(g.Node(graph.NodeID(id)).Inputs)
 		}
@@ -308,7 +333,7 @@ func (p *buildPlan) schedule() error {
 	nodes := make([]graph.NodeID, 0, n)
 	for id := 0; id < g.Len(); id++ {
 		jobOf[id] = -1
-		if p.state[id] != stateBuild {
+		if p.state[id] != Build {
 			continue
 		}
 		node := g.Node(graph.NodeID(id))
@@ -316,8 +341,8 @@ func (p *buildPlan) schedule() error {
 		if err != nil {
 			return fmt.Errorf("derivation %s: %w", node.Path, err)
 		}
-		if why := sched.Why(plat, p.machines); why != "" {
-			p.state[id] = stateUnbuildable
+		if why := sched.Why(plat, p.Machines); why != "" {
+			p.state[id] = Unbuildable
 			p.reason[id] = why
 			continue
 		}
@@ -326,14 +351,14 @@ func (p *buildPlan) schedule() error {
 		start := len(deps)
 		for _, e := range node.Inputs {
 			switch p.state[e.To] {
-			case stateUnbuildable, stateBlocked:
+			case Unbuildable, Blocked:
 				blocked = true
-			case stateBuild:
+			case Build:
 				deps = append(deps, jobOf[e.To])
 			}
 		}
 		if blocked {
-			p.state[id] = stateBlocked
+			p.state[id] = Blocked
 			deps = deps[:start]
 			continue
 		}
@@ -347,11 +372,11 @@ func (p *buildPlan) schedule() error {
 	if len(jobs) == 0 {
 		return nil
 	}
-	plan, err := sched.NewPlan(jobs, p.machines)
+	plan, err := sched.NewPlan(jobs, p.Machines)
 	if err != nil {
 		return err
 	}
-	p.splan, p.jobNodes = plan, nodes
+	p.Sched, p.JobNodes = plan, nodes
 	dur := make([]time.Duration, len(jobs))
 	for i, id := range nodes {
 		dur[i] = p.expected[id]
@@ -360,7 +385,7 @@ func (p *buildPlan) schedule() error {
 	if err != nil {
 		return err
 	}
-	p.timeline = tl
+	p.Timeline = tl
 	for _, e := range tl.Entries {
 		if e.Outcome == sched.Built.String() {
 			p.builder[nodes[e.Job]] = e.Machine
@@ -369,22 +394,22 @@ func (p *buildPlan) schedule() error {
 	return nil
 }
 
-// unbuildable lists the unbuildable nodes, sorted by path.
-func (p *buildPlan) unbuildable() []graph.NodeID {
+// Unbuildable lists the unbuildable nodes, sorted by path.
+func (p *Plan) Unbuildable() []graph.NodeID {
 	var out []graph.NodeID
 	for id, s := range p.state {
-		if s == stateUnbuildable {
+		if s == Unbuildable {
 			out = append(out, graph.NodeID(id))
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return p.g.Node(out[i]).Path.Compare(p.g.Node(out[j]).Path) < 0 })
+	sort.Slice(out, func(i, j int) bool { return p.Graph.Node(out[i]).Path.Compare(p.Graph.Node(out[j]).Path) < 0 })
 	return out
 }
 
-// criticalPath is the longest chain of nodes to build, by expected time.
-func (p *buildPlan) criticalPath() ([]graph.NodeID, time.Duration) {
-	return p.g.CriticalPath(func(id graph.NodeID) time.Duration {
-		if p.state[id] != stateBuild {
+// CriticalPath is the longest chain of nodes to build, by expected time.
+func (p *Plan) CriticalPath() ([]graph.NodeID, time.Duration) {
+	return p.Graph.CriticalPath(func(id graph.NodeID) time.Duration {
+		if p.state[id] != Build {
 			return 0
 		}
 		return p.expected[id]
