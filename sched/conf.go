@@ -109,19 +109,24 @@ func (c Conf) apply(contents, path string, opts *ConfOptions, depth int) error {
 		if tokens[1] != "=" {
 			return fmt.Errorf("%w: illegal configuration line '%s' in '%s'", ErrBadConf, line, path)
 		}
-		name, value := tokens[0], strings.Join(tokens[2:], " ")
-		if strings.HasPrefix(name, "extra-") && !settingsNamedExtra[name] {
-			if old := c[name]; old != "" && value != "" {
-				value = old + " " + value
-			} else if value == "" {
-				value = old
-			}
-		} else {
-			delete(c, "extra-"+name)
-		}
-		c[name] = value
+		c.set(tokens[0], strings.Join(tokens[2:], " "))
 	}
 	return nil
+}
+
+// set applies one "name = value": "extra-NAME" appends to what earlier
+// extra- lines gave, anything else replaces the value and drops them.
+func (c Conf) set(name, value string) {
+	if strings.HasPrefix(name, "extra-") && !settingsNamedExtra[name] {
+		if old := c[name]; old != "" && value != "" {
+			value = old + " " + value
+		} else if value == "" {
+			value = old
+		}
+	} else {
+		delete(c, "extra-"+name)
+	}
+	c[name] = value
 }
 
 // LocalOptions describes the host for LocalMachine where nix.conf is

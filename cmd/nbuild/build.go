@@ -85,14 +85,19 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 	if err != nil {
 		return err
 	}
-	machines, err := graphMachines(env, o.graphOptions)
+	settings, err := loadSettings(env, o.graphOptions)
+	if err != nil {
+		return err
+	}
+	options := settings.DaemonOverrides()
+	machines, err := settings.Machines(o.builders, sched.LocalOptions{})
 	if err != nil {
 		return err
 	}
 	if o.jobs >= 0 {
 		machines[0].MaxJobs = uint(o.jobs)
 	}
-	vi, err := plan.QueryValidity(ctx, g, g.Roots(), plan.ValidityOptions{Options: o.options})
+	vi, err := plan.QueryValidity(ctx, g, g.Roots(), plan.ValidityOptions{Options: options})
 	if err != nil {
 		return err
 	}
@@ -121,11 +126,11 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 		}
 		return nil
 	}
-	if err := substitute(ctx, p, o.options); err != nil {
+	if err := substitute(ctx, p, options); err != nil {
 		return err
 	}
 	if p.Sched != nil {
-		if err := runSchedule(ctx, env, o, p, cache); err != nil {
+		if err := runSchedule(ctx, env, o, p, cache, options); err != nil {
 			return err
 		}
 	}
@@ -166,7 +171,7 @@ func substitute(ctx context.Context, p *plan.Plan, options map[string]string) er
 }
 
 // runSchedule builds the plan's jobs with the scheduler and executors.
-func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *plan.Plan, cache *metacache.Cache) error {
+func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *plan.Plan, cache *metacache.Cache, options map[string]string) error {
 	jobs := make([]executor.Job, len(p.JobNodes))
 	isRoot := map[graph.NodeID]bool{}
 	for _, r := range p.Roots {
@@ -215,10 +220,10 @@ func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *plan.Plan,
 	route := make(executor.Router, len(p.Machines))
 	for m := range p.Machines {
 		if p.Machines[m].Local {
-			route[m] = &executor.Local{Jobs: jobs, Events: events, Options: o.options, Held: held}
+			route[m] = &executor.Local{Jobs: jobs, Events: events, Options: options, Held: held}
 			continue
 		}
-		route[m] = &executor.Remote{Machine: p.Machines[m], Jobs: jobs, Events: events, Getenv: env.getenv, Options: o.options, Held: held}
+		route[m] = &executor.Remote{Machine: p.Machines[m], Jobs: jobs, Events: events, Getenv: env.getenv, Options: options, Held: held}
 	}
 	s := sched.NewScheduler(p.Sched, sched.Options{KeepGoing: o.keepGoing})
 	var tl *sched.Timeline

@@ -47,7 +47,7 @@ type graphOptions struct {
 	cacheDir string
 	noCache  bool
 	defDur   time.Duration
-	options  map[string]string // --option NAME VALUE, for the nix-daemon
+	options  []sched.Option // --option NAME VALUE
 }
 
 func graphCommand() command {
@@ -128,11 +128,18 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 		refs = make(chan *plan.RefGraph, 1)
 		go func() { refs <- plan.NewRefGraph(g) }()
 	}
-	machines, err := graphMachines(env, o)
+	settings, err := loadSettings(env, o)
 	if err != nil {
 		return err
 	}
-	vi, err := plan.QueryValidity(ctx, g, g.Roots(), plan.ValidityOptions{Root: string(root), Options: o.options, NoSubstituters: noSubstituters(env, o), CacheDir: snapshotDir(o)})
+	machines, err := settings.Machines(o.builders, sched.LocalOptions{})
+	if err != nil {
+		return err
+	}
+	// With no substituters nothing is substitutable, and the daemon's
+	// QueryMissing, which walks every .drv of the closure, is skipped.
+	vi, err := plan.QueryValidity(ctx, g, g.Roots(), plan.ValidityOptions{
+		Root: string(root), Options: settings.DaemonOverrides(), NoSubstituters: len(settings.Substituters()) == 0, CacheDir: snapshotDir(o)})
 	if err != nil {
 		return err
 	}
@@ -172,73 +179,10 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	return nil
 }
 
-// graphMachines are the builders: the local machine from nix.conf, then
-// --builders (or nix.conf's builders setting).
-func graphMachines(env *cmdEnv, o graphOptions) ([]sched.Machine, error) {
-	conf, err := readNixConf(env, o)
-	if err != nil {
-		return nil, err
-	}
-	local, err := sched.LocalMachine(conf, sched.LocalOptions{})
-	if err != nil {
-		return nil, err
-	}
-	machines := []sched.Machine{local}
-	spec := o.builders
-	if spec == "" {
-		spec = conf.Value("builders", "")
-	}
-	if spec != "" {
-		remote, err := sched.ParseMachines(spec, sched.ParseOptions{ThisSystem: local.Systems[0]})
-		if err != nil {
-			return nil, err
-		}
-		machines = append(machines, remote...)
-	}
-	return machines, nil
-}
-
-// readNixConf reads --nix-conf, or $NIX_CONF_DIR/nix.conf, or
-// /etc/nix/nix.conf; a missing default file is an empty configuration.
-func readNixConf(env *cmdEnv, o graphOptions) (sched.Conf, error) {
-	confFile := o.nixConf
-	if confFile == "" {
-		dir := env.getenv("NIX_CONF_DIR")
-		if dir == "" {
-			dir = "/etc/nix"
-		}
-		confFile = filepath.Join(dir, "nix.conf")
-	}
-	conf := sched.Conf{}
-	if f, err := os.Open(confFile); err == nil {
-		conf, err = sched.ParseNixConf(f, sched.ConfOptions{Path: confFile})
-		f.Close()
-		if err != nil {
-			return nil, err
-		}
-	} else if o.nixConf != "" {
-		return nil, err
-	}
-	return conf, nil
-}
-
-// noSubstituters reports whether the plan's store has no substituters:
-// --option substituters ” (and no extra-substituters), or a nix.conf
-// whose substituters (default https://cache.nixos.org/) are empty. Then
-// nothing is substitutable and the daemon's QueryMissing, which walks
-// every .drv of the closure, can be skipped. (A daemon that does not
-// trust this user ignores the override; Nix's own clients assume the
-// same.)
-func noSubstituters(env *cmdEnv, o graphOptions) bool {
-	if v, ok := o.options["substituters"]; ok {
-		return strings.TrimSpace(v) == "" && strings.TrimSpace(o.options["extra-substituters"]) == ""
-	}
-	conf, err := readNixConf(env, o)
-	if err != nil {
-		return false
-	}
-	return strings.TrimSpace(conf.Value("substituters", "https://cache.nixos.org/")) == "" &&
-		strings.TrimSpace(o.options["extra-substituters"]) == ""
+// loadSettings reads Nix's settings as a Nix client does: nix.conf (or
+// --nix-conf), the user's files, NIX_CONFIG, then --option.
+func loadSettings(env *cmdEnv, o graphOptions) (*sched.Settings, error) {
+	return sched.LoadSettings(sched.SettingsOptions{Getenv: env.getenv, ConfFile: o.nixConf, Options: o.options})
 }
 
 // recordedDuration looks build times up in the metadata cache by package
@@ -315,15 +259,15 @@ func openCache(env *cmdEnv, dir string) *metacache.Cache {
 	return c
 }
 
-// optionFlag adds Nix's --option NAME VALUE (repeatable): a nix.conf
-// setting sent to every nix-daemon connection. pflag gives a flag one word,
-// so parseFlags first joins "--option NAME VALUE" into
-// "--option=NAME=VALUE" (see joinOptionArgs).
-func optionFlag(fs *pflag.FlagSet, into *map[string]string) {
-	fs.Var(&optionValue{m: into}, "option", "NAME VALUE: a nix.conf setting for the nix-daemon, as nix --option (repeatable)")
+// optionFlag adds Nix's --option NAME VALUE (repeatable): a setting that
+// overrides nix.conf and NIX_CONFIG, and is sent to every nix-daemon
+// connection. pflag gives a flag one word, so parseFlags first joins
+// "--option NAME VALUE" into "--option=NAME=VALUE" (see joinOptionArgs).
+func optionFlag(fs *pflag.FlagSet, into *[]sched.Option) {
+	fs.Var(&optionValue{into}, "option", "NAME VALUE: set a Nix setting, as nix --option (repeatable)")
 }
 
-type optionValue struct{ m *map[string]string }
+type optionValue struct{ opts *[]sched.Option }
 
 func (v *optionValue) String() string { return "" }
 func (v *optionValue) Type() string   { return "" }
@@ -332,10 +276,7 @@ func (v *optionValue) Set(s string) error {
 	if !ok || name == "" {
 		return fmt.Errorf("--option takes a name and a value")
 	}
-	if *v.m == nil {
-		*v.m = map[string]string{}
-	}
-	(*v.m)[name] = value
+	*v.opts = append(*v.opts, sched.Option{Name: name, Value: value})
 	return nil
 }
 

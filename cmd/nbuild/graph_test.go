@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,8 +26,14 @@ var update = flag.Bool("update", false, "rewrite golden files")
 // run runs nbuild in-process and returns stdout, stderr and the exit code.
 func run(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
+	return runEnv(t, nil, args...)
+}
+
+// runEnv is run with environment variables vars (and no others).
+func runEnv(t *testing.T, vars map[string]string, args ...string) (string, string, int) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
-	env := &cmdEnv{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
+	env := &cmdEnv{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, getenv: func(k string) string { return vars[k] }}
 	code := runMain(context.Background(), env, args)
 	return stdout.String(), stderr.String(), code
 }
@@ -212,6 +219,50 @@ func TestGraphUnbuildable(t *testing.T) {
 	// With a riscv64 builder everything can be placed.
 	if _, errOut, code := run(t, graphArgs("--builders", "@../../testdata/machines", rv)...); code != 0 {
 		t.Errorf("with a riscv64 builder: exit %d: %s", code, errOut)
+	}
+}
+
+// TestGraphSettingsSources: builders and extra-platforms are taken from
+// every place Nix takes them, with Nix's precedence: nix.conf, the user's
+// files, NIX_CONFIG, --option, and --builders above all.
+func TestGraphSettingsSources(t *testing.T) {
+	rv := testStore + fixtureRoot(t, "cross", "system-riscv64")
+	home := t.TempDir()
+	const rvBuilder = "ssh://rv riscv64-linux - 2"
+	for _, tc := range []struct {
+		name string
+		vars map[string]string
+		args []string
+		want int
+	}{
+		{"none", nil, nil, 1},
+		{"NIX_CONFIG builders", map[string]string{"NIX_CONFIG": "builders = " + rvBuilder}, nil, 0},
+		{"NIX_CONFIG extra-platforms", map[string]string{"NIX_CONFIG": "extra-platforms = riscv64-linux"}, nil, 0},
+		{"--option builders", nil, []string{"--option", "builders", rvBuilder}, 0},
+		{"--option over NIX_CONFIG", map[string]string{"NIX_CONFIG": "builders = " + rvBuilder}, []string{"--option", "builders", ""}, 1},
+		{"--builders over --option", nil, []string{"--option", "builders", "", "--builders", rvBuilder}, 0},
+		{"user file", map[string]string{"XDG_CONFIG_HOME": filepath.Join(home, "nbuild-user")}, nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := os.MkdirAll(filepath.Join(home, "nbuild-user", "nix"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(home, "nbuild-user", "nix", "nix.conf"), []byte("builders = "+rvBuilder+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			vars := map[string]string{"HOME": home}
+			maps.Copy(vars, tc.vars)
+			args := graphArgs(append(tc.args, rv)...)
+			out, errOut, code := runEnv(t, vars, args...)
+			if code != tc.want {
+				t.Errorf("exit %d, want %d\n%s%s", code, tc.want, out, errOut)
+			}
+		})
+	}
+	// A malformed NIX_CONFIG is an error that says where it is.
+	_, errOut, code := runEnv(t, map[string]string{"NIX_CONFIG": "builders"}, graphArgs(rv)...)
+	if code != 1 || !strings.Contains(errOut, "illegal configuration line 'builders' in 'NIX_CONFIG'") {
+		t.Errorf("bad NIX_CONFIG: exit %d, %q", code, errOut)
 	}
 }
 
