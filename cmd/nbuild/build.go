@@ -18,6 +18,7 @@ import (
 	"github.com/nbuild/nbuild/sched/plan"
 	"github.com/nbuild/nbuild/store"
 	"github.com/nbuild/nbuild/store/daemon"
+	"github.com/nbuild/nbuild/store/location"
 	"github.com/nbuild/nbuild/store/metacache"
 )
 
@@ -56,6 +57,7 @@ func buildCommand() command {
 			fs.BoolVar(&o.dryRun, "dry-run", false, "print the plan and its estimated time; build nothing")
 			fs.StringVar(&o.timeline, "timeline", "", "write what ran where and when to FILE (.json or .svg)")
 			fs.StringVar(&o.builders, "builders", "", "builders as Nix's `builders` setting: a spec, or @FILE (default: nix.conf's)")
+			fs.StringVar(&o.store, "store", "", "the nix-daemon to build with (default: $NIX_REMOTE, or the machine's)")
 			fs.StringArrayVarP(&o.attrs, "attr", "A", nil, "attribute to instantiate from a FILE.nix installable (repeatable)")
 			fs.StringVar(&o.nixConf, "nix-conf", "", "nix.conf to read the local machine from (default $NIX_CONF_DIR/nix.conf or /etc/nix/nix.conf)")
 			fs.StringVar(&o.cacheDir, "cache-dir", "", "metadata cache for build times (default ~/.cache/nbuild; \"none\" disables)")
@@ -77,6 +79,13 @@ func buildCommand() command {
 }
 
 func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) error {
+	loc, err := location.Parse(o.store, location.Options{Getenv: env.getenv})
+	if err != nil {
+		return err
+	}
+	if loc.Kind != location.Daemon {
+		return usagef("build: --store %s: builds are delegated to a nix-daemon; give its socket (daemon, unix://PATH)", o.store)
+	}
 	roots, err := resolveInstallables(ctx, "", args, o.attrs)
 	if err != nil {
 		return err
@@ -97,7 +106,7 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 	if o.jobs >= 0 {
 		machines[0].MaxJobs = uint(o.jobs)
 	}
-	vi, err := plan.QueryValidity(ctx, g, g.Roots(), plan.ValidityOptions{Options: options})
+	vi, err := plan.QueryValidity(ctx, g, g.Roots(), plan.ValidityOptions{Store: loc, Options: options})
 	if err != nil {
 		return err
 	}
@@ -126,11 +135,11 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 		}
 		return nil
 	}
-	if err := substitute(ctx, p, options); err != nil {
+	if err := substitute(ctx, loc, p, options); err != nil {
 		return err
 	}
 	if p.Sched != nil {
-		if err := runSchedule(ctx, env, o, p, cache, options); err != nil {
+		if err := runSchedule(ctx, env, o, p, cache, loc, options); err != nil {
 			return err
 		}
 	}
@@ -146,7 +155,7 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 
 // substitute makes the local daemon fetch the outputs the plan takes from
 // substituters, before anything that needs them is built.
-func substitute(ctx context.Context, p *plan.Plan, options map[string]string) error {
+func substitute(ctx context.Context, loc location.Location, p *plan.Plan, options map[string]string) error {
 	var want []store.DerivedPath
 	for id := range p.Graph.Len() {
 		if p.State(graph.NodeID(id)) != plan.Substitutable {
@@ -159,7 +168,7 @@ func substitute(ctx context.Context, p *plan.Plan, options map[string]string) er
 	if len(want) == 0 {
 		return nil
 	}
-	c, err := daemon.Dial(ctx, executor.DefaultSocket, daemon.Options{Settings: daemon.Settings{Overrides: options}})
+	c, err := loc.Dial(ctx, daemon.Options{Settings: daemon.Settings{Overrides: options}})
 	if err != nil {
 		return err
 	}
@@ -171,7 +180,7 @@ func substitute(ctx context.Context, p *plan.Plan, options map[string]string) er
 }
 
 // runSchedule builds the plan's jobs with the scheduler and executors.
-func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *plan.Plan, cache *metacache.Cache, options map[string]string) error {
+func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *plan.Plan, cache *metacache.Cache, loc location.Location, options map[string]string) error {
 	jobs := make([]executor.Job, len(p.JobNodes))
 	isRoot := map[graph.NodeID]bool{}
 	for _, r := range p.Roots {
@@ -220,10 +229,10 @@ func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *plan.Plan,
 	route := make(executor.Router, len(p.Machines))
 	for m := range p.Machines {
 		if p.Machines[m].Local {
-			route[m] = &executor.Local{Jobs: jobs, Events: events, Options: options, Held: held}
+			route[m] = &executor.Local{Socket: loc.Socket, Jobs: jobs, Events: events, Options: options, Held: held}
 			continue
 		}
-		route[m] = &executor.Remote{Machine: p.Machines[m], Jobs: jobs, Events: events, Getenv: env.getenv, Options: options, Held: held}
+		route[m] = &executor.Remote{Machine: p.Machines[m], LocalSocket: loc.Socket, Jobs: jobs, Events: events, Getenv: env.getenv, Options: options, Held: held}
 	}
 	s := sched.NewScheduler(p.Sched, sched.Options{KeepGoing: o.keepGoing})
 	var tl *sched.Timeline

@@ -62,7 +62,7 @@ func runDrv(ctx context.Context, env *cmdEnv, args []string, name string,
 	if fs.NArg() == 0 {
 		return usagef("drv %s: no derivations given", name)
 	}
-	root, err := parseStoreFlag(opts.store)
+	_, root, err := parseStoreFlag(env, opts.store)
 	if err != nil {
 		return err
 	}

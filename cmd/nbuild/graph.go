@@ -60,7 +60,7 @@ func graphCommand() command {
 			fs.StringVar(&o.format, "format", "summary", "output: summary, tree, dot or json")
 			jsonOut := fs.Bool("json", false, "same as --format json")
 			fs.StringVar(&o.builders, "builders", "", "builders as Nix's `builders` setting: a spec, or @FILE (default: nix.conf's)")
-			fs.StringVar(&o.store, "store", "", "the store: a chroot store directory (default: the machine's, through the nix-daemon)")
+			fs.StringVar(&o.store, "store", "", "the store: a chroot store directory, or the local daemon's URI (default: $NIX_REMOTE, or auto: the machine's nix-daemon)")
 			fs.StringArrayVarP(&o.attrs, "attr", "A", nil, "attribute to instantiate from a FILE.nix installable (repeatable)")
 			fs.StringVar(&o.why, "why", "", "show the shortest dependency chains from the roots to PATH (.drv, output or source)")
 			fs.StringVar(&o.diff, "diff", "", "compare with the plan of INSTALLABLE (the old version) and name the root causes")
@@ -99,7 +99,7 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	if os.Getenv("GOGC") == "" && o.format != "json" {
 		defer debug.SetGCPercent(debug.SetGCPercent(400))
 	}
-	root, err := parseStoreFlag(o.store)
+	loc, root, err := parseStoreFlag(env, o.store)
 	if err != nil {
 		return err
 	}
@@ -139,7 +139,7 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	// With no substituters nothing is substitutable, and the daemon's
 	// QueryMissing, which walks every .drv of the closure, is skipped.
 	vi, err := plan.QueryValidity(ctx, g, g.Roots(), plan.ValidityOptions{
-		Root: string(root), Options: settings.DaemonOverrides(), NoSubstituters: len(settings.Substituters()) == 0, CacheDir: snapshotDir(o)})
+		Store: loc, Options: settings.DaemonOverrides(), NoSubstituters: len(settings.Substituters()) == 0, CacheDir: snapshotDir(o)})
 	if err != nil {
 		return err
 	}

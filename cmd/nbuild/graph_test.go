@@ -348,6 +348,29 @@ func TestGraphUsage(t *testing.T) {
 	if _, errOut, code := run(t, graphArgs("/tmp/not-a-store-path.drv")...); code != 1 || !strings.Contains(errOut, "not in the Nix store") {
 		t.Errorf("bad path: exit %d %q", code, errOut)
 	}
+	// --store goes through the one store-URI parser: unknown forms name
+	// the accepted ones, stores a plan cannot read are refused as usage.
+	rv := testStore + fixtureRoot(t, "cross", "system-riscv64")
+	for store, want := range map[string]string{
+		"foo://bar":               "don't know how to open Nix store 'foo://bar'",
+		"ssh-ng://box":            "a ssh-ng store cannot be planned from here",
+		"file:///srv/cache":       "a file store cannot be planned from here",
+		t.TempDir():               "no nix/store directory under",
+		"local?root=" + testStore: "",
+	} {
+		_, errOut, code := run(t, "graph", "--store", store, "--nix-conf", "testdata/nix.conf", "--cache-dir", "none", "--builders", "@../../testdata/machines", rv)
+		if want == "" {
+			if code != 0 {
+				t.Errorf("--store %s: exit %d: %s", store, code, errOut)
+			}
+		} else if code == 0 || !strings.Contains(errOut, want) {
+			t.Errorf("--store %s: exit %d, %q; want %q", store, code, errOut, want)
+		}
+	}
+	// NIX_REMOTE is the default store, as for Nix.
+	if _, errOut, code := runEnv(t, map[string]string{"NIX_REMOTE": "foo://bar"}, "graph", "--cache-dir", "none", rv); code != 1 || !strings.Contains(errOut, "'foo://bar'") {
+		t.Errorf("NIX_REMOTE: exit %d, %q", code, errOut)
+	}
 }
 
 // TestGraphDaemonValidity plans through the local nix-daemon: a built

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/location"
 )
 
 // storeRoot is where a command reads store files: "" for the real
@@ -33,24 +34,19 @@ func (r storeRoot) nixStoreArg() []string {
 	return []string{"--store", string(r)}
 }
 
-// parseStoreFlag turns --store into a storeRoot: "", "auto" and "daemon"
-// mean the machine's store; a directory is a chroot store root.
-func parseStoreFlag(s string) (storeRoot, error) {
-	switch s {
-	case "", "auto", "daemon", "local":
-		return "", nil
-	}
-	if strings.Contains(s, "://") {
-		return "", usagef("--store %q: only the local store or a chroot store directory is supported", s)
-	}
-	abs, err := filepath.Abs(s)
+// parseStoreFlag parses --store: the machine's daemon by default
+// (NIX_REMOTE), or a chroot store directory whose files are read. root is
+// the chroot store's root, "" for the machine's store.
+func parseStoreFlag(env *cmdEnv, s string) (loc location.Location, root storeRoot, err error) {
+	loc, err = location.Parse(s, location.Options{Getenv: env.getenv})
 	if err != nil {
-		return "", err
+		return loc, "", err
 	}
-	if fi, err := os.Stat(filepath.Join(abs, store.StoreDir)); err != nil || !fi.IsDir() {
-		return "", fmt.Errorf("--store %s: no %s directory there", s, store.StoreDir)
+	switch loc.Kind {
+	case location.Daemon, location.Chroot:
+		return loc, storeRoot(loc.Root), nil
 	}
-	return storeRoot(abs), nil
+	return loc, "", usagef("--store %s: a %s store cannot be planned from here; give the local store (daemon, auto) or a chroot store directory", s, loc.Kind)
 }
 
 // resolveInstallables turns command-line installables into .drv paths:

@@ -16,7 +16,7 @@ import (
 	"github.com/nbuild/nbuild/sched"
 	"github.com/nbuild/nbuild/store"
 	"github.com/nbuild/nbuild/store/daemon"
-	"github.com/nbuild/nbuild/store/storetest"
+	"github.com/nbuild/nbuild/store/location"
 )
 
 // State is what a plan does with a derivation.
@@ -92,9 +92,10 @@ type Validity struct {
 
 // ValidityOptions tune QueryValidity.
 type ValidityOptions struct {
-	// Root is the root directory of a chroot store; "" for the machine's
-	// store, asked through its nix-daemon.
-	Root string
+	// Store is the store asked: a chroot store's files are looked at (it
+	// has no daemon here), a daemon store is asked through its daemon.
+	// The zero value is the machine's nix-daemon.
+	Store location.Location
 	// Options are nix.conf settings for the daemon (nix --option).
 	Options map[string]string
 	// NoSubstituters skips asking what can be substituted (QueryMissing
@@ -106,14 +107,25 @@ type ValidityOptions struct {
 }
 
 // QueryValidity asks the store which outputs of g are valid or
-// substitutable. A chroot store (opts.Root) has no daemon here: an output
+// substitutable. A chroot store (opts.Store) has no daemon here: an output
 // is taken as valid when its path exists under the root. The machine's
 // store is asked through the local nix-daemon (QueryValidPaths for the
 // outputs present in /nix/store, QueryPathInfo for sizes, QueryMissing for
 // substitutes of roots).
 func QueryValidity(ctx context.Context, g *graph.Graph, roots []graph.NodeID, opts ValidityOptions) (*Validity, error) {
 	options := opts.Options
-	root := opts.Root
+	loc := opts.Store
+	if loc.Kind == 0 {
+		loc = location.Location{Kind: location.Daemon, URI: "daemon", Socket: location.DefaultSocket}
+	}
+	root := ""
+	switch loc.Kind {
+	case location.Chroot:
+		root = loc.Root
+	case location.Daemon:
+	default:
+		return nil, fmt.Errorf("store '%s': a plan needs the local nix-daemon or a chroot store directory", loc)
+	}
 	vi := &Validity{Valid: map[store.Path]bool{}, Substitutable: map[store.Path]bool{}, Size: map[store.Path]uint64{}}
 	n := 0
 	for id := 0; id < g.Len(); id++ {
@@ -148,7 +160,7 @@ func QueryValidity(ctx context.Context, g *graph.Graph, roots []graph.NodeID, op
 	if len(outs) == 0 && opts.NoSubstituters {
 		return vi, nil
 	}
-	c, err := daemon.Dial(ctx, storetest.DaemonSocket, daemon.Options{Settings: daemon.Settings{Overrides: options}})
+	c, err := loc.Dial(ctx, daemon.Options{Settings: daemon.Settings{Overrides: options}})
 	if err != nil {
 		return nil, fmt.Errorf("asking the nix-daemon which paths are valid: %w", err)
 	}

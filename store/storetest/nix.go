@@ -7,10 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+
+	"github.com/nbuild/nbuild/store/location"
 )
 
 // DaemonSocket is where the local nix-daemon listens.
-const DaemonSocket = "/nix/var/nix/daemon-socket/socket"
+const DaemonSocket = location.DefaultSocket
 
 // RequireNix skips the test when Nix's command-line tools are missing, or
 // fails it when CI=true: in CI a missing Nix is a broken setup, not a

@@ -1,0 +1,115 @@
+package location
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/nbuild/nbuild/store/daemon"
+	"github.com/nbuild/nbuild/store/storetest"
+)
+
+func TestParse(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "nix", "store"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	opts := Options{Getenv: func(k string) string { return env[k] }}
+	for _, tc := range []struct {
+		uri  string
+		env  map[string]string
+		want Location
+	}{
+		{"", nil, Location{Kind: Daemon, URI: "auto", Socket: DefaultSocket}},
+		{"auto", nil, Location{Kind: Daemon, URI: "auto", Socket: DefaultSocket}},
+		{"daemon", map[string]string{"NIX_DAEMON_SOCKET_PATH": "/run/s"}, Location{Kind: Daemon, URI: "daemon", Socket: "/run/s"}},
+		{"", map[string]string{"NIX_REMOTE": "unix:///tmp/d.sock"}, Location{Kind: Daemon, URI: "unix:///tmp/d.sock", Socket: "/tmp/d.sock"}},
+		{"local", nil, Location{Kind: Daemon, URI: "local", Socket: DefaultSocket}},
+		{"local?root=" + root, nil, Location{Kind: Chroot, URI: "local?root=" + root, Root: root}},
+		{root, nil, Location{Kind: Chroot, URI: root, Root: root}},
+		{"ssh://root@pi", nil, Location{Kind: SSH, URI: "ssh://root@pi", Host: "root@pi"}},
+		{"ssh-ng://box?remote-store=daemon", nil, Location{Kind: SSHNG, URI: "ssh-ng://box?remote-store=daemon", Host: "box"}},
+		{"file:///srv/cache?compression=zstd", nil, Location{Kind: BinaryCache, URI: "file:///srv/cache?compression=zstd", Dir: "/srv/cache"}},
+	} {
+		t.Run(tc.uri, func(t *testing.T) {
+			env = tc.env
+			got, err := Parse(tc.uri, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got.Params = nil
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+	env = nil
+	l, err := Parse("ssh-ng://box?remote-store=daemon&x=1", opts)
+	if err != nil || l.Params.Get("remote-store") != "daemon" || l.Params.Get("x") != "1" {
+		t.Errorf("params: %v %v", l.Params, err)
+	}
+}
+
+// TestParseErrors: every URI Nix 2.8 refuses, and those nbuild cannot
+// serve, are errors that name the URI and the accepted forms.
+func TestParseErrors(t *testing.T) {
+	for _, uri := range []string{"foo://bar", "blah", "ssh-ng://", "ssh://a/b", "file://rel", "https://cache.example", "local?root=" + filepath.Join(t.TempDir(), "absent"), "%zz://x?%"} {
+		_, err := Parse(uri, Options{Getenv: func(string) string { return "" }})
+		if err == nil {
+			t.Errorf("%s: no error", uri)
+			continue
+		}
+		if !strings.Contains(err.Error(), "'"+uri+"'") && !strings.Contains(err.Error(), uri) {
+			t.Errorf("%s: error does not name it: %v", uri, err)
+		}
+		if errors.Is(err, ErrUnknownStore) && !strings.Contains(err.Error(), Accepted) {
+			t.Errorf("%s: error does not list the accepted forms: %v", uri, err)
+		}
+	}
+}
+
+// TestParseAgainstNix: the URIs Nix 2.8 does not know how to open are
+// refused by both, with the same leading words.
+func TestParseAgainstNix(t *testing.T) {
+	storetest.RequireNix(t)
+	for _, uri := range []string{"foo://bar", "blah", "file://rel"} {
+		out, err := exec.Command("nix", "--extra-experimental-features", "nix-command", "store", "ping", "--store", uri).CombinedOutput()
+		if err == nil {
+			t.Fatalf("nix store ping --store %s succeeded", uri)
+		}
+		nixMsg := strings.TrimPrefix(strings.TrimSpace(string(out)), "error: ")
+		_, ours := Parse(uri, Options{Getenv: func(string) string { return "" }})
+		if ours == nil || !strings.HasPrefix(ours.Error(), nixMsg) {
+			t.Errorf("%s: nbuild says %v; Nix says %q", uri, ours, nixMsg)
+		}
+	}
+}
+
+// TestDial reaches the machine's nix-daemon through the default location;
+// a chroot store has none.
+func TestDial(t *testing.T) {
+	storetest.RequireDaemon(t)
+	l, err := Parse("daemon", Options{Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := l.Dial(t.Context(), daemonOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if _, err := (Location{Kind: Chroot, URI: "/x", Root: "/x"}).Dial(t.Context(), daemonOptions()); err == nil {
+		t.Error("a chroot store dialled a daemon")
+	}
+	bad := Location{Kind: Daemon, URI: "unix:///nonexistent.sock", Socket: filepath.Join(t.TempDir(), "none.sock")}
+	if _, err := bad.Dial(t.Context(), daemonOptions()); err == nil || !strings.Contains(err.Error(), bad.Socket) {
+		t.Errorf("missing socket: %v", err)
+	}
+}
+
+func daemonOptions() daemon.Options { return daemon.Options{SkipSetOptions: true} }
