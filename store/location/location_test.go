@@ -1,4 +1,4 @@
-package location
+package location_test
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/nbuild/nbuild/store/daemon"
+	"github.com/nbuild/nbuild/store/location"
 	"github.com/nbuild/nbuild/store/storetest"
 )
 
@@ -19,26 +20,26 @@ func TestParse(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := map[string]string{}
-	opts := Options{Getenv: func(k string) string { return env[k] }}
+	opts := location.Options{Getenv: func(k string) string { return env[k] }}
 	for _, tc := range []struct {
 		uri  string
 		env  map[string]string
-		want Location
+		want location.Location
 	}{
-		{"", nil, Location{Kind: Daemon, URI: "auto", Socket: DefaultSocket}},
-		{"auto", nil, Location{Kind: Daemon, URI: "auto", Socket: DefaultSocket}},
-		{"daemon", map[string]string{"NIX_DAEMON_SOCKET_PATH": "/run/s"}, Location{Kind: Daemon, URI: "daemon", Socket: "/run/s"}},
-		{"", map[string]string{"NIX_REMOTE": "unix:///tmp/d.sock"}, Location{Kind: Daemon, URI: "unix:///tmp/d.sock", Socket: "/tmp/d.sock"}},
-		{"local", nil, Location{Kind: Daemon, URI: "local", Socket: DefaultSocket}},
-		{"local?root=" + root, nil, Location{Kind: Chroot, URI: "local?root=" + root, Root: root}},
-		{root, nil, Location{Kind: Chroot, URI: root, Root: root}},
-		{"ssh://root@pi", nil, Location{Kind: SSH, URI: "ssh://root@pi", Host: "root@pi"}},
-		{"ssh-ng://box?remote-store=daemon", nil, Location{Kind: SSHNG, URI: "ssh-ng://box?remote-store=daemon", Host: "box"}},
-		{"file:///srv/cache?compression=zstd", nil, Location{Kind: BinaryCache, URI: "file:///srv/cache?compression=zstd", Dir: "/srv/cache"}},
+		{"", nil, location.Location{Kind: location.Daemon, URI: "auto", Socket: location.DefaultSocket}},
+		{"auto", nil, location.Location{Kind: location.Daemon, URI: "auto", Socket: location.DefaultSocket}},
+		{"daemon", map[string]string{"NIX_DAEMON_SOCKET_PATH": "/run/s"}, location.Location{Kind: location.Daemon, URI: "daemon", Socket: "/run/s"}},
+		{"", map[string]string{"NIX_REMOTE": "unix:///tmp/d.sock"}, location.Location{Kind: location.Daemon, URI: "unix:///tmp/d.sock", Socket: "/tmp/d.sock"}},
+		{"local", nil, location.Location{Kind: location.Daemon, URI: "local", Socket: location.DefaultSocket}},
+		{"local?root=" + root, nil, location.Location{Kind: location.Chroot, URI: "local?root=" + root, Root: root}},
+		{root, nil, location.Location{Kind: location.Chroot, URI: root, Root: root}},
+		{"ssh://root@pi", nil, location.Location{Kind: location.SSH, URI: "ssh://root@pi", Host: "root@pi"}},
+		{"ssh-ng://box?remote-store=daemon", nil, location.Location{Kind: location.SSHNG, URI: "ssh-ng://box?remote-store=daemon", Host: "box"}},
+		{"file:///srv/cache?compression=zstd", nil, location.Location{Kind: location.BinaryCache, URI: "file:///srv/cache?compression=zstd", Dir: "/srv/cache"}},
 	} {
 		t.Run(tc.uri, func(t *testing.T) {
 			env = tc.env
-			got, err := Parse(tc.uri, opts)
+			got, err := location.Parse(tc.uri, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -49,7 +50,7 @@ func TestParse(t *testing.T) {
 		})
 	}
 	env = nil
-	l, err := Parse("ssh-ng://box?remote-store=daemon&x=1", opts)
+	l, err := location.Parse("ssh-ng://box?remote-store=daemon&x=1", opts)
 	if err != nil || l.Params.Get("remote-store") != "daemon" || l.Params.Get("x") != "1" {
 		t.Errorf("params: %v %v", l.Params, err)
 	}
@@ -59,7 +60,7 @@ func TestParse(t *testing.T) {
 // serve, are errors that name the URI and the accepted forms.
 func TestParseErrors(t *testing.T) {
 	for _, uri := range []string{"foo://bar", "blah", "ssh-ng://", "ssh://a/b", "file://rel", "https://cache.example", "local?root=" + filepath.Join(t.TempDir(), "absent"), "%zz://x?%"} {
-		_, err := Parse(uri, Options{Getenv: func(string) string { return "" }})
+		_, err := location.Parse(uri, location.Options{Getenv: func(string) string { return "" }})
 		if err == nil {
 			t.Errorf("%s: no error", uri)
 			continue
@@ -67,7 +68,7 @@ func TestParseErrors(t *testing.T) {
 		if !strings.Contains(err.Error(), "'"+uri+"'") && !strings.Contains(err.Error(), uri) {
 			t.Errorf("%s: error does not name it: %v", uri, err)
 		}
-		if errors.Is(err, ErrUnknownStore) && !strings.Contains(err.Error(), Accepted) {
+		if errors.Is(err, location.ErrUnknownStore) && !strings.Contains(err.Error(), location.Accepted) {
 			t.Errorf("%s: error does not list the accepted forms: %v", uri, err)
 		}
 	}
@@ -83,7 +84,7 @@ func TestParseAgainstNix(t *testing.T) {
 			t.Fatalf("nix store ping --store %s succeeded", uri)
 		}
 		nixMsg := strings.TrimPrefix(strings.TrimSpace(string(out)), "error: ")
-		_, ours := Parse(uri, Options{Getenv: func(string) string { return "" }})
+		_, ours := location.Parse(uri, location.Options{Getenv: func(string) string { return "" }})
 		if ours == nil || !strings.HasPrefix(ours.Error(), nixMsg) {
 			t.Errorf("%s: nbuild says %v; Nix says %q", uri, ours, nixMsg)
 		}
@@ -94,7 +95,7 @@ func TestParseAgainstNix(t *testing.T) {
 // a chroot store has none.
 func TestDial(t *testing.T) {
 	storetest.RequireDaemon(t)
-	l, err := Parse("daemon", Options{Getenv: func(string) string { return "" }})
+	l, err := location.Parse("daemon", location.Options{Getenv: func(string) string { return "" }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,10 +104,10 @@ func TestDial(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	if _, err := (Location{Kind: Chroot, URI: "/x", Root: "/x"}).Dial(t.Context(), daemonOptions()); err == nil {
+	if _, err := (location.Location{Kind: location.Chroot, URI: "/x", Root: "/x"}).Dial(t.Context(), daemonOptions()); err == nil {
 		t.Error("a chroot store dialled a daemon")
 	}
-	bad := Location{Kind: Daemon, URI: "unix:///nonexistent.sock", Socket: filepath.Join(t.TempDir(), "none.sock")}
+	bad := location.Location{Kind: location.Daemon, URI: "unix:///nonexistent.sock", Socket: filepath.Join(t.TempDir(), "none.sock")}
 	if _, err := bad.Dial(t.Context(), daemonOptions()); err == nil || !strings.Contains(err.Error(), bad.Socket) {
 		t.Errorf("missing socket: %v", err)
 	}
