@@ -24,6 +24,11 @@ import (
 // this logical directory and place it under another root.
 const StoreDir = "/nix/store"
 
+// DaemonSocket is where the machine's nix-daemon listens by default (Nix
+// 2.8's settings.nixDaemonSocketFile); store/location reads
+// NIX_DAEMON_SOCKET_PATH, which overrides it.
+const DaemonSocket = "/nix/var/nix/daemon-socket/socket"
+
 // DigestSize is the size in bytes of a store path's hash part.
 const DigestSize = 20
 

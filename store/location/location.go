@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nbuild/nbuild/store"
 	"github.com/nbuild/nbuild/store/daemon"
 )
 
@@ -59,7 +60,7 @@ func (k Kind) String() string {
 
 // DefaultSocket is where the machine's nix-daemon listens unless
 // NIX_DAEMON_SOCKET_PATH says otherwise.
-const DefaultSocket = "/nix/var/nix/daemon-socket/socket"
+const DefaultSocket = store.DaemonSocket
 
 // Accepted lists the forms Parse accepts, for messages.
 const Accepted = "auto, daemon, unix://PATH, local, local?root=DIR, a directory (/DIR or ./DIR), " +

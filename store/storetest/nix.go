@@ -8,11 +8,11 @@ import (
 	"os/exec"
 	"testing"
 
-	"github.com/nbuild/nbuild/store/location"
+	"github.com/nbuild/nbuild/store"
 )
 
 // DaemonSocket is where the local nix-daemon listens.
-const DaemonSocket = location.DefaultSocket
+const DaemonSocket = store.DaemonSocket
 
 // RequireNix skips the test when Nix's command-line tools are missing, or
 // fails it when CI=true: in CI a missing Nix is a broken setup, not a
