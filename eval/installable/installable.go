@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/nbuild/nbuild/store"
@@ -48,18 +49,18 @@ func Resolve(ctx context.Context, args []string, opts Options) ([]store.Path, er
 	var out []store.Path
 	for _, a := range args {
 		switch {
+		case isFlakeRef(a):
+			p, err := flakeDrvPath(ctx, opts.Root, a)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, p)
 		case strings.HasSuffix(a, ".nix") || (isDir(a) && !strings.HasPrefix(a, store.StoreDir)):
 			ps, err := instantiate(ctx, opts.Root, a, opts.Attrs)
 			if err != nil {
 				return nil, err
 			}
 			out = append(out, ps...)
-		case strings.Contains(a, "#"):
-			p, err := flakeDrvPath(ctx, opts.Root, a)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, p)
 		default:
 			p, err := storePathArg(ctx, opts.Root, a)
 			if err != nil {
@@ -69,6 +70,24 @@ func Resolve(ctx context.Context, args []string, opts Options) ([]store.Path, er
 		}
 	}
 	return out, nil
+}
+
+// flakeScheme matches the flake reference forms that name a scheme
+// (path:, git+file:, github:, flake:, ...).
+var flakeScheme = regexp.MustCompile(`^[a-z][a-z0-9+.-]*:`)
+
+// isFlakeRef tells flake references from paths: "REF#ATTR", a scheme
+// ("path:…", "git+file:…", "github:…"), or a directory holding flake.nix
+// (as `nix build .`; nix-build would read default.nix instead).
+func isFlakeRef(a string) bool {
+	if strings.Contains(a, "#") || flakeScheme.MatchString(a) {
+		return true
+	}
+	if strings.HasPrefix(a, store.StoreDir+"/") || !isDir(a) {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(a, "flake.nix"))
+	return err == nil
 }
 
 func isDir(p string) bool {
@@ -148,14 +167,21 @@ func instantiate(ctx context.Context, root, file string, attrs []string) ([]stor
 	return ps, nil
 }
 
+// flakeDrvPath asks Nix for the .drv of a flake installable; Nix applies
+// its default attribute paths and names the installable in its errors as
+// the user wrote it.
 func flakeDrvPath(ctx context.Context, root, ref string) (store.Path, error) {
 	args := append([]string{"--extra-experimental-features", "nix-command flakes"}, storeArg(root)...)
-	args = append(args, "eval", "--raw", ref+".drvPath")
+	args = append(args, "path-info", "--derivation", ref)
 	out, err := runNix(ctx, "nix", args...)
 	if err != nil {
 		return store.Path{}, err
 	}
-	return store.ParsePath(strings.TrimSpace(out))
+	fields := strings.Fields(out)
+	if len(fields) != 1 {
+		return store.Path{}, fmt.Errorf("%s: nix path-info --derivation printed %q, want one .drv path", ref, strings.TrimSpace(out))
+	}
+	return store.ParsePath(fields[0])
 }
 
 // runNix runs a Nix command and returns its stdout; on failure the error
@@ -170,7 +196,7 @@ func runNix(ctx context.Context, name string, args ...string) (string, error) {
 		if msg == "" {
 			msg = err.Error()
 		}
-		return "", fmt.Errorf("%s %s: %s", name, strings.Join(args, " "), msg)
+		return "", fmt.Errorf("%s: %s", name, msg)
 	}
 	return stdout.String(), nil
 }
