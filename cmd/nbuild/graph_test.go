@@ -17,7 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nbuild/nbuild/eval/graph"
+	"github.com/nbuild/nbuild/eval/installable"
+	"github.com/nbuild/nbuild/sched"
 	"github.com/nbuild/nbuild/sched/plan"
+	"github.com/nbuild/nbuild/store/location"
 	"github.com/nbuild/nbuild/store/storetest"
 )
 
@@ -263,6 +267,64 @@ func TestGraphSettingsSources(t *testing.T) {
 	_, errOut, code := runEnv(t, map[string]string{"NIX_CONFIG": "builders"}, graphArgs(rv)...)
 	if code != 1 || !strings.Contains(errOut, "illegal configuration line 'builders' in 'NIX_CONFIG'") {
 		t.Errorf("bad NIX_CONFIG: exit %d, %q", code, errOut)
+	}
+}
+
+// TestPlanLibraryMatchesCLI computes the README's plan with exported APIs
+// only (as another Go tool would) and requires the same state and builder
+// for every derivation as `nbuild graph --format json`.
+func TestPlanLibraryMatchesCLI(t *testing.T) {
+	pi := testStore + fixtureRoot(t, "cross", "system-aarch64")
+	out, errOut, code := run(t, graphArgs("--format", "json", "--builders", "@../../testdata/machines", pi)...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	cli := map[string]string{}
+	for _, n := range planNodes(t, out) {
+		cli[n.DrvPath] = n.State + " " + n.Builder
+	}
+
+	ctx := context.Background()
+	loc, err := location.Parse(testStore, location.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := installable.Resolve(ctx, []string{pi}, installable.Options{Root: loc.Root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := graph.Load(ctx, loc.Root, roots, graph.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings, err := sched.LoadSettings(sched.SettingsOptions{ConfFile: "testdata/nix.conf", Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	machines, err := settings.Machines("@../../testdata/machines", sched.LocalOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vi, err := plan.QueryValidity(ctx, g, g.Roots(), plan.ValidityOptions{Store: loc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := plan.New(g, vi, plan.Options{Machines: machines, DefaultDuration: 5 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Len() != len(cli) {
+		t.Fatalf("library plan has %d derivations, the CLI's %d", g.Len(), len(cli))
+	}
+	for id := range g.Len() {
+		n := graph.NodeID(id)
+		got := p.State(n).String() + " "
+		if b := p.Builder(n); b >= 0 {
+			got += p.Machines[b].Name()
+		}
+		if want := cli[g.Node(n).Path.String()]; got != want {
+			t.Errorf("%s: library %q, CLI %q", g.Node(n).Path, got, want)
+		}
 	}
 }
 

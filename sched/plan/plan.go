@@ -427,3 +427,55 @@ func (p *Plan) CriticalPath() ([]graph.NodeID, time.Duration) {
 		return p.expected[id]
 	})
 }
+
+// Counts are how many derivations of a group are in each state, and the
+// NAR bytes of the valid ones' outputs when known.
+type Counts struct {
+	Valid, Substitutable, Build, Unneeded, Unbuildable, Blocked int
+	ValidBytes                                                  uint64
+}
+
+// CountBySystem counts the plan's derivations per system.
+func (p *Plan) CountBySystem() map[string]*Counts {
+	by := map[string]*Counts{}
+	for id, st := range p.state {
+		sys := p.Graph.Node(graph.NodeID(id)).System
+		c := by[sys]
+		if c == nil {
+			c = &Counts{}
+			by[sys] = c
+		}
+		switch st {
+		case Valid:
+			c.Valid++
+			c.ValidBytes += p.outBytes[id]
+		case Substitutable:
+			c.Substitutable++
+		case Build:
+			c.Build++
+		case Unneeded:
+			c.Unneeded++
+		case Unbuildable:
+			c.Unbuildable++
+		case Blocked:
+			c.Blocked++
+		}
+	}
+	return by
+}
+
+// BuildsByBuilder counts the derivations assigned to each machine (by
+// index in Machines), per system.
+func (p *Plan) BuildsByBuilder() []map[string]int {
+	by := make([]map[string]int, len(p.Machines))
+	for id, b := range p.builder {
+		if b < 0 {
+			continue
+		}
+		if by[b] == nil {
+			by[b] = map[string]int{}
+		}
+		by[b][p.Graph.Node(graph.NodeID(id)).System]++
+	}
+	return by
+}

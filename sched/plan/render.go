@@ -192,34 +192,7 @@ func (p *Plan) WriteSummary(out io.Writer) error {
 	fmt.Fprintf(out, "plan for %d root(s): %d derivations, depth %d (validity from %s)\n\n",
 		len(p.Roots), g.Len(), g.MaxDepth(), p.Source)
 
-	type counts struct {
-		valid, subst, build, unneeded, unbuildable, blocked int
-		bytes                                               uint64
-	}
-	bySystem := map[string]*counts{}
-	for id := 0; id < g.Len(); id++ {
-		sys := g.Node(graph.NodeID(id)).System
-		c := bySystem[sys]
-		if c == nil {
-			c = &counts{}
-			bySystem[sys] = c
-		}
-		switch p.state[id] {
-		case Valid:
-			c.valid++
-			c.bytes += p.outBytes[id]
-		case Substitutable:
-			c.subst++
-		case Build:
-			c.build++
-		case Unneeded:
-			c.unneeded++
-		case Unbuildable:
-			c.unbuildable++
-		case Blocked:
-			c.blocked++
-		}
-	}
+	bySystem := p.CountBySystem()
 	systems := make([]string, 0, len(bySystem))
 	for s := range bySystem {
 		systems = append(systems, s)
@@ -229,22 +202,12 @@ func (p *Plan) WriteSummary(out io.Writer) error {
 	fmt.Fprintln(tw, "system\tvalid\tsubstitutable\tto build\tunbuildable\tblocked\tnot needed\tvalid bytes\t")
 	for _, s := range systems {
 		c := bySystem[s]
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", s, c.valid, c.subst, c.build, c.unbuildable, c.blocked, c.unneeded, humanBytes(c.bytes))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", s, c.Valid, c.Substitutable, c.Build, c.Unbuildable, c.Blocked, c.Unneeded, humanBytes(c.ValidBytes))
 	}
 	tw.Flush()
 
 	fmt.Fprintln(out)
-	perBuilder := make([]int, len(p.Machines))
-	perBuilderSys := make([]map[string]int, len(p.Machines))
-	for id, b := range p.builder {
-		if b >= 0 {
-			perBuilder[b]++
-			if perBuilderSys[b] == nil {
-				perBuilderSys[b] = map[string]int{}
-			}
-			perBuilderSys[b][g.Node(graph.NodeID(id)).System]++
-		}
-	}
+	perBuilderSys := p.BuildsByBuilder()
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "builder\tjobs\tspeed\tsystems\tfeatures\tto build")
 	for i := range p.Machines {
@@ -257,15 +220,17 @@ func (p *Plan) WriteSummary(out io.Writer) error {
 			feats = "-"
 		}
 		var per []string
+		total := 0
 		for s, n := range perBuilderSys[i] {
 			per = append(per, fmt.Sprintf("%d %s", n, s))
+			total += n
 		}
 		sort.Strings(per)
 		detail := ""
 		if len(per) > 0 {
 			detail = " (" + strings.Join(per, ", ") + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d%s\n", m.Name(), m.MaxJobs, m.SpeedFactor, strings.Join(m.Systems, ","), feats, perBuilder[i], detail)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d%s\n", m.Name(), m.MaxJobs, m.SpeedFactor, strings.Join(m.Systems, ","), feats, total, detail)
 	}
 	tw.Flush()
 
