@@ -118,22 +118,28 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 	if err != nil {
 		return err
 	}
-	if bad := p.Unbuildable(); len(bad) > 0 {
+	unbuildable := len(p.Unbuildable()) > 0
+	if unbuildable {
 		p.WriteUnbuildable(env.stderr)
-		fmt.Fprintln(env.stderr, "nothing was built")
-		return &exitError{code: 1}
 	}
 	if o.dryRun {
 		if err := p.WriteSummary(env.stdout); err != nil {
 			return err
 		}
-		if p.Timeline != nil {
-			fmt.Fprintf(env.stdout, "estimated time on these builders: %s\n", p.Timeline.Makespan.Round(time.Second))
-			if o.timeline != "" {
-				return writeTimeline(o.timeline, p.Timeline)
+		p.WriteEstimate(env.stdout)
+		if p.Timeline != nil && o.timeline != "" {
+			if err := writeTimeline(o.timeline, p.Timeline); err != nil {
+				return err
 			}
 		}
+		if unbuildable {
+			return &exitError{code: 1}
+		}
 		return nil
+	}
+	if unbuildable && !o.keepGoing {
+		fmt.Fprintln(env.stderr, "nothing was built (--keep-going builds what does not depend on them)")
+		return &exitError{code: 1}
 	}
 	if err := substitute(ctx, loc, p, options); err != nil {
 		return err
@@ -142,6 +148,10 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 		if err := runSchedule(ctx, env, o, p, cache, loc, options); err != nil {
 			return err
 		}
+	}
+	if unbuildable {
+		fmt.Fprintln(env.stderr, "error: built what does not depend on the derivations no builder can build")
+		return &exitError{code: 1}
 	}
 	for _, r := range p.Roots {
 		for _, out := range g.Node(r).Outputs {

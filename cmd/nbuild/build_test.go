@@ -164,6 +164,25 @@ func TestBuildRefusesUnbuildable(t *testing.T) {
 	if _, err := exec.Command("nix-store", "--verify-path", libA).CombinedOutput(); err == nil {
 		t.Errorf("%s was built although the plan was refused", libA)
 	}
+	// --dry-run still shows the plan of what can be built, with the
+	// estimate per builder, and exits 1.
+	out, errOut, code := run(t, buildArgs(t, "--dry-run", drvs[0])...)
+	if code != 1 || !strings.Contains(errOut, "no builder for system aarch64-linux") {
+		t.Errorf("dry run: exit %d\n%s", code, errOut)
+	}
+	for _, want := range []string{"to build", "estimated time on these builders", "  local: 3 build(s)", "defaulted"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run output lacks %q:\n%s", want, out)
+		}
+	}
+	// --keep-going builds what does not depend on it, and exits 1.
+	_, errOut, code = run(t, buildArgs(t, "--keep-going", drvs[0])...)
+	if code != 1 {
+		t.Errorf("--keep-going: exit %d, want 1\n%s", code, errOut)
+	}
+	if out, err := exec.Command("nix-store", "--verify-path", libA).CombinedOutput(); err != nil {
+		t.Errorf("--keep-going did not build %s, which does not depend on the unbuildable derivation: %s", libA, out)
+	}
 }
 
 func TestBuildDryRun(t *testing.T) {

@@ -169,11 +169,9 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 		return err
 	}
 	if bad := p.Unbuildable(); len(bad) > 0 {
-		if o.format != "summary" {
-			// The summary lists them itself, first; other formats are
-			// data on stdout, so the list goes to stderr.
-			p.WriteUnbuildable(env.stderr)
-		}
+		// The plan of what can be built is on stdout; what cannot, with
+		// its causes and hints, goes to stderr.
+		p.WriteUnbuildable(env.stderr)
 		return &exitError{code: 1}
 	}
 	return nil

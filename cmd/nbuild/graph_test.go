@@ -194,16 +194,30 @@ func TestGraphUnbuildable(t *testing.T) {
 	rv := testStore + fixtureRoot(t, "cross", "system-riscv64")
 	// No riscv64 builder: the riscv64 derivations are listed first, with
 	// the reason, and the exit status is 1.
-	out, _, code := run(t, graphArgs("--builders", "ssh://pi aarch64-linux", rv)...)
+	// No riscv64 builder: the plan of the rest is on stdout, the
+	// unbuildable derivations grouped by cause on stderr, exit status 1.
+	summary, out, code := run(t, graphArgs("--builders", "ssh://pi aarch64-linux", rv)...)
 	if code != 1 {
 		t.Errorf("exit %d, want 1", code)
 	}
+	if !strings.Contains(summary, "x86_64-linux      0              0        17") {
+		t.Errorf("no plan of what can be built on stdout:\n%s", summary)
+	}
 	first, _, _ := strings.Cut(out, "\n")
 	if !strings.HasPrefix(first, "error: 5 derivation(s) cannot be built on any builder") {
-		t.Errorf("first line %q, want the unbuildable list", first)
+		t.Errorf("first line of stderr %q, want the unbuildable list", first)
 	}
-	if !strings.Contains(out, "nixos-system-star64-23.05.drv (riscv64-linux): no builder for system riscv64-linux") {
-		t.Errorf("reason missing:\n%s", out)
+	// Grouped by cause, with the paths and a hint.
+	for _, want := range []string{
+		"  no builder for system riscv64-linux: 5 derivation(s)\n",
+		"-nixos-system-star64-23.05.drv\n",
+		"    hint: add a riscv64-linux builder",
+		"extra-platforms = riscv64-linux",
+		"  and 3 derivation(s) that depend on them are blocked\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q:\n%s", want, out)
+		}
 	}
 	// JSON goes to stdout, the list to stderr, exit 1 all the same.
 	js, errOut, code := run(t, graphArgs("--format", "json", "--builders", "ssh://pi aarch64-linux", rv)...)
@@ -219,6 +233,13 @@ func TestGraphUnbuildable(t *testing.T) {
 	}
 	if states["unbuildable"] != 5 {
 		t.Errorf("states %v, want 5 unbuildable", states)
+	}
+	var doc plan.JSONPlan
+	if err := json.Unmarshal([]byte(js), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Unbuildable) != 1 || doc.Unbuildable[0].Cause != "no builder for system riscv64-linux" || len(doc.Unbuildable[0].DrvPaths) != 5 || doc.Unbuildable[0].Hint == "" {
+		t.Errorf("JSON unbuildable groups: %+v", doc.Unbuildable)
 	}
 	// With a riscv64 builder everything can be placed.
 	if _, errOut, code := run(t, graphArgs("--builders", "@../../testdata/machines", rv)...); code != 0 {

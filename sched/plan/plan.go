@@ -55,8 +55,9 @@ type Plan struct {
 	Source string
 
 	state   []State
-	builder []int          // machine index for nodes to build, -1 otherwise
-	reason  map[int]string // node -> why it cannot be built
+	builder []int                   // machine index for nodes to build, -1 otherwise
+	reason  map[int]string          // node -> why it cannot be built
+	why     map[graph.NodeID]string // node -> why its builder (BuilderReason)
 	// outBytes is the NAR size of a node's valid outputs, when known.
 	outBytes []uint64
 	// expected is the expected build time of a node, known[node] when it
@@ -265,7 +266,8 @@ type Options struct {
 	// Duration returns the recorded build time of a derivation name; nil
 	// for none.
 	Duration func(name string) (time.Duration, bool)
-	// DefaultDuration is assumed for derivations never built before.
+	// DefaultDuration is assumed for derivations never built before,
+	// except those Nix builds trivially (TrivialDuration).
 	DefaultDuration time.Duration
 }
 
@@ -278,7 +280,7 @@ func New(g *graph.Graph, vi *Validity, opts Options) (*Plan, error) {
 	n := g.Len()
 	p := &Plan{
 		Graph: g, Roots: g.Roots(), Machines: opts.Machines, Source: vi.Source,
-		state: make([]State, n), builder: make([]int, n), reason: map[int]string{},
+		state: make([]State, n), builder: make([]int, n), reason: map[int]string{}, why: map[graph.NodeID]string{},
 		outBytes: make([]uint64, n), expected: make([]time.Duration, n), known: make([]bool, n),
 	}
 	needed := make([]bool, n)
@@ -319,6 +321,9 @@ func New(g *graph.Graph, vi *Validity, opts Options) (*Plan, error) {
 		}
 		if !ok {
 			d = opts.DefaultDuration
+			if trivial(node) {
+				d = min(d, TrivialDuration)
+			}
 		}
 		p.expected[id], p.known[id] = d, ok
 	}
@@ -398,11 +403,14 @@ func (p *Plan) schedule() error {
 		return err
 	}
 	p.Timeline = tl
+	at := make(map[int][2]time.Duration, len(jobs))
 	for _, e := range tl.Entries {
 		if e.Outcome == sched.Built.String() {
 			p.builder[nodes[e.Job]] = e.Machine
+			at[e.Job] = [2]time.Duration{e.Start, e.End}
 		}
 	}
+	p.assignReasons(at)
 	return nil
 }
 

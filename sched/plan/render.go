@@ -105,7 +105,7 @@ func (p *Plan) treeNote(ref int32) string {
 	node := p.Graph.Node(id)
 	s := fmt.Sprintf("  (%s, %s", node.System, p.state[id])
 	if b := p.builderName(id); b != "" {
-		s += " on " + b
+		s += " on " + b + ": " + p.why[id]
 	}
 	return s + ")"
 }
@@ -161,33 +161,10 @@ func systemColour(system string) string {
 	return fmt.Sprintf("#%02x%02x%02x", 0xa0+h%0x50, 0xa0+(h>>8)%0x50, 0xa0+(h>>16)%0x50)
 }
 
-// WriteUnbuildable lists the derivations no builder can build, with why.
-func (p *Plan) WriteUnbuildable(w io.Writer) {
-	bad := p.Unbuildable()
-	fmt.Fprintf(w, "error: %d derivation(s) cannot be built on any builder:\n", len(bad))
-	for _, id := range bad {
-		node := p.Graph.Node(id)
-		fmt.Fprintf(w, "  %s (%s): %s\n", node.Path, node.System, p.reason[int(id)])
-	}
-}
-
-// WriteSummary prints the plan per system and per builder: unbuildable
-// derivations first, then counts per system, jobs per builder, and the
-// critical path.
+// WriteSummary prints the plan per system and per builder: counts per
+// system, jobs per builder, and the critical path. (WriteUnbuildable
+// lists what cannot be built.)
 func (p *Plan) WriteSummary(out io.Writer) error {
-	if bad := p.Unbuildable(); len(bad) > 0 {
-		p.WriteUnbuildable(out)
-		blocked := 0
-		for _, s := range p.state {
-			if s == Blocked {
-				blocked++
-			}
-		}
-		if blocked > 0 {
-			fmt.Fprintf(out, "  and %d derivation(s) that depend on them are blocked\n", blocked)
-		}
-		fmt.Fprintln(out)
-	}
 	g := p.Graph
 	fmt.Fprintf(out, "plan for %d root(s): %d derivations, depth %d (validity from %s)\n\n",
 		len(p.Roots), g.Len(), g.MaxDepth(), p.Source)
@@ -277,19 +254,31 @@ func humanBytes(n uint64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// JSONPlan is the schema of --format json (version 1). Nodes are in
-// topological order (inputs first); edges point from a derivation to an
-// input it uses.
+// JSONPlan is the schema of --format json (version 1; fields are only
+// ever added). Nodes are in topological order (inputs first); edges point
+// from a derivation to an input it uses. Unbuildable groups the
+// derivations no builder can build by cause (empty when there are none);
+// CriticalPath lists the derivations to build on the longest expected
+// chain, the root first.
 type JSONPlan struct {
-	Version  int           `json:"version"`
-	Roots    []string      `json:"roots"`
-	Validity string        `json:"validity"`
-	Builders []JSONBuilder `json:"builders"`
-	Nodes    []JSONNode    `json:"nodes"`
-	Edges    []JSONEdge    `json:"edges"`
-	Critical []string      `json:"criticalPath"`
+	Version     int               `json:"version"`
+	Roots       []string          `json:"roots"`
+	Validity    string            `json:"validity"`
+	Builders    []JSONBuilder     `json:"builders"`
+	Nodes       []JSONNode        `json:"nodes"`
+	Edges       []JSONEdge        `json:"edges"`
+	Unbuildable []JSONUnbuildable `json:"unbuildable"`
+	Critical    []string          `json:"criticalPath"`
 }
 
+// JSONUnbuildable is one UnbuildableGroup.
+type JSONUnbuildable struct {
+	Cause    string   `json:"cause"`
+	Hint     string   `json:"hint"`
+	DrvPaths []string `json:"drvPaths"`
+}
+
+// JSONBuilder is a machine: the local one ("local") first.
 type JSONBuilder struct {
 	Name              string   `json:"name"`
 	Systems           []string `json:"systems"`
@@ -299,6 +288,10 @@ type JSONBuilder struct {
 	MandatoryFeatures []string `json:"mandatoryFeatures"`
 }
 
+// JSONNode is a derivation. State is one of build, valid, substitutable,
+// unneeded, unbuildable, blocked; Builder and BuilderReason are set for
+// those to build (BuilderReason says why that builder), Reason for the
+// unbuildable ones.
 type JSONNode struct {
 	DrvPath          string            `json:"drvPath"`
 	Name             string            `json:"name"`
@@ -306,6 +299,7 @@ type JSONNode struct {
 	Outputs          map[string]string `json:"outputs"` // name -> path ("" when not known before the build)
 	State            string            `json:"state"`
 	Builder          string            `json:"builder,omitempty"`
+	BuilderReason    string            `json:"builderReason,omitempty"`
 	Reason           string            `json:"reason,omitempty"`
 	RequiredFeatures []string          `json:"requiredSystemFeatures"`
 	PreferLocalBuild bool              `json:"preferLocalBuild"`
@@ -314,6 +308,7 @@ type JSONNode struct {
 	ValidBytes       uint64            `json:"validNarBytes,omitempty"`
 }
 
+// JSONEdge is a derivation using outputs of an input derivation.
 type JSONEdge struct {
 	From    string   `json:"from"`
 	To      string   `json:"to"`
@@ -345,7 +340,7 @@ func (p *Plan) WriteJSON(w io.Writer) error {
 		node := g.Node(graph.NodeID(id))
 		nj := JSONNode{
 			DrvPath: node.Path.String(), Name: node.Name(), System: node.System,
-			Outputs: map[string]string{}, State: p.state[id].String(), Builder: p.builderName(graph.NodeID(id)),
+			Outputs: map[string]string{}, State: p.state[id].String(), Builder: p.builderName(graph.NodeID(id)), BuilderReason: p.why[graph.NodeID(id)],
 			Reason: p.reason[id], RequiredFeatures: nonNil(node.RequiredFeatures), PreferLocalBuild: node.PreferLocalBuild,
 			InputSrcs: []string{}, Depth: g.Depth(graph.NodeID(id)), ValidBytes: p.outBytes[id],
 		}
@@ -371,6 +366,15 @@ func (p *Plan) WriteJSON(w io.Writer) error {
 	for _, id := range path {
 		critical = append(critical, g.Node(id).Path.String())
 	}
+	unbuildable := []JSONUnbuildable{}
+	for _, g := range p.UnbuildableGroups() {
+		ju := JSONUnbuildable{Cause: g.Cause, Hint: g.Hint, DrvPaths: make([]string, len(g.Nodes))}
+		for i, id := range g.Nodes {
+			ju.DrvPaths[i] = p.Graph.Node(id).Path.String()
+		}
+		unbuildable = append(unbuildable, ju)
+	}
+	js.field("unbuildable", unbuildable)
 	js.last = true
 	js.field("criticalPath", critical)
 	js.raw("}\n")
