@@ -63,6 +63,7 @@ func buildCommand() command {
 			fs.StringVar(&o.cacheDir, "cache-dir", "", "metadata cache for build times (default ~/.cache/nbuild; \"none\" disables)")
 			fs.DurationVar(&o.defDur, "default-duration", 5*time.Minute, "build time assumed for derivations never built before")
 			fs.BoolVarP(&o.quiet, "quiet", "Q", false, "no progress, no log lines")
+			substituteFlags(fs, &o.graphOptions)
 			optionFlag(fs, &o.options)
 			if err := parseFlags(fs, args); err != nil {
 				return err
@@ -106,13 +107,18 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 	if o.jobs >= 0 {
 		machines[0].MaxJobs = uint(o.jobs)
 	}
-	vi, err := plan.QueryValidity(ctx, g, g.Roots(), plan.ValidityOptions{Store: loc, Options: options})
-	if err != nil {
-		return err
-	}
 	cache := openCache(env, o.cacheDir)
 	if cache != nil {
 		defer cache.Close()
+	}
+	vi, err := queryValidity(ctx, env, o.graphOptions, g, loc, settings, cache)
+	if err != nil {
+		return err
+	}
+	if cache != nil {
+		if err := vi.Remember(cache); err != nil {
+			fmt.Fprintf(env.stderr, "warning: metadata cache: %v\n", err)
+		}
 	}
 	p, err := plan.New(g, vi, plan.Options{Machines: machines, DefaultDuration: o.defDur, Duration: recordedDuration(cache)})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/nbuild/nbuild/eval/graph"
 	"github.com/nbuild/nbuild/sched"
 	"github.com/nbuild/nbuild/sched/plan"
+	"github.com/nbuild/nbuild/store/location"
 	"github.com/nbuild/nbuild/store/metacache"
 	"github.com/spf13/pflag"
 )
@@ -37,17 +38,19 @@ const graphExample = `  nbuild graph --store testdata/store testdata/store/nix/s
   nbuild graph --diff ./old-system.drv ./new-system.drv`
 
 type graphOptions struct {
-	format   string
-	builders string
-	store    string
-	attrs    []string
-	why      string
-	diff     string
-	nixConf  string
-	cacheDir string
-	noCache  bool
-	defDur   time.Duration
-	options  []sched.Option // --option NAME VALUE
+	format       string
+	builders     string
+	store        string
+	attrs        []string
+	why          string
+	diff         string
+	nixConf      string
+	cacheDir     string
+	noCache      bool
+	offline      bool
+	substTimeout time.Duration
+	defDur       time.Duration
+	options      []sched.Option // --option NAME VALUE
 }
 
 func graphCommand() command {
@@ -68,6 +71,7 @@ func graphCommand() command {
 			fs.StringVar(&o.cacheDir, "cache-dir", "", "metadata cache with recorded build times (default ~/.cache/nbuild/metacache); graph snapshots go to DIR-graphs; \"none\" disables both")
 			fs.BoolVar(&o.noCache, "no-cache", false, "read every .drv file, not the graph snapshot an earlier run saved in CACHE-DIR-graphs (and save none)")
 			fs.DurationVar(&o.defDur, "default-duration", 5*time.Minute, "build time assumed for derivations never built before")
+			substituteFlags(fs, &o)
 			optionFlag(fs, &o.options)
 			if err := parseFlags(fs, args); err != nil {
 				return err
@@ -136,18 +140,18 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	if err != nil {
 		return err
 	}
-	// With no substituters nothing is substitutable, and the daemon's
-	// QueryMissing, which walks every .drv of the closure, is skipped.
-	vi, err := plan.QueryValidity(ctx, g, g.Roots(), plan.ValidityOptions{
-		Store: loc, Options: settings.DaemonOverrides(), NoSubstituters: len(settings.Substituters()) == 0, CacheDir: snapshotDir(o)})
+	cache := openBuildTimes(o.cacheDir)
+	vi, err := queryValidity(ctx, env, o, g, loc, settings, cache)
 	if err != nil {
+		cache.Close()
 		return err
 	}
-	cache := openBuildTimes(o.cacheDir)
-	if cache != nil {
-		defer cache.Close()
+	durations := recordedDuration(cache)
+	cache.Close()
+	if vi.HasNewAnswers() {
+		rememberSubstitutes(env, o.cacheDir, vi)
 	}
-	p, err := plan.New(g, vi, plan.Options{Machines: machines, DefaultDuration: o.defDur, Duration: recordedDuration(cache)})
+	p, err := plan.New(g, vi, plan.Options{Machines: machines, DefaultDuration: o.defDur, Duration: durations})
 	if err != nil {
 		return err
 	}
@@ -175,6 +179,38 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 		return &exitError{code: 1}
 	}
 	return nil
+}
+
+// queryValidity asks the store what is valid and what its substituters
+// have, remembering answers in the metadata cache (nil: none). With no
+// substituters (--offline, --option substituters ”) nothing is
+// substitutable and the daemon is not asked.
+func queryValidity(ctx context.Context, env *cmdEnv, o graphOptions, g *graph.Graph, loc location.Location, settings *sched.Settings, cache *metacache.Cache) (*plan.Validity, error) {
+	vi, err := plan.QueryValidity(ctx, g, g.Roots(), plan.ValidityOptions{
+		Store: loc, Options: settings.DaemonOverrides(), CacheDir: snapshotDir(o),
+		NoSubstituters: o.offline || len(settings.Substituters()) == 0, Substituters: settings.Substituters(),
+		Cache: cache, SubstituteTimeout: o.substTimeout,
+	})
+	if err == nil && vi.SubstitutesUnknown != "" && o.format != "summary" { // the summary says it
+		fmt.Fprintf(env.stderr, "warning: substitutes unknown: %s\n", vi.SubstitutesUnknown)
+	}
+	return vi, err
+}
+
+// rememberSubstitutes stores what the daemon said about substitutes in
+// the metadata cache; failing costs only the next plan's time.
+func rememberSubstitutes(env *cmdEnv, dir string, vi *plan.Validity) {
+	if dir = metaCacheDir(dir); dir == "" {
+		return
+	}
+	c, err := metacache.Open(dir, metacache.Options{})
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	if err := vi.Remember(c); err != nil {
+		fmt.Fprintf(env.stderr, "warning: metadata cache %s: %v\n", dir, err)
+	}
 }
 
 // loadSettings reads Nix's settings as a Nix client does: nix.conf (or
@@ -255,6 +291,12 @@ func openCache(env *cmdEnv, dir string) *metacache.Cache {
 		return nil
 	}
 	return c
+}
+
+// substituteFlags adds --offline and --substitute-timeout.
+func substituteFlags(fs *pflag.FlagSet, o *graphOptions) {
+	fs.BoolVar(&o.offline, "offline", false, "do not ask substituters (as --option substituters '')")
+	fs.DurationVar(&o.substTimeout, "substitute-timeout", plan.DefaultSubstituteTimeout, "how long to wait for the daemon's substituters before reporting substitutes as unknown")
 }
 
 // optionFlag adds Nix's --option NAME VALUE (repeatable): a setting that

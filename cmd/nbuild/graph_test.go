@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -453,6 +454,52 @@ func TestGraphUsage(t *testing.T) {
 	// NIX_REMOTE is the default store, as for Nix.
 	if _, errOut, code := runEnv(t, map[string]string{"NIX_REMOTE": "foo://bar"}, "graph", "--cache-dir", "none", rv); code != 1 || !strings.Contains(errOut, "'foo://bar'") {
 		t.Errorf("NIX_REMOTE: exit %d, %q", code, errOut)
+	}
+}
+
+// TestGraphSilentSubstituter: with a substituter that never answers, the
+// plan is made after --substitute-timeout, says substitutes are unknown
+// and why, and the next plan (same cache) does not ask again.
+func TestGraphSilentSubstituter(t *testing.T) {
+	storetest.RequireDaemon(t)
+	storetest.RequireRoot(t) // the daemon takes substituters from trusted users only
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	f := filepath.Join(t.TempDir(), "e.nix")
+	expr := `derivation { name = "nbuild-silent-` + fmt.Sprint(time.Now().UnixNano()) + `"; system = builtins.currentSystem; builder = "/bin/sh"; args = ["-c" "echo > $out"]; }`
+	if err := os.WriteFile(f, []byte(expr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cacheDir := filepath.Join(t.TempDir(), "meta")
+	args := []string{"graph", "--cache-dir", cacheDir, "--nix-conf", "testdata/nix.conf", "--substitute-timeout", "1s",
+		"--option", "substituters", "http://" + l.Addr().String(), "--format", "json", f}
+	out, errOut, code := run(t, args...)
+	if code != 0 || !strings.Contains(errOut, "warning: substitutes unknown:") || !strings.Contains(errOut, "did not answer within 1s") {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	var doc plan.JSONPlan
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || doc.SubstitutesUnknown == "" {
+		t.Errorf("JSON substitutesUnknown %q (%v)", doc.SubstitutesUnknown, err)
+	}
+	_, errOut, code = run(t, args...)
+	if code != 0 || !strings.Contains(errOut, "ago; they are not asked again") {
+		t.Errorf("second plan: exit %d, stderr %q", code, errOut)
+	}
+	// --offline does not ask at all.
+	if _, errOut, code = run(t, append([]string{"graph", "--offline", "--cache-dir", "none", "--nix-conf", "testdata/nix.conf"}, f)...); code != 0 || errOut != "" {
+		t.Errorf("--offline: exit %d, stderr %q", code, errOut)
 	}
 }
 

@@ -43,6 +43,9 @@ type Plan struct {
 	JobNodes []graph.NodeID
 	// Source is where states came from: "nix-daemon" or "files under ROOT".
 	Source string
+	// SubstitutesUnknown says why substitutability is unknown, "" when
+	// it is known (Validity.SubstitutesUnknown).
+	SubstitutesUnknown string
 
 	state   []State
 	builder []int                   // machine index for nodes to build, -1 otherwise
@@ -93,7 +96,7 @@ type Options struct {
 func New(g *graph.Graph, vi *Validity, opts Options) (*Plan, error) {
 	n := g.Len()
 	p := &Plan{
-		Graph: g, Roots: g.Roots(), Machines: opts.Machines, Source: vi.Source,
+		Graph: g, Roots: g.Roots(), Machines: opts.Machines, Source: vi.Source, SubstitutesUnknown: vi.SubstitutesUnknown,
 		state: make([]State, n), builder: make([]int, n), reason: map[int]string{}, why: map[graph.NodeID]string{},
 		outBytes: make([]uint64, n), expected: make([]time.Duration, n), known: make([]bool, n),
 	}

@@ -166,8 +166,12 @@ func systemColour(system string) string {
 // lists what cannot be built.)
 func (p *Plan) WriteSummary(out io.Writer) error {
 	g := p.Graph
-	fmt.Fprintf(out, "plan for %d root(s): %d derivations, depth %d (validity from %s)\n\n",
+	fmt.Fprintf(out, "plan for %d root(s): %d derivations, depth %d (validity from %s)\n",
 		len(p.Roots), g.Len(), g.MaxDepth(), p.Source)
+	if p.SubstitutesUnknown != "" {
+		fmt.Fprintf(out, "substitutes unknown: %s\n", p.SubstitutesUnknown)
+	}
+	fmt.Fprintln(out)
 
 	bySystem := p.CountBySystem()
 	systems := make([]string, 0, len(bySystem))
@@ -261,14 +265,16 @@ func humanBytes(n uint64) string {
 // CriticalPath lists the derivations to build on the longest expected
 // chain, the root first.
 type JSONPlan struct {
-	Version     int               `json:"version"`
-	Roots       []string          `json:"roots"`
-	Validity    string            `json:"validity"`
-	Builders    []JSONBuilder     `json:"builders"`
-	Nodes       []JSONNode        `json:"nodes"`
-	Edges       []JSONEdge        `json:"edges"`
-	Unbuildable []JSONUnbuildable `json:"unbuildable"`
-	Critical    []string          `json:"criticalPath"`
+	Version  int      `json:"version"`
+	Roots    []string `json:"roots"`
+	Validity string   `json:"validity"`
+	// SubstitutesUnknown is why substitutability is unknown, when it is.
+	SubstitutesUnknown string            `json:"substitutesUnknown,omitempty"`
+	Builders           []JSONBuilder     `json:"builders"`
+	Nodes              []JSONNode        `json:"nodes"`
+	Edges              []JSONEdge        `json:"edges"`
+	Unbuildable        []JSONUnbuildable `json:"unbuildable"`
+	Critical           []string          `json:"criticalPath"`
 }
 
 // JSONUnbuildable is one UnbuildableGroup.
@@ -326,6 +332,9 @@ func (p *Plan) WriteJSON(w io.Writer) error {
 	js.field("version", 1)
 	js.field("roots", p.rootPaths())
 	js.field("validity", p.Source)
+	if p.SubstitutesUnknown != "" {
+		js.field("substitutesUnknown", p.SubstitutesUnknown)
+	}
 	var builders []JSONBuilder
 	for i := range p.Machines {
 		m := &p.Machines[i]

@@ -8,12 +8,15 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/nbuild/nbuild/eval/graph"
 	"github.com/nbuild/nbuild/store"
 	"github.com/nbuild/nbuild/store/daemon"
 	"github.com/nbuild/nbuild/store/location"
+	"github.com/nbuild/nbuild/store/metacache"
 )
 
 // Validity is what the store says about a closure's outputs.
@@ -22,6 +25,17 @@ type Validity struct {
 	Substitutable map[store.Path]bool
 	Size          map[store.Path]uint64 // NAR size of valid paths, when known
 	Source        string                // "nix-daemon" or "files under ROOT"
+	// SubstitutesUnknown says why substitutability is not known (the
+	// substituters did not answer in time); "" when it is. Outputs not
+	// known to be substitutable are then planned as built.
+	SubstitutesUnknown string
+	// Asked counts the outputs whose substitutability the daemon answered,
+	// Remembered those answered from the metadata cache.
+	Asked, Remembered int
+
+	substKey        string       // the substituters the answers are for
+	asked, answered []store.Path // new answers, for Remember
+	unreachable     time.Time    // when the substituters did not answer
 }
 
 // ValidityOptions tune QueryValidity.
@@ -38,7 +52,23 @@ type ValidityOptions struct {
 	// CacheDir keeps which outputs exist on disk between runs
 	// (existingCached); "" for none.
 	CacheDir string
+	// Substituters are the binary caches the daemon asks
+	// (Settings.Substituters); remembered answers are kept per set.
+	Substituters []string
+	// Cache holds answers about substitutes from earlier runs (nil:
+	// none): the daemon is asked only about outputs it has no answer for
+	// yet, and not at all while the substituters recently failed to answer.
+	// New answers are stored by Validity.Remember.
+	Cache *metacache.Cache
+	// SubstituteTimeout bounds each wait for the daemon's substituters.
+	// Zero: DefaultSubstituteTimeout.
+	SubstituteTimeout time.Duration
 }
+
+// DefaultSubstituteTimeout is how long a plan waits for the daemon's
+// substituters to answer before it reports substitutes as unknown. Nix
+// 2.8 waits about 5 s for an unreachable cache.nixos.org on every query.
+const DefaultSubstituteTimeout = 3 * time.Second
 
 // QueryValidity asks the store which outputs of g are valid or
 // substitutable. A chroot store (opts.Store) has no daemon here: an output
@@ -116,14 +146,8 @@ func QueryValidity(ctx context.Context, g *graph.Graph, roots []graph.NodeID, op
 	if opts.NoSubstituters {
 		return vi, nil
 	}
-	var targets []store.DerivedPath
-	for _, r := range roots {
-		targets = append(targets, store.BuiltPath(g.Node(r).Path))
-	}
-	if m, err := c.QueryMissing(ctx, targets); err == nil {
-		for _, p := range m.WillSubstitute {
-			vi.Substitutable[p] = true
-		}
+	if err := vi.querySubstitutes(ctx, c, g, roots, opts); err != nil {
+		return nil, err
 	}
 	return vi, nil
 }
@@ -190,4 +214,143 @@ func existing(dir string, paths []store.Path) ([]store.Path, error) {
 		}
 	}
 	return out, nil
+}
+
+// querySubstitutes asks which missing outputs can be substituted. The
+// closure is walked from the roots down as Nix's queryMissing walks it (a
+// node whose outputs are all valid or substitutable needs none of its
+// inputs), first with the answers remembered from earlier runs; the needed
+// nodes still unanswered go to the daemon's QueryMissing in one round
+// trip (it asks its substituters in parallel, with Nix's own rules),
+// bounded by opts.SubstituteTimeout. When the substituters do not answer
+// in time, what is not known stays unknown.
+func (vi *Validity) querySubstitutes(ctx context.Context, c *daemon.Conn, g *graph.Graph, roots []graph.NodeID, opts ValidityOptions) error {
+	vi.substKey = strings.Join(opts.Substituters, " ")
+	timeout := opts.SubstituteTimeout
+	if timeout <= 0 {
+		timeout = DefaultSubstituteTimeout
+	}
+	if at, ok := opts.Cache.Unreachable(vi.substKey); ok {
+		vi.SubstitutesUnknown = fmt.Sprintf("the substituters (%s) did not answer %s ago; they are not asked again for %s",
+			vi.substKey, time.Since(at).Round(time.Second), metacache.UnreachableTTL)
+		return nil
+	}
+	answered := map[store.Path]bool{}
+	for pass := 0; pass < 2; pass++ {
+		unanswered := vi.walkNeeded(g, roots, opts.Cache, answered)
+		if len(unanswered) == 0 {
+			return nil
+		}
+		targets := make([]store.DerivedPath, len(unanswered))
+		for i, id := range unanswered {
+			targets[i] = store.BuiltPath(g.Node(id).Path)
+		}
+		qctx, cancel := context.WithTimeout(ctx, timeout)
+		m, err := c.QueryMissing(qctx, targets)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil && errors.Is(qctx.Err(), context.DeadlineExceeded) {
+				vi.SubstitutesUnknown = fmt.Sprintf("the nix-daemon's substituters (%s) did not answer within %s; "+
+					"plan offline with --offline or --option substituters ''", vi.substKey, timeout)
+				vi.unreachable = time.Now()
+				return nil
+			}
+			return fmt.Errorf("asking the nix-daemon what its substituters have: %w", err)
+		}
+		// What the daemon will substitute can be; the outputs of what it
+		// will build cannot (it builds only what it cannot substitute).
+		for _, p := range m.WillSubstitute {
+			vi.Substitutable[p] = true
+			answered[p] = true
+			vi.asked = append(vi.asked, p)
+			vi.answered = append(vi.answered, p)
+		}
+		for _, d := range m.WillBuild {
+			id, ok := g.Lookup(d)
+			if !ok {
+				continue
+			}
+			for _, o := range g.Node(id).Outputs {
+				if !o.Path.IsZero() && !answered[o.Path] {
+					answered[o.Path] = true
+					vi.asked = append(vi.asked, o.Path)
+				}
+			}
+		}
+		vi.Asked = len(vi.asked)
+	}
+	return nil
+}
+
+// walkNeeded walks the closure from the roots as a plan needs it, with
+// the substitutability known so far (remembered in cache, or answered in
+// this run), and returns the needed nodes whose missing outputs have no
+// answer yet. A node that may be substitutable stops the walk there.
+func (vi *Validity) walkNeeded(g *graph.Graph, roots []graph.NodeID, cache *metacache.Cache, answered map[store.Path]bool) []graph.NodeID {
+	seen := make([]bool, g.Len())
+	var frontier, unanswered []graph.NodeID
+	for _, r := range roots {
+		if !seen[r] {
+			seen[r] = true
+			frontier = append(frontier, r)
+		}
+	}
+	for len(frontier) > 0 {
+		var ask []store.Path
+		for _, id := range frontier {
+			for _, o := range g.Node(id).Outputs {
+				if !o.Path.IsZero() && !vi.Valid[o.Path] && !answered[o.Path] {
+					ask = append(ask, o.Path)
+				}
+			}
+		}
+		remembered := cache.Substitutable(vi.substKey, ask)
+		vi.Remembered += len(remembered)
+		for p, yes := range remembered {
+			answered[p] = true
+			if yes {
+				vi.Substitutable[p] = true
+			}
+		}
+		var next []graph.NodeID
+		for _, id := range frontier {
+			node := g.Node(id)
+			avail, known := len(node.Outputs) > 0, true
+			for _, o := range node.Outputs {
+				avail = avail && !o.Path.IsZero() && (vi.Valid[o.Path] || vi.Substitutable[o.Path])
+				known = known && (o.Path.IsZero() || vi.Valid[o.Path] || answered[o.Path])
+			}
+			if avail {
+				continue
+			}
+			if !known {
+				// The daemon's walk from here covers its inputs.
+				unanswered = append(unanswered, id)
+				continue
+			}
+			for _, e := range node.Inputs {
+				if !seen[e.To] {
+					seen[e.To] = true
+					next = append(next, e.To)
+				}
+			}
+		}
+		frontier = next
+	}
+	return unanswered
+}
+
+// HasNewAnswers reports whether Remember has anything to store.
+func (vi *Validity) HasNewAnswers() bool { return len(vi.asked) > 0 || !vi.unreachable.IsZero() }
+
+// Remember stores the substitutability answers this query got from the
+// daemon (or that its substituters did not answer) in c, a writable
+// metadata cache, so the next plan need not ask again.
+func (vi *Validity) Remember(c *metacache.Cache) error {
+	if !vi.unreachable.IsZero() {
+		if err := c.PutUnreachable(vi.substKey, vi.unreachable); err != nil {
+			return err
+		}
+	}
+	return c.PutSubstitutable(vi.substKey, vi.asked, vi.answered)
 }

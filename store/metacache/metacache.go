@@ -47,13 +47,16 @@ const schemaVersion = 1
 // Key prefixes. Each record kind has its own byte so that kinds never
 // collide and a prefix scan finds one kind.
 const (
-	prefixDrv      = 'd' // d <drv base>                       → raw ATerm
-	prefixInfo     = 'i' // i <store URI> 0 <base>             → encoded PathInfo
-	prefixValid    = 'v' // v <store URI> 0 <base>             → empty: valid, info unknown
-	prefixBuild    = 'b' // b <derivation name>                → encoded BuildStats
-	keySchema      = "\x00schema"
-	defaultTTL     = time.Hour
-	defaultMemSize = 8 << 20
+	prefixDrv   = 'd' // d <drv base>                       → raw ATerm
+	prefixInfo  = 'i' // i <store URI> 0 <base>             → encoded PathInfo
+	prefixValid = 'v' // v <store URI> 0 <base>             → empty: valid, info unknown
+	prefixBuild = 'b' // b <derivation name>                → encoded BuildStats
+	prefixSubst = 's' // s <substituters> 0 <base>          → version, 1 substitutable / 0 not
+	// u <substituters> → version, unix ns (big-endian) when they did not answer
+	prefixUnreachable = 'u'
+	keySchema         = "\x00schema"
+	defaultTTL        = time.Hour
+	defaultMemSize    = 8 << 20
 )
 
 // Options configures Open. The zero value is the default.
