@@ -16,8 +16,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-
-	"github.com/nix-community/go-nix/pkg/nixbase32"
 )
 
 // StoreDir is the only store directory nbuild supports; chroot stores keep
@@ -63,7 +61,7 @@ type Path struct {
 // NewPath builds a Path from its parts, validating the name.
 func NewPath(digest [DigestSize]byte, name string) (Path, error) {
 	if reason := checkName(name); reason != "" {
-		return Path{}, &PathError{Path: nixbase32.EncodeToString(digest[:]) + "-" + name, Reason: reason}
+		return Path{}, &PathError{Path: EncodeNix32(digest[:]) + "-" + name, Reason: reason}
 	}
 	return Path{digest: digest, name: name}, nil
 }
@@ -184,8 +182,8 @@ var nix32Value = func() (t [256]byte) {
 	for i := range t {
 		t[i] = 0xff
 	}
-	for i := 0; i < len(nixbase32.Alphabet); i++ {
-		t[nixbase32.Alphabet[i]] = byte(i)
+	for i := 0; i < len(Nix32Alphabet); i++ {
+		t[Nix32Alphabet[i]] = byte(i)
 	}
 	return t
 }()
@@ -237,7 +235,7 @@ func (p Path) Digest() [DigestSize]byte { return p.digest }
 func (p Path) Name() string { return p.name }
 
 // HashPart returns the 32-character base32 hash part.
-func (p Path) HashPart() string { return nixbase32.EncodeToString(p.digest[:]) }
+func (p Path) HashPart() string { return EncodeNix32(p.digest[:]) }
 
 // Base returns "<hash>-<name>".
 func (p Path) Base() string { return p.HashPart() + "-" + p.name }
@@ -245,9 +243,7 @@ func (p Path) Base() string { return p.HashPart() + "-" + p.name }
 // AppendBase appends p's base name to b: Base without an allocation when b
 // has room (for map lookups by string(b) over many paths).
 func (p Path) AppendBase(b []byte) []byte {
-	n := len(b)
-	b = append(b, make([]byte, HashPartLen)...)
-	nixbase32.Encode(b[n:], p.digest[:])
+	b = AppendNix32(b, p.digest[:])
 	b = append(b, '-')
 	return append(b, p.name...)
 }

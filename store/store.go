@@ -8,8 +8,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-
-	"github.com/nix-community/go-nix/pkg/nixbase32"
 )
 
 // ErrNotValid is wrapped when a store is asked about a path it does not
@@ -33,7 +31,7 @@ type PathInfo struct {
 // NarHashString returns the NAR hash as "sha256:<nix32>", as narinfo files,
 // signatures and `nix-store -q --hash` print it.
 func (pi *PathInfo) NarHashString() string {
-	return "sha256:" + nixbase32.EncodeToString(pi.NarHash[:])
+	return "sha256:" + EncodeNix32(pi.NarHash[:])
 }
 
 // Fingerprint returns the message Nix signs for a path
