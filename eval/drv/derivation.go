@@ -2,7 +2,7 @@
 // the Derivation value, its one-pass ATerm codec, hashDerivationModulo, and
 // the computation of output paths and of the .drv's own store path.
 //
-// Vocabulary (see ../../shared NIX-PROTOCOLS.md §2):
+// Vocabulary (2.8 src/libstore/derivations.hh):
 //   - output: a named result; its kind is input-addressed (path known from
 //     hashes of inputs), fixed-output (path from a declared content hash),
 //     CA floating (path known only after the build), deferred (input-

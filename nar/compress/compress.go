@@ -7,7 +7,8 @@
 //   - chunk: Options.ChunkSize bytes of input, compressed independently into
 //     one complete zstd frame or xz stream. The output is the chunks'
 //     frames/streams concatenated in input order, which `zstd -d`, `xz -d`
-//     and Nix 2.8 read as one stream (NIX-PROTOCOLS.md §8.5). The bytes do
+//     and Nix 2.8 read as one stream (2.8 src/libutil/compression.cc decodes
+//     concatenated frames and streams). The bytes do
 //     not depend on Concurrency.
 //   - in flight: input bytes accepted but not yet written out compressed;
 //     bounded by Options.MaxInFlightBytes.

@@ -201,7 +201,7 @@ func readBuildResult(r *wire.Reader, v uint64) (*store.BuildResult, error) {
 
 // parseRealisation takes the output name from a DrvOutput id
 // ("sha256:<hex>!out") and the path from the Realisation JSON; the hash is
-// not meaningful to clients (NIX-PROTOCOLS.md §5.2).
+// not meaningful to clients (2.8 src/libstore/realisation.hh).
 func parseRealisation(id, js string) (string, store.Path, error) {
 	i := strings.LastIndexByte(id, '!')
 	if i < 0 || i == len(id)-1 {

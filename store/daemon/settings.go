@@ -26,7 +26,7 @@ const (
 // performOp wopSetOptions). The zero value asks for what a default Nix
 // client asks for: one local build job, all cores, substitutes on.
 // An untrusted client's overrides are ignored by the daemon except for a
-// few harmless ones (NIX-PROTOCOLS.md §7.5).
+// few harmless ones (2.8 src/libstore/daemon.cc performOp wopSetOptions).
 type Settings struct {
 	KeepFailed  bool
 	KeepGoing   bool

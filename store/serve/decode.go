@@ -256,7 +256,7 @@ func readBuildResult(r *wire.Reader, minor uint64) (*store.BuildResult, error) {
 
 // parseRealisation takes the output name from a DrvOutput id
 // ("sha256:<hex>!out") and the output path from the Realisation JSON; the
-// hash means nothing to a client (NIX-PROTOCOLS.md §5.2).
+// hash means nothing to a client (2.8 src/libstore/realisation.hh).
 func parseRealisation(id, js string) (string, store.Path, error) {
 	i := strings.LastIndexByte(id, '!')
 	if i < 0 || !validOutputName(id[i+1:]) {

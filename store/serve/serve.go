@@ -1,6 +1,6 @@
 // Package serve is a client for `nix-store --serve [--write]`, the protocol
 // behind Nix's legacy ssh:// stores, nix-copy-closure and ssh:// remote
-// builders (NIX-PROTOCOLS.md §6; 2.8 src/nix-store/nix-store.cc opServe,
+// builders (2.8 src/nix-store/nix-store.cc opServe,
 // src/libstore/serve-protocol.hh, legacy-ssh-store.cc).
 //
 // Vocabulary:
