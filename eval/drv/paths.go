@@ -3,6 +3,7 @@ package drv
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -147,6 +148,26 @@ func NewHasher(load Loader) *Hasher {
 	return &Hasher{load: load, memo: make(map[string]memoEntry)}
 }
 
+// InputError says which input derivation of which derivation could not be
+// loaded or hashed (a .drv missing from the store, say): the error names
+// the derivation that needs it, not only the file that was not found.
+type InputError struct {
+	// Drv is the derivation whose input failed; "" when it is the
+	// derivation handed to Modulo or OutputPaths, which has no path here.
+	Drv   string
+	Input string
+	Err   error
+}
+
+func (e *InputError) Error() string {
+	if e.Drv == "" {
+		return fmt.Sprintf("drv: input derivation %s: %v", e.Input, e.Err)
+	}
+	return fmt.Sprintf("drv: %s: input derivation %s: %v", e.Drv, e.Input, e.Err)
+}
+
+func (e *InputError) Unwrap() error { return e.Err }
+
 // HashModulo returns hashDerivationModulo of the derivation at drvPath,
 // unmasked: the value derivations depending on it use
 // (2.8 derivations.cc pathDerivationModulo).
@@ -180,6 +201,13 @@ func (h *Hasher) hashPath(drvPath string, chain map[string]bool) (memoEntry, err
 	mh, err := h.modulo(d, NameFromDrvPath(p), false, chain)
 	delete(chain, drvPath)
 	if err != nil {
+		var ie *InputError
+		if errors.As(err, &ie) {
+			if ie.Drv == "" {
+				ie.Drv = drvPath
+			}
+			return memoEntry{}, err
+		}
 		return memoEntry{}, fmt.Errorf("%s: %w", drvPath, err)
 	}
 	e = memoEntry{hash: mh, outputs: make([]string, len(d.Outputs))}
@@ -226,7 +254,11 @@ func (h *Hasher) modulo(d *Derivation, name string, mask bool, chain map[string]
 	for _, in := range d.InputDrvs {
 		e, err := h.hashPath(in.Path, chain)
 		if err != nil {
-			return ModuloHash{}, err
+			var ie *InputError
+			if errors.As(err, &ie) {
+				return ModuloHash{}, err // named where it happened
+			}
+			return ModuloHash{}, &InputError{Input: in.Path, Err: err}
 		}
 		for _, o := range in.Outputs {
 			if !slices.Contains(e.outputs, o) {
