@@ -542,3 +542,38 @@ in { inherit a; b = mk "nbuild-graph-b-` + nonce + `" [ a ]; }`
 		t.Errorf("validity from %q, states %v; want a valid, b to build", plan.Validity, states)
 	}
 }
+
+// TestReadmeCommand runs the README's first command as written, from the
+// repository root: it must plan the shipped fixture and exit 0.
+func TestReadmeCommand(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for _, l := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "go run ./cmd/nbuild ") {
+			line = strings.TrimSpace(l)
+			break
+		}
+	}
+	if line == "" {
+		t.Fatal("README.md has no 'go run ./cmd/nbuild' command")
+	}
+	t.Chdir("../..")
+	var args []string
+	for _, w := range strings.Fields(strings.TrimPrefix(line, "go run ./cmd/nbuild ")) {
+		if strings.Contains(w, "*") { // the shell's glob
+			m, err := filepath.Glob(w)
+			if err != nil || len(m) != 1 {
+				t.Fatalf("%s matches %v (%v)", w, m, err)
+			}
+			w = m[0]
+		}
+		args = append(args, w)
+	}
+	out, errOut, code := runEnv(t, map[string]string{"HOME": t.TempDir()}, append(args, "--cache-dir", "none")...)
+	if code != 0 || !strings.Contains(out, "critical path") || !strings.Contains(out, "aarch64-linux") {
+		t.Errorf("%s: exit %d\n%s%s", line, code, out, errOut)
+	}
+}

@@ -12,7 +12,8 @@
 //     itself, so "auto" and "local" (which Nix 2.8 opens directly when it
 //     may write /nix/var/nix) are the machine's daemon here too.
 //   - Chroot: a store under a root directory (ROOT/nix/store), read
-//     directly: "/DIR", "./DIR", "local?root=DIR".
+//     directly: any path with a slash ("/DIR", "./DIR", "dir/store"), or
+//     "local?root=DIR".
 //   - SSH and SSHNG: a remote store over ssh, spoken to with `nix-store
 //     --serve` (ssh://) or `nix-daemon --stdio` (ssh-ng://).
 //   - BinaryCache: a file:// binary cache directory.
@@ -63,7 +64,7 @@ func (k Kind) String() string {
 const DefaultSocket = store.DaemonSocket
 
 // Accepted lists the forms Parse accepts, for messages.
-const Accepted = "auto, daemon, unix://PATH, local, local?root=DIR, a directory (/DIR or ./DIR), " +
+const Accepted = "auto, daemon, unix://PATH, local, local?root=DIR, a directory path with a slash (DIR/, /DIR, ./DIR), " +
 	"ssh://[USER@]HOST, ssh-ng://[USER@]HOST, file:///DIR"
 
 // ErrUnknownStore is wrapped by the error for a URI Parse cannot open.
@@ -128,7 +129,8 @@ func Parse(uri string, opts Options) (Location, error) {
 			return loc, nil
 		case rest == "local":
 			return chroot(loc, params.Get("root"))
-		case strings.HasPrefix(rest, "/") || strings.HasPrefix(rest, "./") || strings.HasPrefix(rest, "../") || rest == "." || rest == "..":
+		case strings.Contains(rest, "/"):
+			// Nix's isNonUriPath: no scheme and a slash (testdata/store).
 			return chroot(loc, rest)
 		}
 		return bad("not a store URI")

@@ -19,6 +19,8 @@ func TestParse(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(root, "nix", "store"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	t.Chdir(filepath.Dir(root))
+	rel := filepath.Base(root) // a relative path with no ./, as README's testdata/store
 	env := map[string]string{}
 	opts := location.Options{Getenv: func(k string) string { return env[k] }}
 	for _, tc := range []struct {
@@ -33,6 +35,7 @@ func TestParse(t *testing.T) {
 		{"local", nil, location.Location{Kind: location.Daemon, URI: "local", Socket: location.DefaultSocket}},
 		{"local?root=" + root, nil, location.Location{Kind: location.Chroot, URI: "local?root=" + root, Root: root}},
 		{root, nil, location.Location{Kind: location.Chroot, URI: root, Root: root}},
+		{rel + "/", nil, location.Location{Kind: location.Chroot, URI: rel + "/", Root: root}},
 		{"ssh://root@pi", nil, location.Location{Kind: location.SSH, URI: "ssh://root@pi", Host: "root@pi"}},
 		{"ssh-ng://box?remote-store=daemon", nil, location.Location{Kind: location.SSHNG, URI: "ssh-ng://box?remote-store=daemon", Host: "box"}},
 		{"file:///srv/cache?compression=zstd", nil, location.Location{Kind: location.BinaryCache, URI: "file:///srv/cache?compression=zstd", Dir: "/srv/cache"}},
@@ -59,7 +62,7 @@ func TestParse(t *testing.T) {
 // TestParseErrors: every URI Nix 2.8 refuses, and those nbuild cannot
 // serve, are errors that name the URI and the accepted forms.
 func TestParseErrors(t *testing.T) {
-	for _, uri := range []string{"foo://bar", "blah", "ssh-ng://", "ssh://a/b", "file://rel", "https://cache.example", "local?root=" + filepath.Join(t.TempDir(), "absent"), "%zz://x?%"} {
+	for _, uri := range []string{"foo://bar", "blah", ".", "ssh-ng://", "ssh://a/b", "file://rel", "https://cache.example", "local?root=" + filepath.Join(t.TempDir(), "absent"), "%zz://x?%"} {
 		_, err := location.Parse(uri, location.Options{Getenv: func(string) string { return "" }})
 		if err == nil {
 			t.Errorf("%s: no error", uri)
@@ -78,7 +81,7 @@ func TestParseErrors(t *testing.T) {
 // refused by both, with the same leading words.
 func TestParseAgainstNix(t *testing.T) {
 	storetest.RequireNix(t)
-	for _, uri := range []string{"foo://bar", "blah", "file://rel"} {
+	for _, uri := range []string{"foo://bar", "blah", ".", "file://rel"} {
 		out, err := exec.Command("nix", "--extra-experimental-features", "nix-command", "store", "ping", "--store", uri).CombinedOutput()
 		if err == nil {
 			t.Fatalf("nix store ping --store %s succeeded", uri)
