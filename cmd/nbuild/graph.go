@@ -43,6 +43,7 @@ type graphOptions struct {
 	store        string
 	attrs        []string
 	why          string
+	whyBuilder   string
 	diff         string
 	nixConf      string
 	cacheDir     string
@@ -66,6 +67,7 @@ func graphCommand() command {
 			fs.StringVar(&o.store, "store", "", "the store: a chroot store directory, or the local daemon's URI (default: $NIX_REMOTE, or auto: the machine's nix-daemon)")
 			fs.StringArrayVarP(&o.attrs, "attr", "A", nil, "attribute to instantiate from a FILE.nix installable (repeatable)")
 			fs.StringVar(&o.why, "why", "", "show the shortest dependency chains from the roots to PATH (.drv, output or source)")
+			fs.StringVar(&o.whyBuilder, "why-builder", "", "say where DRV (a path, name or package name) is built and why that builder, or why it is not built")
 			fs.StringVar(&o.diff, "diff", "", "compare with the plan of INSTALLABLE (the old version) and name the root causes")
 			fs.StringVar(&o.nixConf, "nix-conf", "", "nix.conf to read the local machine from (default $NIX_CONF_DIR/nix.conf or /etc/nix/nix.conf)")
 			fs.StringVar(&o.cacheDir, "cache-dir", "", "metadata cache with recorded build times (default ~/.cache/nbuild/metacache); graph snapshots go to DIR-graphs; \"none\" disables both")
@@ -154,6 +156,12 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	p, err := plan.New(g, vi, plan.Options{Machines: machines, DefaultDuration: o.defDur, Duration: durations})
 	if err != nil {
 		return err
+	}
+	if o.whyBuilder != "" {
+		if !p.WriteWhyBuilder(env.stdout, o.whyBuilder) {
+			return fmt.Errorf("no derivation in the closure matches '%s' (give a store path, a name such as perl-5.36.0, or a package name such as perl)", o.whyBuilder)
+		}
+		return nil
 	}
 	w := bufio.NewWriter(env.stdout)
 	switch o.format {

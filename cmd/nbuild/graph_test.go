@@ -577,3 +577,21 @@ func TestReadmeCommand(t *testing.T) {
 		t.Errorf("%s: exit %d\n%s%s", line, code, out, errOut)
 	}
 }
+
+// TestGraphWhyBuilder answers "why is this built there" by package name,
+// name or path, for several matches, and fails clearly for none.
+func TestGraphWhyBuilder(t *testing.T) {
+	pi := testStore + fixtureRoot(t, "cross", "system-aarch64")
+	out, errOut, code := run(t, graphArgs("--builders", "@../../testdata/machines", "--why-builder", "stdenv-linux", pi)...)
+	if code != 0 || strings.Count(out, "-stdenv-linux.drv (") != 2 || !strings.Contains(out, "built on ssh-ng://nbuild@arm-box.example: ") {
+		t.Errorf("exit %d\n%s%s", code, out, errOut)
+	}
+	out, _, code = run(t, graphArgs("--builders", "@../../testdata/machines", "--why-builder", "linux-6.1.tar.xz", pi)...)
+	if code != 0 || !strings.Contains(out, "built on local: preferLocalBuild") {
+		t.Errorf("preferLocalBuild: exit %d\n%s", code, out)
+	}
+	_, errOut, code = run(t, graphArgs("--builders", "@../../testdata/machines", "--why-builder", "nope", pi)...)
+	if code != 1 || !strings.Contains(errOut, "no derivation in the closure matches 'nope'") {
+		t.Errorf("no match: exit %d %q", code, errOut)
+	}
+}

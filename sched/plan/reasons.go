@@ -227,3 +227,52 @@ func (p *Plan) WriteEstimate(w io.Writer) {
 			p.Machines[i].Name(), l.jobs, l.busy.Round(time.Second), p.Machines[i].MaxJobs, l.learned, l.trivial, l.jobs-l.learned-l.trivial)
 	}
 }
+
+// Lookup finds the derivations a user means by query: a store path (of
+// the .drv or of one of its outputs), a base name, a name with version
+// ("perl-5.36.0"), or a package name ("perl"). Several may match.
+func (p *Plan) Lookup(query string) []graph.NodeID {
+	query = strings.TrimSuffix(query, ".drv")
+	var out []graph.NodeID
+	for id := range p.Graph.Len() {
+		n := graph.NodeID(id)
+		node := p.Graph.Node(n)
+		path := strings.TrimSuffix(node.Path.String(), ".drv")
+		match := path == query || strings.TrimSuffix(node.Path.Base(), ".drv") == query ||
+			node.Name() == query || sched.PackageName(node.Name()) == query
+		for _, o := range node.Outputs {
+			match = match || (!o.Path.IsZero() && o.Path.String() == query)
+		}
+		if match {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// WriteWhyBuilder explains, for each derivation matching query (Lookup),
+// what the plan does with it and why: the builder and the reason, why it
+// cannot be built, or why it is not built at all. It reports whether any
+// matched.
+func (p *Plan) WriteWhyBuilder(w io.Writer, query string) bool {
+	ids := p.Lookup(query)
+	for _, id := range ids {
+		node := p.Graph.Node(id)
+		fmt.Fprintf(w, "%s (%s)\n  ", node.Path, node.System)
+		switch st := p.State(id); st {
+		case Build:
+			fmt.Fprintf(w, "built on %s: %s\n", p.Machines[p.Builder(id)].Name(), p.BuilderReason(id))
+		case Unbuildable:
+			fmt.Fprintf(w, "cannot be built: %s\n", p.Reason(id))
+		case Blocked:
+			fmt.Fprintln(w, "not built: it needs a derivation no builder can build")
+		case Valid:
+			fmt.Fprintln(w, "not built: its outputs are valid already")
+		case Substitutable:
+			fmt.Fprintln(w, "not built: its outputs are substituted")
+		case Unneeded:
+			fmt.Fprintln(w, "not built: only derivations that need not be built use it")
+		}
+	}
+	return len(ids) > 0
+}
