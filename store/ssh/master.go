@@ -197,8 +197,8 @@ func (m *Master) Start(ctx context.Context) error {
 		cmd.Process.Kill()
 		<-exited
 		msg := strings.TrimSpace(tail.String())
-		if waitErr != nil && err == nil {
-			err = waitErr
+		if waitErr != nil && ctx.Err() == nil {
+			err = waitErr // ssh's exit status says more
 		}
 		return &Error{Host: m.host, Stderr: msg, Err: err}
 	}
