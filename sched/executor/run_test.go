@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/nbuild/nbuild/sched/executor"
 	"github.com/nbuild/nbuild/store"
 	"github.com/nbuild/nbuild/store/storetest"
+	"github.com/nbuild/nbuild/store/testhost"
 )
 
 // noSubstituters keeps the daemons from asking cache.nixos.org (there is
@@ -350,4 +352,166 @@ func TestUnreachableSoleBuilder(t *testing.T) {
 			t.Logf("%v", err)
 		})
 	}
+}
+
+// wideDAG is 32 leaves, 8 middles of 4 leaves each, and a root over the
+// middles: 41 tiny builds, the shape of issue 14's report.
+func wideDAG() *dag {
+	g := &dag{}
+	for i := range 32 {
+		g.names = append(g.names, fmt.Sprintf("leaf%d", i))
+		g.deps = append(g.deps, nil)
+	}
+	var mids []int
+	for m := range 8 {
+		mids = append(mids, len(g.names))
+		g.names = append(g.names, fmt.Sprintf("mid%d", m))
+		g.deps = append(g.deps, []int{4 * m, 4*m + 1, 4*m + 2, 4*m + 3})
+	}
+	g.roots = []int{len(g.names)}
+	g.names = append(g.names, "root")
+	g.deps = append(g.deps, mids)
+	return g
+}
+
+// TestRunOnTestHosts builds the 41-derivation DAG on the local daemon (2
+// jobs) and two test hosts (8 jobs each), wired as the CLI wires the
+// library. The local daemon never sees more connections than the shared
+// pool's size, and each host sees one login. In the second run one host
+// is killed (sshd, its sessions and daemon) after it built a few jobs:
+// its jobs, and the outputs only it held, are built elsewhere, and the
+// run still succeeds.
+func TestRunOnTestHosts(t *testing.T) {
+	for _, kill := range []bool{false, true} {
+		t.Run(fmt.Sprintf("kill=%v", kill), func(t *testing.T) {
+			hosts := []*testhost.Host{testhost.New(t, testhost.Options{Daemon: true}), testhost.New(t, testhost.Options{Daemon: true})}
+			getenv := sshConfig(t, hosts[0].SSHArgs(), hosts[1].SSHArgs())
+			g := wideDAG()
+			drvs := g.instantiate(t)
+			ej, sj := g.jobs(t, drvs)
+			machines := []sched.Machine{localMachine(2),
+				{URI: "ssh-ng://root@host-0", Systems: []string{"x86_64-linux"}, MaxJobs: 8, SpeedFactor: 2, SupportedFeatures: []string{"big"}},
+				{URI: "ssh-ng://root@host-1", Systems: []string{"x86_64-linux"}, MaxJobs: 8, SpeedFactor: 1}}
+			plan, err := sched.NewPlan(sj, machines)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var count countingDial
+			size := executor.PoolSize(machines)
+			var builtOn [3]atomic.Int64
+			var killed sync.WaitGroup
+			var lost atomic.Int64
+			ev := executor.Events{
+				Built: func(job, machine int, res *store.BuildResult) {
+					if builtOn[machine].Add(1) == 3 && kill && machine == 2 {
+						killed.Add(1)
+						go func() {
+							defer killed.Done()
+							killSSHD(t, hosts[1])
+						}()
+					}
+				},
+				Lost: func(job, machine int, reason string) {
+					lost.Add(1)
+					t.Logf("lost: %s on machine %d: %s", g.names[job], machine, reason)
+				},
+				Unreachable: func(job, machine int, reason string) {
+					lost.Add(1)
+					t.Logf("unreachable: %s: %s", g.names[job], reason)
+				},
+			}
+			route, closeAll := wire(machines, ej, getenv, &executor.LocalPoolOptions{Size: size, Options: noSubstituters, DialContext: count.dial}, ev)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			s := sched.NewScheduler(plan, sched.Options{})
+			start := time.Now()
+			err = s.Run(ctx, route, sched.RunOptions{})
+			elapsed := time.Since(start)
+			killed.Wait()
+			closeAll()
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			root := ej[g.roots[0]].Outputs[0]
+			verifyLocal(t, root)
+			if b, err := os.ReadFile(root.String()); err != nil || !strings.HasSuffix(string(b), "mid7\nroot\n") || strings.Count(string(b), "leaf") != 32 {
+				t.Errorf("root output %q, %v", b, err)
+			}
+			if p := count.peak.Load(); p > int64(size) {
+				t.Errorf("%d connections to the local daemon at once, pool size %d", p, size)
+			}
+			if n := count.open.Load(); n != 0 {
+				t.Errorf("%d local connections open after the run", n)
+			}
+			for i, h := range hosts {
+				if kill && i == 1 {
+					continue
+				}
+				if n := logins(h); n != 1 {
+					t.Errorf("host-%d: %d logins, want 1", i, n)
+				}
+			}
+			if kill && builtOn[2].Load() < 3 {
+				t.Fatalf("host-1 built %d jobs; it was never killed, the test proves nothing", builtOn[2].Load())
+			}
+			t.Logf("%v: built local %d, host-0 %d, host-1 %d; lost %d; local connections %d dialled, at most %d open (pool %d)",
+				elapsed.Round(time.Millisecond), builtOn[0].Load(), builtOn[1].Load(), builtOn[2].Load(), lost.Load(),
+				count.total.Load(), count.peak.Load(), size)
+		})
+	}
+}
+
+// killSSHD kills a test host's sshd: the listener and the per-connection
+// sshd processes under it, as a crashed sshd would go, but not the
+// shells and commands they started (those end on their own when their
+// input closes). Killing a shell mid-start could leave a lock of root's
+// shell start-up files (shared with the machine) behind.
+func killSSHD(t *testing.T, h *testhost.Host) {
+	conf := filepath.Join(h.Dir, "ssh", "sshd_config")
+	parent := map[int]int{}
+	comm := map[int]string{}
+	listener := 0
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		i := strings.LastIndexByte(string(stat), ')')
+		var state string
+		var ppid int
+		fmt.Sscan(string(stat[i+1:]), &state, &ppid)
+		parent[pid] = ppid
+		comm[pid] = string(stat[strings.IndexByte(string(stat), '(')+1 : i])
+		if cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline"); comm[pid] == "sshd" && strings.Contains(string(cmd), conf) {
+			listener = pid
+		}
+	}
+	if listener == 0 {
+		t.Errorf("no sshd of %s found", conf)
+		return
+	}
+	under := func(pid int) bool {
+		for ; pid > 1; pid = parent[pid] {
+			if pid == listener {
+				return true
+			}
+		}
+		return false
+	}
+	for pid := range parent {
+		if comm[pid] == "sshd" && under(pid) && pid != listener {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	syscall.Kill(listener, syscall.SIGKILL)
+}
+
+func logins(h *testhost.Host) int {
+	return strings.Count(h.SSHLog(), "Accepted publickey")
 }
