@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"strings"
 	"time"
 )
@@ -59,10 +58,15 @@ const (
 	// does not trust it). It is out of the run; the job goes elsewhere,
 	// and jobs no other machine can build fail with the reason.
 	MachineRefused
+	// MachineUnreachable: the machine could not be reached after the
+	// executor's bounded attempts to log in. It is out of the run, like a
+	// refusing machine: the job goes elsewhere, and jobs no other machine
+	// can build fail at once, naming the machines and why.
+	MachineUnreachable
 )
 
 func (o Outcome) String() string {
-	return [...]string{"built", "failed", "machine-lost", "inputs-lost", "machine-refused"}[o]
+	return [...]string{"built", "failed", "machine-lost", "inputs-lost", "machine-refused", "machine-unreachable"}[o]
 }
 
 // JobState is where a job is in a run.
@@ -565,7 +569,7 @@ func (s *Scheduler) Done(a Assignment, o Outcome, reason string, now time.Time) 
 		}
 		s.state[id] = Waiting
 		s.requeue(id)
-	case MachineRefused:
+	case MachineRefused, MachineUnreachable:
 		ms := &s.machines[a.Machine]
 		ms.dead, ms.why = true, reason
 		s.state[id] = Ready
@@ -673,31 +677,34 @@ func (s *Scheduler) machineFailed(m int, now time.Time) {
 }
 
 // failOrphans fails the unfinished jobs every capable machine of which is
-// dead.
+// dead, naming each of those machines and why it is out.
 func (s *Scheduler) failOrphans() {
 	for id := range s.state {
 		if st := s.state[id]; st != Waiting && st != Ready {
 			continue
 		}
 		alive := false
-		var whys []string
 		for _, m := range s.plan.capable[id] {
-			ms := &s.machines[m]
-			alive = alive || !ms.dead
-			if ms.why != "" && !slices.Contains(whys, ms.why) {
-				whys = append(whys, ms.why)
-			}
+			alive = alive || !s.machines[m].dead
 		}
-		if !alive {
-			if s.state[id] == Ready {
-				s.ready.remove(int32(id))
-			}
-			reason := "every builder that can build it is down"
-			if len(whys) > 0 {
-				reason = "every builder that can build it is down or refuses: " + strings.Join(whys, "; ")
-			}
-			s.fail(id, reason)
+		if alive {
+			continue
 		}
+		var tried []string
+		for _, m := range s.plan.capable[id] {
+			why, name := s.machines[m].why, s.plan.Machines[m].Name()
+			if why == "" {
+				why = fmt.Sprintf("down after %d failures", s.machines[m].failures)
+			}
+			if !strings.Contains(why, name) {
+				why = name + ": " + why
+			}
+			tried = append(tried, why)
+		}
+		if s.state[id] == Ready {
+			s.ready.remove(int32(id))
+		}
+		s.fail(id, "every builder that can build it is down ("+strings.Join(tried, "; ")+")")
 	}
 }
 
@@ -784,11 +791,22 @@ func (s *Scheduler) Progress() (finished int, remaining time.Duration) {
 // wrapping ErrBuildFailed that names each failed job and its reason.
 func (s *Scheduler) Err() error {
 	var failed []string
+	byReason := map[string]int{} // reason -> index in failed
+	var names [][]string
 	var skipped, notRun int
 	for id, st := range s.state {
 		switch st {
 		case Failing:
-			failed = append(failed, fmt.Sprintf("%s (%s)", s.plan.Jobs[id].Name, s.reason[id]))
+			// Jobs that failed for one reason (every builder down) are
+			// listed together, so the reason is said once.
+			i, ok := byReason[s.reason[id]]
+			if !ok {
+				i = len(failed)
+				byReason[s.reason[id]] = i
+				failed = append(failed, s.reason[id])
+				names = append(names, nil)
+			}
+			names[i] = append(names[i], s.plan.Jobs[id].Name)
 		case Skipped:
 			skipped++
 		case Done:
@@ -798,6 +816,9 @@ func (s *Scheduler) Err() error {
 	}
 	if len(failed) == 0 && notRun == 0 {
 		return nil
+	}
+	for i, reason := range failed {
+		failed[i] = fmt.Sprintf("%s (%s)", strings.Join(names[i], ", "), reason)
 	}
 	return fmt.Errorf("%w: %s; %d dependent(s) skipped, %d not started", ErrBuildFailed, strings.Join(failed, ", "), skipped, notRun)
 }

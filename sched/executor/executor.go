@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 
@@ -29,6 +30,18 @@ func (r Router) Start(ctx context.Context, a sched.Assignment, results chan<- sc
 		return
 	}
 	r[a.Machine].Start(ctx, a, results)
+}
+
+// Close closes the executors that hold connections (a Remote's login
+// and sessions). Call it once the run is over.
+func (r Router) Close() error {
+	var errs []error
+	for _, e := range r {
+		if c, ok := e.(io.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Job tells an executor what a scheduler job is.
@@ -60,6 +73,10 @@ type Events struct {
 	// only its configuration can change (an untrusted user); the
 	// scheduler stops using the machine.
 	Refused func(job, machine int, reason string)
+	// Unreachable is called when job could not start on machine because
+	// logging in to it failed every attempt; the scheduler stops using
+	// the machine (and fails the jobs no other machine can build).
+	Unreachable func(job, machine int, reason string)
 }
 
 // report passes a lost machine's reason to Lost and returns res.
@@ -69,6 +86,9 @@ func (ev *Events) report(res sched.Result) sched.Result {
 	}
 	if res.Outcome == sched.MachineRefused && ev.Refused != nil {
 		ev.Refused(res.Job, res.Machine, res.Reason)
+	}
+	if res.Outcome == sched.MachineUnreachable && ev.Unreachable != nil {
+		ev.Unreachable(res.Job, res.Machine, res.Reason)
 	}
 	if res.Outcome == sched.Failed && res.Reason != "cancelled" && ev.Failed != nil {
 		ev.Failed(res.Job, res.Machine, res.Reason)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nbuild/nbuild/eval/drv"
 	"github.com/nbuild/nbuild/sched"
@@ -24,16 +25,35 @@ import (
 // whole input closure as input sources, copy the outputs back. The ssh
 // user must be trusted by the builder's daemon (e.g. root), since an
 // untrusted user may only build content-addressed derivations there.
+//
+// Connections: a Remote logs in once (an ssh.Master) and runs at most
+// Sessions `nix-daemon --stdio` sessions over that login, reused from
+// job to job. Its copies to and from the local store use Local, the pool
+// every executor shares. A session is taken before a local connection,
+// never the other way round, so the two bounds cannot deadlock.
+//
+// Faults: logging in is tried LoginAttempts times with a doubling
+// backoff; then the builder is unreachable for the run (its jobs report
+// sched.MachineUnreachable). A session lost after login (the builder or
+// the link died mid-build) reports sched.MachineLost, and the scheduler
+// tries the job elsewhere.
 type Remote struct {
 	Machine sched.Machine
 	Jobs    []Job
 	Events  Events
+	// Local is the pool of connections to the local daemon, shared with
+	// the other executors (see NewLocalPool); nil dials a connection per
+	// copy to LocalSocket.
+	Local *daemon.Pool
 	// LocalSocket is the socket of the daemon whose store holds the .drv
-	// files and inputs; "" means DefaultSocket.
+	// files and inputs, when Local is nil; "" means DefaultSocket.
 	LocalSocket string
 	// Getenv looks up NIX_SSHOPTS; nil means os.Getenv.
 	Getenv func(string) string
-	// SSH adds options to every ssh command (tests: port, identity).
+	// SSH adds options to every ssh command (tests: port, identity; a
+	// Prompt shared by all Remotes keeps their logins' prompts apart).
+	// The machine's SSHKey and PublicHostKey fill Identity and
+	// PublicHostKey when those are empty.
 	SSH ssh.Options
 	// Options are nix.conf settings sent to the daemon (nix --option).
 	Options map[string]string
@@ -42,15 +62,62 @@ type Remote struct {
 	// Held, when set, keeps outputs on the builder unless Job.Keep; nil
 	// copies every output back.
 	Held *Held
+	// Sessions bounds the daemon sessions open at once over the login;
+	// 0 means the machine's MaxJobs plus one (for fetches), at most 10
+	// (OpenSSH's default MaxSessions per connection).
+	Sessions int
+	// LoginAttempts is how often logging in is tried before the builder
+	// is unreachable for the run, waiting LoginBackoff, then twice that,
+	// and so on, between attempts. 0 means 3 attempts, 1 s.
+	LoginAttempts int
+	LoginBackoff  time.Duration
 
 	upload sync.Mutex // held while copying inputs to the builder
+
+	mu      sync.Mutex
+	master  *ssh.Master
+	pool    *daemon.Pool
+	streams map[*daemon.Conn]*ssh.Conn
+	closed  bool
+
+	loginMu sync.Mutex // serialises logins
+	down    error      // the login failed for good: *UnreachableError
 }
 
 var _ sched.Executor = (*Remote)(nil)
 
+// UnreachableError says a builder could not be logged in to; it is down
+// for the rest of the run.
+type UnreachableError struct {
+	Machine  string
+	Attempts int
+	Err      error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("builder %s is unreachable (%d login attempts): %v", e.Machine, e.Attempts, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
 // Start implements sched.Executor.
 func (r *Remote) Start(ctx context.Context, a sched.Assignment, results chan<- sched.Result) {
 	go func() { results <- r.Events.report(r.build(ctx, a)) }()
+}
+
+// Close ends the builder's sessions and its login. Call it after the run.
+func (r *Remote) Close() error {
+	r.mu.Lock()
+	pool, master := r.pool, r.master
+	r.closed = true
+	r.mu.Unlock()
+	if pool != nil {
+		pool.Close()
+	}
+	if master != nil {
+		return master.Close()
+	}
+	return nil
 }
 
 // host returns "[user@]host" of an ssh-ng:// or ssh:// machine URI.
@@ -65,18 +132,82 @@ func (r *Remote) host() (string, error) {
 	return "", fmt.Errorf("builder %s: only ssh-ng:// and ssh:// builders are supported", u)
 }
 
-// dial opens a daemon session on the builder; log receives its messages.
-func (r *Remote) dial(ctx context.Context, log daemon.Logger) (*daemon.Conn, *ssh.Conn, error) {
+// sessions returns the builder's session pool, made on first use.
+func (r *Remote) sessions() (*daemon.Pool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ssh.ErrClosed
+	}
+	if r.pool != nil {
+		return r.pool, nil
+	}
 	host, err := r.host()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	opts := r.SSH
 	if opts.Getenv == nil {
 		opts.Getenv = r.Getenv
 	}
-	if r.Machine.SSHKey != "" && opts.Identity == "" {
+	if opts.Identity == "" {
 		opts.Identity = r.Machine.SSHKey
+	}
+	if opts.PublicHostKey == "" {
+		opts.PublicHostKey = r.Machine.PublicHostKey
+	}
+	if r.master, err = ssh.NewMaster(host, opts); err != nil {
+		return nil, fmt.Errorf("builder %s: %w", r.Machine.URI, err)
+	}
+	n := r.Sessions
+	if n <= 0 {
+		n = min(int(r.Machine.MaxJobs)+1, 10)
+	}
+	r.streams = map[*daemon.Conn]*ssh.Conn{}
+	r.pool = daemon.NewPool(n, r.dialSession)
+	return r.pool, nil
+}
+
+// login starts the ssh master unless it runs, trying LoginAttempts times.
+func (r *Remote) login(ctx context.Context) error {
+	r.loginMu.Lock()
+	defer r.loginMu.Unlock()
+	if r.down != nil {
+		return r.down
+	}
+	if r.master.Running() {
+		return nil
+	}
+	attempts, backoff := r.LoginAttempts, r.LoginBackoff
+	if attempts <= 0 {
+		attempts = 3
+	}
+	if backoff <= 0 {
+		backoff = time.Second
+	}
+	var err error
+	for i := 0; i < attempts; i++ {
+		if i > 0 {
+			t := time.NewTimer(backoff << (i - 1))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
+		if err = r.master.Start(ctx); err == nil || ctx.Err() != nil {
+			return err
+		}
+	}
+	r.down = &UnreachableError{Machine: r.Machine.URI, Attempts: attempts, Err: err}
+	return r.down
+}
+
+// dialSession opens a daemon session over the login (the pool's dial).
+func (r *Remote) dialSession(ctx context.Context) (*daemon.Conn, error) {
+	if err := r.login(ctx); err != nil {
+		return nil, err
 	}
 	cmd := []string{"nix-daemon", "--stdio"}
 	if st := uriParam(r.Machine.URI, "remote-store"); st != "" {
@@ -84,17 +215,73 @@ func (r *Remote) dial(ctx context.Context, log daemon.Logger) (*daemon.Conn, *ss
 		// "daemon" to go through the builder's nix-daemon.
 		cmd = append(cmd, "--store", st)
 	}
-	sc, err := ssh.Dial(ctx, host, cmd, opts)
+	sc, err := r.master.Dial(ctx, cmd)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	rc, err := daemon.NewConn(ctx, sc, daemon.Options{Logger: log, Settings: buildSettings(r.Options)})
+	rc, err := daemon.NewConn(ctx, sc, daemon.Options{Settings: buildSettings(r.Options)})
 	if err != nil {
 		err = withStderr(err, sc)
 		sc.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	return rc, sc, nil
+	r.mu.Lock()
+	r.streams[rc] = sc
+	r.mu.Unlock()
+	return rc, nil
+}
+
+// session takes a daemon session on the builder; log receives its
+// messages until release.
+func (r *Remote) session(ctx context.Context, log daemon.Logger) (*daemon.Conn, error) {
+	p, err := r.sessions()
+	if err != nil {
+		return nil, err
+	}
+	c, err := p.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.SetLogger(log)
+	return c, nil
+}
+
+func (r *Remote) release(c *daemon.Conn) {
+	if c.Err() != nil {
+		r.mu.Lock()
+		delete(r.streams, c)
+		r.mu.Unlock()
+	}
+	r.pool.Release(c)
+}
+
+// stderr adds what the session's remote side printed to err.
+func (r *Remote) stderr(err error, c *daemon.Conn) error {
+	r.mu.Lock()
+	sc := r.streams[c]
+	r.mu.Unlock()
+	if sc == nil {
+		return err
+	}
+	return withStderr(err, sc)
+}
+
+// local takes a connection to the local daemon; done gives it back.
+func (r *Remote) local(ctx context.Context) (c *daemon.Conn, done func(), err error) {
+	if r.Local != nil {
+		if c, err = r.Local.Acquire(ctx); err != nil {
+			return nil, nil, fmt.Errorf("connecting to the local nix-daemon: %w", err)
+		}
+		return c, func() { r.Local.Release(c) }, nil
+	}
+	socket := r.LocalSocket
+	if socket == "" {
+		socket = DefaultSocket
+	}
+	if c, err = daemon.Dial(ctx, socket, daemon.Options{}); err != nil {
+		return nil, nil, fmt.Errorf("connecting to the local nix-daemon: %w", err)
+	}
+	return c, func() { c.Close() }, nil
 }
 
 // uriParam returns the value of a query parameter of a machine URI.
@@ -110,33 +297,25 @@ func uriParam(uri, key string) string {
 	return v.Get(key)
 }
 
-func (r *Remote) localSocket() string {
-	if r.LocalSocket == "" {
-		return DefaultSocket
-	}
-	return r.LocalSocket
-}
-
 // fetch copies the closure of paths, valid on the builder, into the
 // local store.
 func (r *Remote) fetch(ctx context.Context, paths []store.Path) error {
-	local, err := daemon.Dial(ctx, r.localSocket(), daemon.Options{})
-	if err != nil {
-		return fmt.Errorf("connecting to the local nix-daemon: %w", err)
-	}
-	defer local.Close()
-	rc, sc, err := r.dial(ctx, nil)
+	rc, err := r.session(ctx, nil)
 	if err != nil {
 		return err
 	}
-	defer sc.Close()
-	defer rc.Close()
+	defer r.release(rc)
+	local, done, err := r.local(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	all, err := copy.Closure(ctx, rc, paths)
 	if err == nil {
 		err = copyPaths(ctx, rc, local, all, false)
 	}
 	if err != nil {
-		return withStderr(err, sc)
+		return r.stderr(err, rc)
 	}
 	return nil
 }
@@ -148,15 +327,13 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 	failed := func(format string, args ...any) sched.Result {
 		return sched.Result{Assignment: a, Outcome: sched.Failed, Reason: fmt.Sprintf(format, args...)}
 	}
+	refused := func(err error) sched.Result {
+		return sched.Result{Assignment: a, Outcome: sched.MachineRefused, Reason: err.Error()}
+	}
 	job := r.Jobs[a.Job]
 	if _, err := r.host(); err != nil {
 		return lost("%v", err)
 	}
-	local, err := daemon.Dial(ctx, r.localSocket(), daemon.Options{})
-	if err != nil {
-		return failed("connecting to the local nix-daemon: %v", err)
-	}
-	defer local.Close()
 	d, err := readDerivation(job.Drv)
 	if err != nil {
 		return failed("%v", err)
@@ -178,35 +355,42 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 	if err := r.Held.Fetch(ctx, a.Machine, fromLocal); err != nil {
 		return inputsResult(a, job.Drv, err)
 	}
-	inputs, err := copy.Closure(ctx, local, fromLocal)
-	if err != nil {
-		return failed("input closure of %s: %v", job.Drv, err)
-	}
-	inputPaths := pathsOf(inputs)
 
 	tail := &logTail{max: max(r.TailLines, 20)}
-	rc, sc, err := r.dial(ctx, buildLogger(a.Job, &r.Events, tail))
+	rc, err := r.session(ctx, buildLogger(a.Job, &r.Events, tail))
 	if err != nil {
+		var ue *UnreachableError
+		switch {
+		case ctx.Err() != nil:
+			return failed("cancelled")
+		case errors.As(err, &ue):
+			return sched.Result{Assignment: a, Outcome: sched.MachineUnreachable, Reason: err.Error()}
+		}
 		return lost("%v", err)
 	}
-	defer sc.Close()
-	defer rc.Close()
+	defer r.release(rc)
 	if err := r.checkTrust(rc); err != nil {
-		return sched.Result{Assignment: a, Outcome: sched.MachineRefused, Reason: err.Error()}
+		return refused(err)
 	}
-	r.upload.Lock() // one input upload per builder at a time, as Nix's hook
-	err = copyPaths(ctx, local, rc, inputs, true)
+	// One input upload per builder at a time, as Nix's hook; the local
+	// connection is taken inside the lock so waiting uploads hold none.
+	r.upload.Lock()
+	inputs, stage, err := r.upload1(ctx, rc, fromLocal)
 	r.upload.Unlock()
 	if err != nil {
 		if e := r.untrusted(err); e != nil {
-			return sched.Result{Assignment: a, Outcome: sched.MachineRefused, Reason: e.Error()}
+			return refused(e)
 		}
-		return lost("copying inputs: %v", withStderr(err, sc))
+		if stage != "copying inputs" {
+			return failed("%s of %s: %v", stage, job.Drv, err)
+		}
+		return lost("copying inputs: %v", r.stderr(err, rc))
 	}
+	inputPaths := pathsOf(inputs)
 	if len(here) > 0 {
 		more, err := copy.Closure(ctx, rc, here)
 		if err != nil {
-			return lost("input closure of %s: %v", job.Drv, withStderr(err, sc))
+			return lost("input closure of %s: %v", job.Drv, r.stderr(err, rc))
 		}
 		inputPaths = mergePaths(inputPaths, pathsOf(more))
 	}
@@ -222,22 +406,18 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 	}
 	if err != nil {
 		if e := r.untrusted(err); e != nil {
-			return sched.Result{Assignment: a, Outcome: sched.MachineRefused, Reason: e.Error()}
+			return refused(e)
 		}
 		if !isBuildError(err) {
-			return lost("%v", withStderr(err, sc))
+			return lost("%v", r.stderr(err, rc))
 		}
 		o, why := outcome(ctx, err, tail)
 		return sched.Result{Assignment: a, Outcome: o, Reason: fmt.Sprintf("build of %s on %s failed: %s", job.Drv, r.Machine.URI, why)}
 	}
 	if job.Keep || r.Held == nil {
 		// The user asked for these outputs: their closure comes back.
-		all, err := copy.Closure(ctx, rc, job.Outputs)
-		if err == nil {
-			err = copyPaths(ctx, rc, local, all, false)
-		}
-		if err != nil {
-			return lost("copying outputs back: %v", withStderr(err, sc))
+		if err := r.copyBack(ctx, rc, job.Outputs); err != nil {
+			return lost("copying outputs back: %v", r.stderr(err, rc))
 		}
 	} else {
 		r.Held.record(a.Machine, r, a.Job, job.Outputs)
@@ -246,6 +426,38 @@ func (r *Remote) build(ctx context.Context, a sched.Assignment) sched.Result {
 		r.Events.Built(a.Job, a.Machine, res)
 	}
 	return sched.Result{Assignment: a, Outcome: sched.Built}
+}
+
+// upload1 copies the closure of paths from the local store to the
+// builder. stage names the step that failed.
+func (r *Remote) upload1(ctx context.Context, rc *daemon.Conn, paths []store.Path) (inputs []*store.PathInfo, stage string, err error) {
+	local, done, err := r.local(ctx)
+	if err != nil {
+		return nil, "inputs", err
+	}
+	defer done()
+	if inputs, err = copy.Closure(ctx, local, paths); err != nil {
+		return nil, "input closure", err
+	}
+	if err = copyPaths(ctx, local, rc, inputs, true); err != nil {
+		return nil, "copying inputs", err
+	}
+	return inputs, "", nil
+}
+
+// copyBack copies the closure of outputs from the builder to the local
+// store.
+func (r *Remote) copyBack(ctx context.Context, rc *daemon.Conn, outputs []store.Path) error {
+	all, err := copy.Closure(ctx, rc, outputs)
+	if err != nil {
+		return err
+	}
+	local, done, err := r.local(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return copyPaths(ctx, rc, local, all, false)
 }
 
 // mergePaths appends those of b not in a.

@@ -23,8 +23,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/nbuild/nbuild/nar/wire"
 )
@@ -98,6 +101,7 @@ type Conn struct {
 	buf []byte // request scratch
 
 	logger  Logger
+	base    Logger // Options.Logger, which SetLogger(nil) restores
 	version uint64 // negotiated
 	daemon  uint64 // the daemon's own version
 	nixVer  string
@@ -109,18 +113,83 @@ type Conn struct {
 }
 
 // Dial connects to the daemon listening on the unix socket at socketPath
-// and performs the handshake.
+// and performs the handshake. It retries a full listen backlog as a
+// Dialer with default limits does.
 func Dial(ctx context.Context, socketPath string, opts Options) (*Conn, error) {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "unix", socketPath)
+	d := Dialer{Socket: socketPath, Options: opts}
+	return d.Dial(ctx)
+}
+
+// Dialer connects to a daemon's unix socket. A connect that fails with
+// EAGAIN (the listen backlog is full: Nix 2.8.0's daemon listens with a
+// backlog of 5 and accepts one connection at a time, NIX-PROTOCOLS.md
+// §15.4) or ECONNREFUSED (the daemon is restarting) is tried again after
+// a capped exponential backoff, within MaxWait and ctx. Its Dial method
+// fits NewPool.
+type Dialer struct {
+	// Socket is the socket's path.
+	Socket string
+	// Options configure each connection.
+	Options Options
+	// MaxWait bounds the time spent waiting between retries; 0 means
+	// 10 s, negative means no retry.
+	MaxWait time.Duration
+	// DialContext, when set, makes the stream instead of a net.Dialer
+	// (network "unix"); a wrapper may count or trace connections.
+	DialContext func(ctx context.Context, network, address string) (net.Conn, error)
+	// Retried, when set, is called with each retried connect error
+	// before the wait.
+	Retried func(err error)
+}
+
+// Retry backoff of Dialer: the first wait, and the largest one.
+const (
+	dialBackoff    = 2 * time.Millisecond
+	dialMaxBackoff = 250 * time.Millisecond
+)
+
+// Dial connects and performs the handshake.
+func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
+	nc, err := d.connect(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	c, err := NewConn(ctx, nc, opts)
-	if err != nil {
-		return nil, err
+	return NewConn(ctx, nc, d.Options)
+}
+
+func (d *Dialer) connect(ctx context.Context) (net.Conn, error) {
+	dial := d.DialContext
+	if dial == nil {
+		var nd net.Dialer
+		dial = nd.DialContext
 	}
-	return c, nil
+	maxWait := d.MaxWait
+	if maxWait == 0 {
+		maxWait = 10 * time.Second
+	}
+	var waited time.Duration
+	backoff := dialBackoff
+	for {
+		nc, err := dial(ctx, "unix", d.Socket)
+		if err == nil || ctx.Err() != nil || waited >= maxWait ||
+			!errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.ECONNREFUSED) {
+			return nc, err
+		}
+		if d.Retried != nil {
+			d.Retried(err)
+		}
+		// Jitter spreads the retries of many dials that failed together.
+		wait := min(backoff/2+rand.N(backoff/2+1), maxWait-waited)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		}
+		waited += wait
+		backoff = min(2*backoff, dialMaxBackoff)
+	}
 }
 
 // NewConn performs the handshake over rw, which the Conn then owns: Close
@@ -153,6 +222,7 @@ func NewConn(ctx context.Context, rw io.ReadWriteCloser, opts Options) (*Conn, e
 	if c.logger == nil {
 		c.logger = discard{}
 	}
+	c.base = c.logger
 	stop := c.watch(ctx)
 	err := c.handshake(ver)
 	if !stop() && err == nil {
@@ -270,6 +340,18 @@ func appendGreeting(b []byte, ver uint64) []byte {
 		b = appendObsolete(b)
 	}
 	return b
+}
+
+// SetLogger makes l receive the log messages of the ops that follow, for
+// a pooled connection whose ops belong to different builds; nil restores
+// Options.Logger. It waits for a running op to end.
+func (c *Conn) SetLogger(l Logger) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l == nil {
+		l = c.base
+	}
+	c.logger = l
 }
 
 // Version returns the negotiated protocol version.

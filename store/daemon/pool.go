@@ -16,9 +16,11 @@ var (
 	_ store.NarAdder         = (*Pool)(nil)
 )
 
-// Pool holds up to Size connections to one daemon and runs each op on an
+// Pool holds up to size connections to one daemon and runs each op on an
 // idle one, dialling lazily; broken connections are dropped. Acquire waits
-// for a free slot or for ctx.
+// for a free slot or for ctx. One Pool per daemon, shared by everything
+// that talks to it, bounds the connections the daemon sees (each costs it
+// a process).
 type Pool struct {
 	dial func(ctx context.Context) (*Conn, error)
 	sem  chan struct{}
@@ -70,8 +72,11 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 }
 
 // Release returns c to the pool, or closes it when it is broken or the
-// pool is closed.
+// pool is closed. A logger set with SetLogger is reset.
 func (p *Pool) Release(c *Conn) {
+	if c.Err() == nil {
+		c.SetLogger(nil)
+	}
 	p.mu.Lock()
 	if p.closed || c.Err() != nil {
 		p.mu.Unlock()

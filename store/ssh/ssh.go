@@ -50,6 +50,14 @@ type Options struct {
 	Identity string
 	// KnownHostsFile is passed as -oUserKnownHostsFile=FILE.
 	KnownHostsFile string
+	// PublicHostKey is the base64 of the host's public key line (the 8th
+	// field of a builders line). A Master writes it to a known-hosts file
+	// of its own and uses that as KnownHostsFile; Dial ignores it.
+	PublicHostKey string
+	// Prompt, when set, is held while a Master logs in, so that the
+	// password or host-key prompts of several hosts do not overlap on
+	// the terminal.
+	Prompt sync.Locker
 	// Compress adds -C (nix-copy-closure --gzip).
 	Compress bool
 	// Verbose adds -v (Nix does so at verbosity "chatty" and above).
@@ -82,11 +90,22 @@ func (o *Options) getenv(k string) string {
 // Args returns ssh's argument vector (without the program name) for
 // running remoteCmd on host, as Dial would run it.
 func Args(host string, remoteCmd []string, opts Options) ([]string, error) {
-	if host == "" || strings.HasPrefix(host, "-") {
-		return nil, fmt.Errorf("%w '%s'", ErrInvalidHost, host)
-	}
 	if len(remoteCmd) == 0 {
 		return nil, errors.New("ssh: no remote command")
+	}
+	args, err := commonArgs(host, opts)
+	if err != nil {
+		return nil, err
+	}
+	// ssh joins the words after the host into one string that the
+	// remote login shell parses, so each word is quoted for sh.
+	return append(args, "--", ShellJoin(remoteCmd)), nil
+}
+
+// commonArgs are the arguments up to the remote command.
+func commonArgs(host string, opts Options) ([]string, error) {
+	if host == "" || strings.HasPrefix(host, "-") {
+		return nil, fmt.Errorf("%w '%s'", ErrInvalidHost, host)
 	}
 	args := []string{host, "-x", "-a"}
 	args = append(args, strings.Fields(opts.getenv("NIX_SSHOPTS"))...)
@@ -106,9 +125,6 @@ func Args(host string, remoteCmd []string, opts Options) ([]string, error) {
 	if opts.Verbose {
 		args = append(args, "-v")
 	}
-	// ssh joins the words after the host into one string that the
-	// remote login shell parses, so each word is quoted for sh.
-	args = append(args, "--", ShellJoin(remoteCmd))
 	return args, nil
 }
 
