@@ -17,7 +17,6 @@ import (
 	"github.com/nbuild/nbuild/sched/executor"
 	"github.com/nbuild/nbuild/sched/plan"
 	"github.com/nbuild/nbuild/store"
-	"github.com/nbuild/nbuild/store/daemon"
 	"github.com/nbuild/nbuild/store/location"
 	"github.com/nbuild/nbuild/store/metacache"
 )
@@ -29,8 +28,17 @@ FLAKEREF#ATTR) by scheduling every derivation that must be built onto the
 local nix-daemon and the remote builders (--builders, or nix.conf's
 builders), longest critical path first, each on the builder expected to
 finish it first. nbuild builds nothing itself: every build is delegated to
-a nix-daemon. Nothing starts when some derivation has no capable builder.
-Prints the output paths of the roots, as nix-build does.`
+a nix-daemon. Prints the output paths of the roots, as nix-build does.
+
+Builders: each remote builder is reached with one ssh login that its
+sessions share, its builders line's host key (8th field) trusted as Nix
+does; the local daemon through a bounded pool of connections. A builder
+that cannot be reached is tried 3 times, 1 s then 2 s apart, and then
+left out for the run: derivations only it can build fail at once (exit
+1). A builder lost mid-build has its jobs moved elsewhere. When some
+derivation has no capable builder nothing starts (exit 1); with
+--keep-going what does not depend on it is built, and the exit status is
+still 1.`
 
 const buildExample = `  nbuild build -A hello default.nix
   nbuild build --builders 'ssh-ng://arm64-box aarch64-linux - 8 2' --timeline run.svg ./system.drv
@@ -147,13 +155,8 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 		fmt.Fprintln(env.stderr, "nothing was built (--keep-going builds what does not depend on them)")
 		return &exitError{code: 1}
 	}
-	if err := substitute(ctx, loc, p, options); err != nil {
+	if err := runSchedule(ctx, env, o, p, cache, loc, options); err != nil {
 		return err
-	}
-	if p.Sched != nil {
-		if err := runSchedule(ctx, env, o, p, cache, loc, options); err != nil {
-			return err
-		}
 	}
 	if unbuildable {
 		fmt.Fprintln(env.stderr, "error: built what does not depend on the derivations no builder can build")
@@ -169,112 +172,62 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 	return nil
 }
 
-// substitute makes the local daemon fetch the outputs the plan takes from
-// substituters, before anything that needs them is built.
-func substitute(ctx context.Context, loc location.Location, p *plan.Plan, options map[string]string) error {
-	var want []store.DerivedPath
-	for id := range p.Graph.Len() {
-		if p.State(graph.NodeID(id)) != plan.Substitutable {
-			continue
-		}
-		for _, o := range p.Graph.Node(graph.NodeID(id)).Outputs {
-			want = append(want, store.OpaquePath(o.Path))
-		}
-	}
-	if len(want) == 0 {
-		return nil
-	}
-	c, err := loc.Dial(ctx, daemon.Options{Settings: daemon.Settings{Overrides: options}})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.BuildPaths(ctx, want, store.BuildNormal); err != nil {
-		return fmt.Errorf("substituting %d paths: %w", len(want), err)
-	}
-	return nil
-}
-
-// runSchedule builds the plan's jobs with the scheduler and executors.
+// runSchedule builds the plan with executor.Run, drawing progress and
+// recording build times.
 func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *plan.Plan, cache *metacache.Cache, loc location.Location, options map[string]string) error {
-	jobs := make([]executor.Job, len(p.JobNodes))
-	isRoot := map[graph.NodeID]bool{}
-	for _, r := range p.Roots {
-		isRoot[r] = true
-	}
-	for i, id := range p.JobNodes {
-		node := p.Graph.Node(id)
-		jobs[i].Keep = isRoot[id]
-		jobs[i].Drv = node.Path
-		for _, out := range node.Outputs {
-			if !out.Path.IsZero() {
-				jobs[i].Outputs = append(jobs[i].Outputs, out.Path)
-			}
-		}
-	}
 	prog := newBuildProgress(env.stderr, o.quiet, p)
 	var started sync.Map // job -> time.Time the build was handed out
+	name := func(job int) string { return p.Sched.Jobs[job].Name }
 	events := executor.Events{
 		Log: prog.log,
 		Built: func(job, machine int, res *store.BuildResult) {
-			if cache == nil {
-				return
-			}
 			d := time.Duration(res.StopTime-res.StartTime) * time.Second
 			if t, ok := started.Load(job); ok && (res.StartTime == 0 || d <= 0) {
 				d = time.Since(t.(time.Time))
 			}
 			// A failure to record a duration only costs a later estimate.
-			_ = cache.RecordBuild(sched.PackageName(p.Sched.Jobs[job].Name), d)
+			_ = cache.RecordBuild(sched.PackageName(name(job)), d)
+		},
+		Lost: func(job, machine int, reason string) {
+			prog.warn("warning: %s: %s; trying elsewhere", name(job), reason)
+		},
+		Refused: func(job, machine int, reason string) {
+			prog.warn("warning: %s; not using this builder for the rest of the run", reason)
+		},
+		Unreachable: func(job, machine int, reason string) {
+			prog.warn("warning: %s: %s; not using this builder for the rest of the run", machineName(p.Machines[machine]), reason)
+		},
+		Failed: func(job, machine int, reason string) {
+			// On a terminal a failure shows when it happens, with its
+			// log's last lines; the final error repeats it (as in a pipe).
+			if prog.tty && !prog.quiet {
+				prog.warn("error: %s failed on %s: %s", name(job), machineName(p.Machines[machine]), reason)
+			}
 		},
 	}
-	events.Lost = func(job, machine int, reason string) {
-		prog.warn("warning: %s: %s; trying elsewhere", p.Sched.Jobs[job].Name, reason)
-	}
-	events.Refused = func(job, machine int, reason string) {
-		prog.warn("warning: %s; not using this builder for the rest of the run", reason)
-	}
-	events.Failed = func(job, machine int, reason string) {
-		// On a terminal a failure shows when it happens, with its log's
-		// last lines; the final error repeats it (as in a pipe).
-		if prog.tty && !prog.quiet {
-			prog.warn("error: %s failed on %s: %s", p.Sched.Jobs[job].Name, machineName(p.Machines[machine]), reason)
-		}
-	}
-	held := executor.NewHeld()
-	route := make(executor.Router, len(p.Machines))
-	for m := range p.Machines {
-		if p.Machines[m].Local {
-			route[m] = &executor.Local{Socket: loc.Socket, Jobs: jobs, Events: events, Options: options, Held: held}
-			continue
-		}
-		route[m] = &executor.Remote{Machine: p.Machines[m], LocalSocket: loc.Socket, Jobs: jobs, Events: events, Getenv: env.getenv, Options: options, Held: held}
-	}
-	s := sched.NewScheduler(p.Sched, sched.Options{KeepGoing: o.keepGoing})
 	var tl *sched.Timeline
-	if o.timeline != "" {
+	if o.timeline != "" && p.Sched != nil {
 		tl = sched.NewTimeline(p.Sched)
 	}
-	startHook := executorFunc(func(ctx context.Context, a sched.Assignment, results chan<- sched.Result) {
-		started.Store(a.Job, time.Now())
-		prog.started(a.Job, a.Machine)
-		route.Start(ctx, a, results)
+	err := executor.Run(ctx, p, executor.RunOptions{
+		Socket: loc.Socket, Options: options, KeepGoing: o.keepGoing, Events: events, Getenv: env.getenv,
+		Timeline: tl, Progress: prog.update,
+		Started: func(job, machine int) {
+			started.Store(job, time.Now())
+			prog.started(job, machine)
+		},
 	})
-	err := s.Run(ctx, startHook, sched.RunOptions{Timeline: tl, Progress: prog.update})
 	prog.done()
 	if tl != nil {
 		if werr := writeTimeline(o.timeline, tl); werr != nil && err == nil {
 			err = werr
 		}
 	}
-	if err != nil {
-		if errors.Is(err, sched.ErrBuildFailed) {
-			fmt.Fprintf(env.stderr, "error: %v\n", err)
-			return &exitError{code: 1}
-		}
-		return err
+	if errors.Is(err, sched.ErrBuildFailed) {
+		fmt.Fprintf(env.stderr, "error: %v\n", err)
+		return &exitError{code: 1}
 	}
-	return nil
+	return err
 }
 
 func writeTimeline(file string, tl *sched.Timeline) error {
@@ -429,11 +382,4 @@ func (b *buildProgress) done() {
 	if b.shown {
 		fmt.Fprint(b.w, "\r\033[K")
 	}
-}
-
-// executorFunc adapts a function to sched.Executor.
-type executorFunc func(ctx context.Context, a sched.Assignment, results chan<- sched.Result)
-
-func (f executorFunc) Start(ctx context.Context, a sched.Assignment, results chan<- sched.Result) {
-	f(ctx, a, results)
 }

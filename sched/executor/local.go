@@ -98,7 +98,7 @@ func (l *Local) build(ctx context.Context, a sched.Assignment) sched.Result {
 }
 
 // DefaultSocket is where the machine's nix-daemon listens.
-const DefaultSocket = "/nix/var/nix/daemon-socket/socket"
+const DefaultSocket = store.DaemonSocket
 
 // LocalPoolOptions configure NewLocalPool. The zero value dials
 // DefaultSocket and holds at most 2 connections.
