@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
-	"time"
 
 	"github.com/nbuild/nbuild/store/testhost"
 )
@@ -130,22 +132,40 @@ in { top = mk "top" [ a b ]; }`
 	}
 	top := instantiateLocal(t, f, "top")[0]
 	builders := "ssh-ng://root@host-0 x86_64-linux - 1 1 -;ssh-ng://root@host-1 x86_64-linux - 1 1 -"
-	killed := make(chan struct{})
+	// host-0's marker is a FIFO: opening it for reading returns when a
+	// build on host-0 opens it to write "started", so host-0 is killed
+	// the moment it builds, with no polling.
+	fifo := marker + "0"
+	if err := syscall.Mkfifo(fifo, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(fifo, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	var runDone atomic.Bool
+	killed := make(chan bool, 1)
 	go func() {
-		defer close(killed)
-		deadline := time.Now().Add(2 * time.Minute)
-		for time.Now().Before(deadline) {
-			if _, err := os.Stat(marker + "0"); err == nil {
-				hosts[0].Kill()
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
+		f, err := os.Open(fifo)
+		if err != nil {
+			killed <- false
+			return
 		}
+		io.Copy(io.Discard, f)
+		f.Close()
+		if runDone.Load() { // released by the test below: host-0 never built
+			killed <- false
+			return
+		}
+		hosts[0].Kill()
+		killed <- true
 	}()
 	// -j 0: nothing builds locally, so the jobs must use the builders.
 	_, errOut, code := runWithEnv(t, getenv, buildArgs(t, "-j", "0", "--builders", builders, top)...)
-	<-killed
-	if _, err := os.Stat(marker + "0"); err != nil {
+	runDone.Store(true)
+	if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+		w.Close() // a reader was still waiting: let it go
+	}
+	if !<-killed {
 		t.Fatalf("no build ever started on host-0; the test proves nothing (exit %d)\n%s", code, errOut)
 	}
 	if code != 0 {
