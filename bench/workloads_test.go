@@ -1,9 +1,12 @@
 package bench
 
 import (
+	"errors"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io/fs"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -133,5 +136,25 @@ func TestEnvTestdataRequired(t *testing.T) {
 	w, _ := FindWorkload("DrvWrite")
 	if _, err := w.Cases(t.Context(), Env{}); err == nil || !strings.Contains(err.Error(), "Testdata") {
 		t.Fatalf("want an error naming Env.Testdata, got %v", err)
+	}
+}
+
+// Constructors report a missing tool or daemon as an error callers can
+// test, rather than stopping the program.
+func TestMissingTools(t *testing.T) {
+	if _, err := DaemonConn(t.Context(), filepath.Join(t.TempDir(), "socket")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("DaemonConn without a socket: want fs.ErrNotExist, got %v", err)
+	}
+	t.Setenv("PATH", t.TempDir())
+	if _, err := GraphCorpus(t.Context(), t.TempDir(), 100); !errors.Is(err, exec.ErrNotFound) {
+		t.Errorf("GraphCorpus without Nix: want exec.ErrNotFound, got %v", err)
+	}
+	if _, err := Goroot(); !errors.Is(err, exec.ErrNotFound) {
+		t.Errorf("Goroot without go: want exec.ErrNotFound, got %v", err)
+	}
+	// The drv workloads run without Nix, on the fixtures and scripts.
+	cases, err := eachDrvCorpus(drvWriteCases)(t.Context(), Env{Testdata: testEnv(t).Testdata, CacheDir: t.TempDir()})
+	if err != nil || len(cases) != 2 {
+		t.Errorf("DrvWrite without Nix: %d cases, %v; want fixtures and scripts", len(cases), err)
 	}
 }
