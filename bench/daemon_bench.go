@@ -15,28 +15,28 @@ import (
 
 	"github.com/nbuild/nbuild/store"
 	"github.com/nbuild/nbuild/store/daemon"
-	"github.com/nbuild/nbuild/store/storetest"
 )
 
-// DaemonConn dials the local nix-daemon, or skips (fails in CI) without one.
-func DaemonConn(tb testing.TB) *daemon.Conn {
-	tb.Helper()
-	storetest.RequireDaemon(tb)
-	c, err := daemon.Dial(context.Background(), storetest.DaemonSocket, daemon.Options{})
-	if err != nil {
-		tb.Fatal(err)
+// DaemonConn dials the nix-daemon listening at socket (store.DaemonSocket
+// for the machine's own). Without a socket there the error wraps
+// fs.ErrNotExist and says so. The caller closes the connection.
+func DaemonConn(ctx context.Context, socket string) (*daemon.Conn, error) {
+	if fi, err := os.Stat(socket); err != nil {
+		return nil, fmt.Errorf("bench: no nix-daemon socket: %w", err)
+	} else if fi.Mode()&os.ModeSocket == 0 {
+		return nil, fmt.Errorf("bench: %s is not a socket (is nix-daemon running?)", socket)
 	}
-	tb.Cleanup(func() { c.Close() })
-	return c
+	return daemon.Dial(ctx, socket, daemon.Options{})
 }
 
-// DaemonPaths returns up to n valid paths of the local store, sorted, and
-// their path infos.
-func DaemonPaths(tb testing.TB, c *daemon.Conn, n int) ([]store.Path, []*store.PathInfo) {
-	tb.Helper()
-	ents, err := os.ReadDir(store.StoreDir)
+// DaemonPaths returns up to n valid paths of c's store, sorted, and their
+// path infos. storeDir is where that store's paths can be listed
+// (store.StoreDir for the machine's own daemon): the worker protocol has
+// no "list every path" request.
+func DaemonPaths(ctx context.Context, c *daemon.Conn, storeDir string, n int) ([]store.Path, []*store.PathInfo, error) {
+	ents, err := os.ReadDir(storeDir)
 	if err != nil {
-		tb.Fatal(err)
+		return nil, nil, fmt.Errorf("bench: daemon paths: %w", err)
 	}
 	var ps []store.Path
 	for _, e := range ents {
@@ -44,17 +44,17 @@ func DaemonPaths(tb testing.TB, c *daemon.Conn, n int) ([]store.Path, []*store.P
 			ps = append(ps, p)
 		}
 	}
-	valid, err := c.QueryValidPaths(context.Background(), ps, false)
+	valid, err := c.QueryValidPaths(ctx, ps, false)
 	if err != nil {
-		tb.Fatal(err)
+		return nil, nil, fmt.Errorf("bench: daemon paths: %w", err)
 	}
 	store.SortPaths(valid)
 	valid = valid[:min(n, len(valid))]
-	infos, err := c.QueryPathInfos(context.Background(), valid)
+	infos, err := c.QueryPathInfos(ctx, valid)
 	if err != nil {
-		tb.Fatal(err)
+		return nil, nil, fmt.Errorf("bench: daemon paths: %w", err)
 	}
-	return valid, infos
+	return valid, infos, nil
 }
 
 // LargestPaths returns the paths of infos whose NARs are largest, up to
@@ -84,12 +84,23 @@ func LargestPaths(infos []*store.PathInfo, limit uint64) ([]store.Path, uint64) 
 
 // DaemonBigPath adds (once; the contents are deterministic) a tree of
 // files totalling about size bytes of incompressible data to the local
-// store with `nix-store --add` and returns its path and NAR size.
-func DaemonBigPath(tb testing.TB, c *daemon.Conn, size int) (store.Path, uint64) {
-	tb.Helper()
-	dir := filepath.Join(tb.TempDir(), fmt.Sprintf("nbuild-bench-nar-%d", size))
+// store with `nix-store --add` and returns its path and NAR size. The
+// tree is written under scratch (a directory the caller owns) and removed
+// after. Without nix-store on PATH the error wraps exec.ErrNotFound.
+func DaemonBigPath(ctx context.Context, c *daemon.Conn, scratch string, size int) (store.Path, uint64, error) {
+	nixStore, err := exec.LookPath("nix-store")
+	if err != nil {
+		return store.Path{}, 0, fmt.Errorf("bench: big path needs Nix: %w", err)
+	}
+	tmp, err := os.MkdirTemp(scratch, "bench")
+	if err != nil {
+		return store.Path{}, 0, err
+	}
+	defer os.RemoveAll(tmp)
+	// The name is part of the store path, so it must not vary with tmp.
+	dir := filepath.Join(tmp, fmt.Sprintf("nbuild-bench-nar-%d", size))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		tb.Fatal(err)
+		return store.Path{}, 0, err
 	}
 	rng := rand.New(rand.NewPCG(1, uint64(size)))
 	const fileSize = 4 << 20
@@ -99,22 +110,22 @@ func DaemonBigPath(tb testing.TB, c *daemon.Conn, size int) (store.Path, uint64)
 			binary.LittleEndian.PutUint64(buf[j:], rng.Uint64())
 		}
 		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%03d", i)), buf, 0o644); err != nil {
-			tb.Fatal(err)
+			return store.Path{}, 0, err
 		}
 	}
-	out, err := exec.Command("nix-store", "--add", dir).Output()
+	out, err := exec.CommandContext(ctx, nixStore, "--add", dir).Output()
 	if err != nil {
-		tb.Fatalf("nix-store --add: %v", err)
+		return store.Path{}, 0, fmt.Errorf("bench: nix-store --add: %w", err)
 	}
 	p, err := store.ParsePath(strings.TrimSpace(string(out)))
 	if err != nil {
-		tb.Fatal(err)
+		return store.Path{}, 0, fmt.Errorf("bench: nix-store --add: %w", err)
 	}
-	info, err := c.QueryPathInfo(context.Background(), p)
+	info, err := c.QueryPathInfo(ctx, p)
 	if err != nil {
-		tb.Fatal(err)
+		return store.Path{}, 0, fmt.Errorf("bench: big path: %w", err)
 	}
-	return p, info.NarSize
+	return p, info.NarSize, nil
 }
 
 // DaemonQueryValidPaths asks for the validity of all paths in one round
@@ -196,4 +207,82 @@ func NixStoreQueryHash(b *testing.B, paths []store.Path) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(paths)), "ns/path")
+}
+
+// daemonCase is a case that dials its own connection, so that a case run
+// alone (testing.Benchmark) owns and closes what it uses.
+func daemonCase(env Env, name string, run func(b *testing.B, c *daemon.Conn)) Case {
+	return Case{name, func(b *testing.B) {
+		c, err := DaemonConn(b.Context(), env.daemonSocket())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		run(b, c)
+	}}
+}
+
+// daemonQueryCases: validity and path infos of 3,000 local-store paths
+// through the worker protocol (one round trip; one per path; pipelined),
+// and `nix-store -q --hash` per path on a 100-path sample (ns/path
+// compares them).
+func daemonQueryCases(ctx context.Context, env Env) ([]Case, error) {
+	c, err := DaemonConn(ctx, env.daemonSocket())
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	paths, _, err := DaemonPaths(ctx, c, env.storeDir(), 3000)
+	if err != nil {
+		return nil, err
+	}
+	n := len(paths)
+	sample := paths[:min(100, n)]
+	return []Case{
+		daemonCase(env, fmt.Sprintf("paths=%d/QueryValidPaths", n), func(b *testing.B, c *daemon.Conn) { DaemonQueryValidPaths(b, c, paths) }),
+		daemonCase(env, fmt.Sprintf("paths=%d/QueryPathInfo-serial", n), func(b *testing.B, c *daemon.Conn) { DaemonQueryPathInfoSerial(b, c, paths) }),
+		daemonCase(env, fmt.Sprintf("paths=%d/QueryPathInfos-pipelined", n), func(b *testing.B, c *daemon.Conn) { DaemonQueryPathInfos(b, c, paths) }),
+		{fmt.Sprintf("paths=%d/nix-store-q-hash", len(sample)), func(b *testing.B) { NixStoreQueryHash(b, sample) }},
+	}, nil
+}
+
+// daemonNarCases: NAR export throughput, NarFromPath against
+// `nix-store --dump`, of one 64 MiB path (bulk throughput) and of 100
+// paths of the local store (per-path overhead).
+func daemonNarCases(ctx context.Context, env Env) ([]Case, error) {
+	c, err := DaemonConn(ctx, env.daemonSocket())
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	big, size, err := DaemonBigPath(ctx, c, env.tempDir(), 64<<20)
+	if err != nil {
+		return nil, err
+	}
+	// 100 paths spread over the store (every 30th in hash order).
+	all, infos, err := DaemonPaths(ctx, c, env.storeDir(), 3000)
+	if err != nil {
+		return nil, err
+	}
+	var small []store.Path
+	var total uint64
+	for i := 0; i < len(all) && len(small) < 100; i += 30 {
+		small = append(small, all[i])
+		total += infos[i].NarSize
+	}
+	sets := []struct {
+		name  string
+		paths []store.Path
+		bytes uint64
+	}{
+		{fmt.Sprintf("paths=1,bytes=%d", size), []store.Path{big}, size},
+		{fmt.Sprintf("paths=%d,bytes=%d", len(small), total), small, total},
+	}
+	var cases []Case
+	for _, s := range sets {
+		cases = append(cases,
+			daemonCase(env, s.name+"/NarFromPath", func(b *testing.B, c *daemon.Conn) { DaemonNarFromPath(b, c, s.paths, s.bytes) }),
+			Case{s.name + "/nix-store-dump", func(b *testing.B) { NixStoreDump(b, s.paths, s.bytes) }})
+	}
+	return cases, nil
 }

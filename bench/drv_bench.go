@@ -2,9 +2,12 @@ package bench
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -25,20 +28,13 @@ type DrvCorpus struct {
 	Bytes int64
 }
 
-// repoDir is the repository root, found from this file's location so the
-// workloads run from any working directory.
-func repoDir() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Dir(filepath.Dir(file))
-}
-
-// ReadDrvCorpus reads every .drv file of the chroot store at root.
-func ReadDrvCorpus(tb testing.TB, name, root string) DrvCorpus {
-	tb.Helper()
+// ReadDrvCorpus reads every .drv file of the chroot store at root (the
+// files under root/nix/store).
+func ReadDrvCorpus(name, root string) (DrvCorpus, error) {
 	dir := filepath.Join(root, "nix/store")
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		tb.Fatal(err)
+		return DrvCorpus{}, fmt.Errorf("bench: drv corpus %s: %w", name, err)
 	}
 	c := DrvCorpus{Name: name, Root: root}
 	for _, e := range ents {
@@ -47,36 +43,39 @@ func ReadDrvCorpus(tb testing.TB, name, root string) DrvCorpus {
 		}
 		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
-			tb.Fatal(err)
+			return DrvCorpus{}, fmt.Errorf("bench: drv corpus %s: %w", name, err)
 		}
 		c.Paths = append(c.Paths, "/nix/store/"+e.Name())
 		c.Files = append(c.Files, data)
 		c.Bytes += int64(len(data))
 	}
 	if len(c.Files) == 0 {
-		tb.Fatalf("no .drv files in %s", dir)
+		return DrvCorpus{}, fmt.Errorf("bench: drv corpus %s: no .drv files in %s", name, dir)
 	}
-	return c
+	return c, nil
 }
 
-// FixtureDrvs is every .drv real Nix wrote into testdata/store (all output
-// kinds, escapes, structured attrs; about 1 KB each).
-func FixtureDrvs(tb testing.TB) DrvCorpus {
-	return ReadDrvCorpus(tb, "fixtures", filepath.Join(repoDir(), "testdata/store"))
+// FixtureDrvs is every .drv real Nix wrote into the repository's fixture
+// store, testdata/store (all output kinds, escapes, structured attrs;
+// about 1 KB each); testdata is that testdata directory.
+func FixtureDrvs(testdata string) (DrvCorpus, error) {
+	return ReadDrvCorpus("fixtures", filepath.Join(testdata, "store"))
 }
 
 // ScriptDrvs is 16 derivations with 64 KB build scripts full of newlines,
 // quotes and backslashes (the escaped-string path of the parsers), made by
-// enlarging a fixture and writing it with drv.AppendATerm.
-func ScriptDrvs(tb testing.TB) DrvCorpus {
-	tb.Helper()
-	fx := FixtureDrvs(tb)
+// enlarging the derivations of base (FixtureDrvs in the benchmarks) in
+// turn and writing them with drv.AppendATerm.
+func ScriptDrvs(base DrvCorpus) (DrvCorpus, error) {
+	if len(base.Files) == 0 {
+		return DrvCorpus{}, fmt.Errorf("bench: script drvs: base corpus %s is empty", base.Name)
+	}
 	c := DrvCorpus{Name: "scripts"}
 	line := "  if [ -n \"$out\" ]; then echo \"building \\\"$name\\\"\\tin $PWD\"; fi\n"
 	for i := 0; i < 16; i++ {
-		d, err := drv.Parse(fx.Files[i%len(fx.Files)])
+		d, err := drv.Parse(base.Files[i%len(base.Files)])
 		if err != nil {
-			tb.Fatal(err)
+			return DrvCorpus{}, fmt.Errorf("bench: script drvs: %w", err)
 		}
 		script := strings.Repeat(line, 64<<10/len(line))
 		d.Env = append(d.Env, drv.EnvVar{Key: "~script", Value: script})
@@ -84,7 +83,7 @@ func ScriptDrvs(tb testing.TB) DrvCorpus {
 		c.Files = append(c.Files, data)
 		c.Bytes += int64(len(data))
 	}
-	return c
+	return c, nil
 }
 
 // GoNixSubset is the part of c that go-nix's ReadDerivation accepts (it
@@ -328,4 +327,91 @@ func parseAll(b *testing.B, c DrvCorpus) []*drv.Derivation {
 		drvs[i] = d
 	}
 	return drvs
+}
+
+// drvCorpora are the parse workloads' corpora: the fixtures, large
+// escaped scripts, and the generated 3,500-derivation closure when it is
+// cached or nix-instantiate can make it (without Nix the others still run).
+func drvCorpora(ctx context.Context, env Env) ([]DrvCorpus, error) {
+	testdata, err := env.testdata()
+	if err != nil {
+		return nil, err
+	}
+	fx, err := FixtureDrvs(testdata)
+	if err != nil {
+		return nil, err
+	}
+	scripts, err := ScriptDrvs(fx)
+	if err != nil {
+		return nil, err
+	}
+	cs := []DrvCorpus{fx, scripts}
+	g, err := GraphCorpus(ctx, env.cacheDir(), 3500)
+	switch {
+	case errors.Is(err, exec.ErrNotFound):
+		return cs, nil
+	case err != nil:
+		return nil, err
+	}
+	gc, err := ReadDrvCorpus("graph-3500", g.Dir)
+	if err != nil {
+		return nil, err
+	}
+	return append(cs, gc), nil
+}
+
+// eachDrvCorpus makes the cases of a drv workload: those cases returns
+// for each of drvCorpora.
+func eachDrvCorpus(cases func(c DrvCorpus) []Case) func(context.Context, Env) ([]Case, error) {
+	return func(ctx context.Context, env Env) ([]Case, error) {
+		corpora, err := drvCorpora(ctx, env)
+		if err != nil {
+			return nil, err
+		}
+		var all []Case
+		for _, c := range corpora {
+			all = append(all, cases(c)...)
+		}
+		return all, nil
+	}
+}
+
+// drvParseCases compare nbuild's parser (plain, sharing its input,
+// sharing and recycling, and reused with an interner) with go-nix's
+// ReadDerivation on the same bytes: the files of each corpus that go-nix
+// accepts.
+func drvParseCases(c DrvCorpus) []Case {
+	c = c.GoNixSubset()
+	return []Case{
+		{c.Name + "/nbuild", func(b *testing.B) { DrvParse(b, c) }},
+		{c.Name + "/nbuild-shared", func(b *testing.B) { DrvParseShared(b, c) }},
+		{c.Name + "/nbuild-recycle", func(b *testing.B) { DrvParseRecycle(b, c) }},
+		{c.Name + "/nbuild-intern", func(b *testing.B) { DrvParseIntern(b, c) }},
+		{c.Name + "/go-nix", func(b *testing.B) { DrvParseGoNix(b, c) }},
+	}
+}
+
+// drvParsePairedCases report nbuild's parse speed as a multiple of
+// go-nix's, from passes of both alternating in one process (see
+// DrvParsePaired): the ratio DrvParse gives from runs seconds apart,
+// without the machine's drift between them.
+func drvParsePairedCases(c DrvCorpus) []Case {
+	c = c.GoNixSubset()
+	return []Case{
+		{c.Name + "/shared", func(b *testing.B) { DrvParsePaired(b, c, false) }},
+		{c.Name + "/recycle", func(b *testing.B) { DrvParsePaired(b, c, true) }},
+	}
+}
+
+func drvWriteCases(c DrvCorpus) []Case {
+	return []Case{{c.Name, func(b *testing.B) { DrvWrite(b, c) }}}
+}
+
+// drvPathsCases compute every .drv and output path of a store corpus
+// (one read from a store, whose paths are known).
+func drvPathsCases(c DrvCorpus) []Case {
+	if c.Root == "" {
+		return nil
+	}
+	return []Case{{c.Name, func(b *testing.B) { DrvPaths(b, c) }}}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,21 +17,15 @@ import (
 	"github.com/nbuild/nbuild/eval/drv"
 	"github.com/nbuild/nbuild/eval/graph"
 	"github.com/nbuild/nbuild/store"
-	"github.com/nbuild/nbuild/store/storetest"
 )
 
 // GraphCorpus returns the synthetic closure of n derivations (package
-// graphgen), instantiating it with real Nix into graphgen.CacheDir() the
-// first time. It needs nix-instantiate (storetest.RequireNix).
-func GraphCorpus(tb testing.TB, n int) *graphgen.Corpus {
-	tb.Helper()
-	storetest.RequireNix(tb)
-	dir := filepath.Join(graphgen.CacheDir(), fmt.Sprintf("graph-%d", n))
-	c, err := graphgen.Instantiate(context.Background(), dir, graphgen.Params{N: n})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return c
+// graphgen) kept in cacheDir/graph-n (graphgen.CacheDir() in the
+// benchmarks), instantiating it with real Nix the first time. Without
+// nix-instantiate, and no corpus cached, the error wraps exec.ErrNotFound.
+func GraphCorpus(ctx context.Context, cacheDir string, n int) (*graphgen.Corpus, error) {
+	dir := filepath.Join(cacheDir, fmt.Sprintf("graph-%d", n))
+	return graphgen.Instantiate(ctx, dir, graphgen.Params{N: n})
 }
 
 // GraphLoad benchmarks graph.Load of a corpus's whole closure; bytes are
@@ -163,4 +158,26 @@ func GraphReadOnly(b *testing.B, c *graphgen.Corpus, workers int) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// graphLoadCases load generated closures of several sizes, with the
+// default concurrency and with one worker, beside parsing the same files
+// from memory on one goroutine, reading them without parsing on
+// GOMAXPROCS goroutines, and loading the closure from a snapshot.
+func graphLoadCases(ctx context.Context, env Env) ([]Case, error) {
+	var cases []Case
+	for _, n := range []int{500, 3500, 20000} {
+		c, err := GraphCorpus(ctx, env.cacheDir(), n)
+		if err != nil {
+			return nil, err
+		}
+		name := fmt.Sprintf("drvs=%d", c.Drvs)
+		cases = append(cases,
+			Case{name, func(b *testing.B) { GraphLoad(b, c, graph.Options{}) }},
+			Case{name + "/workers=1", func(b *testing.B) { GraphLoad(b, c, graph.Options{Concurrency: 1}) }},
+			Case{name + "/parse-only", func(b *testing.B) { GraphParseOnly(b, c) }},
+			Case{name + "/read-only", func(b *testing.B) { GraphReadOnly(b, c, runtime.GOMAXPROCS(0)) }},
+			Case{name + "/snapshot", func(b *testing.B) { GraphLoadSnapshot(b, c) }})
+	}
+	return cases, nil
 }

@@ -2,13 +2,13 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	gonar "github.com/nix-community/go-nix/pkg/nar"
@@ -25,65 +25,68 @@ type NarCorpus struct {
 	Entries int // headers in the NAR (files, directories, symlinks)
 }
 
-var goroot = sync.OnceValues(func() (string, error) {
+// Goroot returns the Go distribution's root as `go env GOROOT` reports it
+// (runtime.GOROOT is deprecated and empty under -trimpath). Without the go
+// command on PATH the error wraps exec.ErrNotFound.
+func Goroot() (string, error) {
 	out, err := exec.Command("go", "env", "GOROOT").Output()
-	return strings.TrimSpace(string(out)), err
-})
-
-// GorootCorpus is the NAR of dir inside GOROOT (e.g. "src/fmt", "src"),
-// named name: the Go distribution is real, varied source and binaries and
-// is on every machine that runs these benchmarks.
-func GorootCorpus(tb testing.TB, name, dir string) NarCorpus {
-	tb.Helper()
-	root, err := goroot()
 	if err != nil {
-		tb.Fatalf("go env GOROOT: %v", err)
+		return "", fmt.Errorf("bench: go env GOROOT: %w", err)
 	}
-	c := NarCorpus{Name: name, Dir: filepath.Join(root, dir)}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// TreeCorpus is the NAR of the tree at dir, named name. The benchmarks
+// use directories of GOROOT (Goroot), which is real, varied source and
+// binaries and is on every machine that runs them.
+func TreeCorpus(name, dir string) (NarCorpus, error) {
+	c := NarCorpus{Name: name, Dir: dir}
 	var buf bytes.Buffer
 	if err := nar.DumpPath(&buf, c.Dir); err != nil {
-		tb.Fatal(err)
+		return NarCorpus{}, fmt.Errorf("bench: nar corpus %s: %w", name, err)
 	}
 	c.NAR = buf.Bytes()
-	c.Entries = countEntries(tb, c.NAR)
-	return c
+	n, err := readNbuild(c.NAR)
+	if err != nil {
+		return NarCorpus{}, fmt.Errorf("bench: nar corpus %s: %w", name, err)
+	}
+	c.Entries = n
+	return c, nil
 }
 
 // ManyFilesCorpus is a generated NAR of n small files (size bytes each)
 // spread over directories of 100: it measures what each entry costs.
-func ManyFilesCorpus(tb testing.TB, n, size int) NarCorpus {
-	tb.Helper()
+func ManyFilesCorpus(n, size int) (NarCorpus, error) {
 	var buf bytes.Buffer
 	w := nar.NewWriter(&buf)
-	must := func(err error) {
-		if err != nil {
-			tb.Fatal(err)
-		}
+	if err := w.WriteHeader(&nar.Header{Type: nar.TypeDirectory}); err != nil {
+		return NarCorpus{}, err
 	}
-	must(w.WriteHeader(&nar.Header{Type: nar.TypeDirectory}))
 	body := bytes.Repeat([]byte{'x'}, size)
 	for d := 0; d*100 < n; d++ {
 		dir := fmt.Sprintf("d%05d", d)
-		must(w.WriteHeader(&nar.Header{Path: dir, Type: nar.TypeDirectory}))
+		if err := w.WriteHeader(&nar.Header{Path: dir, Type: nar.TypeDirectory}); err != nil {
+			return NarCorpus{}, err
+		}
 		for f := d * 100; f < min(n, (d+1)*100); f++ {
-			must(w.WriteHeader(&nar.Header{Path: fmt.Sprintf("%s/f%06d", dir, f), Type: nar.TypeRegular, Size: int64(size)}))
-			_, err := w.Write(body)
-			must(err)
+			if err := w.WriteHeader(&nar.Header{Path: fmt.Sprintf("%s/f%06d", dir, f), Type: nar.TypeRegular, Size: int64(size)}); err != nil {
+				return NarCorpus{}, err
+			}
+			if _, err := w.Write(body); err != nil {
+				return NarCorpus{}, err
+			}
 		}
 	}
-	must(w.Close())
-	c := NarCorpus{Name: fmt.Sprintf("files-%d", n), NAR: buf.Bytes()}
-	c.Entries = countEntries(tb, c.NAR)
-	return c
-}
-
-func countEntries(tb testing.TB, data []byte) int {
-	tb.Helper()
-	n, err := readNbuild(data)
-	if err != nil {
-		tb.Fatal(err)
+	if err := w.Close(); err != nil {
+		return NarCorpus{}, err
 	}
-	return n
+	c := NarCorpus{Name: fmt.Sprintf("files-%d", n), NAR: buf.Bytes()}
+	entries, err := readNbuild(c.NAR)
+	if err != nil {
+		return NarCorpus{}, fmt.Errorf("bench: many-files corpus: %w", err)
+	}
+	c.Entries = entries
+	return c, nil
 }
 
 // readNbuild reads every header and every file's contents.
@@ -212,4 +215,84 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// narTrees are the dump and read corpora by size: a small package, a
+// large one, and the whole Go source tree.
+func narTrees(env Env) ([]NarCorpus, error) {
+	goroot, err := env.goroot()
+	if err != nil {
+		return nil, err
+	}
+	var cs []NarCorpus
+	for _, t := range []struct{ name, dir string }{{"fmt", "src/fmt"}, {"net", "src/net"}, {"src", "src"}} {
+		c, err := TreeCorpus(t.name, filepath.Join(goroot, t.dir))
+		if err != nil {
+			return nil, err
+		}
+		cs = append(cs, c)
+	}
+	return cs, nil
+}
+
+func narDumpHashCases(_ context.Context, env Env) ([]Case, error) {
+	trees, err := narTrees(env)
+	if err != nil {
+		return nil, err
+	}
+	var cases []Case
+	for _, c := range trees {
+		cases = append(cases,
+			Case{c.Name, func(b *testing.B) { NarDumpHash(b, c) }},
+			Case{c.Name + "/sha256-only", func(b *testing.B) { NarSHA256(b, c) }})
+	}
+	return cases, nil
+}
+
+// narReadCases compare nbuild's reader with go-nix's on the same NARs;
+// files-N (tiny files) shows the per-entry cost.
+func narReadCases(_ context.Context, env Env) ([]Case, error) {
+	trees, err := narTrees(env)
+	if err != nil {
+		return nil, err
+	}
+	many, err := ManyFilesCorpus(20000, 16)
+	if err != nil {
+		return nil, err
+	}
+	var cases []Case
+	for _, c := range append(trees, many) {
+		cases = append(cases,
+			Case{c.Name + "/nbuild", func(b *testing.B) { NarRead(b, c) }},
+			Case{c.Name + "/go-nix", func(b *testing.B) { NarReadGoNix(b, c) }})
+	}
+	return cases, nil
+}
+
+// narCompressCases: zstd (level 3) and xz (level 6) at concurrency 1 and
+// 2, on 4 MiB and 32 MiB of the Go source NAR.
+func narCompressCases(_ context.Context, env Env) ([]Case, error) {
+	goroot, err := env.goroot()
+	if err != nil {
+		return nil, err
+	}
+	src, err := TreeCorpus("src", filepath.Join(goroot, "src"))
+	if err != nil {
+		return nil, err
+	}
+	var cases []Case
+	for _, size := range []int{4 << 20, 32 << 20} {
+		data := NarSlice(src, size)
+		for _, algo := range []struct {
+			name  string
+			level int
+		}{{"zstd", 3}, {"xz", 6}} {
+			for _, conc := range []int{1, 2} {
+				cases = append(cases, Case{fmt.Sprintf("%s/%dMiB/c%d", algo.name, size>>20, conc), func(b *testing.B) {
+					NarCompress(b, algo.name, data, algo.level, conc)
+				}})
+			}
+		}
+	}
+	return cases, nil
 }

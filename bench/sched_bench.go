@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/bits"
@@ -185,12 +186,12 @@ type SchedResult struct {
 }
 
 // SimulateSched runs the workload under a policy.
-func (w *SchedWorkload) SimulateSched(tb testing.TB, p sched.Policy) (*sched.Timeline, SchedResult) {
+func (w *SchedWorkload) SimulateSched(p sched.Policy) (*sched.Timeline, SchedResult, error) {
 	tl, err := sched.Simulate(w.Jobs, w.Machines, w.Durations, sched.SimOptions{Options: w.Options(p)})
 	if err != nil {
-		tb.Fatal(err)
+		return nil, SchedResult{}, err
 	}
-	return tl, SchedResult{Makespan: tl.Makespan, LowerBound: tl.LowerBound}
+	return tl, SchedResult{Makespan: tl.Makespan, LowerBound: tl.LowerBound}, nil
 }
 
 // SchedMakespan benchmarks a simulated run of w under the critical-path
@@ -199,7 +200,10 @@ func (w *SchedWorkload) SimulateSched(tb testing.TB, p sched.Policy) (*sched.Tim
 // simple lower bound ("x-bound"), the tighter TightLowerBound
 // ("x-tightbound") and Nix's policy ("nix/nbuild").
 func SchedMakespan(b *testing.B, w *SchedWorkload) {
-	_, nix := w.SimulateSched(b, sched.PolicyNix)
+	_, nix, err := w.SimulateSched(sched.PolicyNix)
+	if err != nil {
+		b.Fatal(err)
+	}
 	tight, err := TightLowerBound(w.Jobs, w.Machines, w.Durations)
 	if err != nil {
 		b.Fatal(err)
@@ -344,4 +348,17 @@ func subset(ms []int32, in []bool) bool {
 		}
 	}
 	return true
+}
+
+// schedCases simulate workloads of 3,000 and 10,000 jobs whose ordinary
+// packages take 20 s or 60 s (median).
+func schedCases(context.Context, Env) ([]Case, error) {
+	var cases []Case
+	for _, n := range []int{3000, 10000} {
+		for _, med := range []time.Duration{20 * time.Second, 60 * time.Second} {
+			w := NewSchedWorkload(SchedParams{Jobs: n, Seed: 1, EstimateError: 0.3, Median: med})
+			cases = append(cases, Case{fmt.Sprintf("jobs=%d/median=%v", n, med), func(b *testing.B) { SchedMakespan(b, w) }})
+		}
+	}
+	return cases, nil
 }

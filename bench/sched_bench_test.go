@@ -10,14 +10,7 @@ import (
 	"github.com/nbuild/nbuild/sched"
 )
 
-func BenchmarkSched(b *testing.B) {
-	for _, n := range []int{3000, 10000} {
-		for _, med := range []time.Duration{20 * time.Second, 60 * time.Second} {
-			w := NewSchedWorkload(SchedParams{Jobs: n, Seed: 1, EstimateError: 0.3, Median: med})
-			b.Run(fmt.Sprintf("jobs=%d/median=%v", n, med), func(b *testing.B) { SchedMakespan(b, w) })
-		}
-	}
-}
+func BenchmarkSched(b *testing.B) { runWorkload(b, "Sched") }
 
 // TestSchedWorkload simulates the workloads NOTES-sched.md records (go
 // test -run SchedWorkload -v ./bench prints the figures). The simulation
@@ -32,8 +25,8 @@ func TestSchedWorkload(t *testing.T) {
 			if len(w.Jobs) != 3000 {
 				t.Fatalf("%d jobs", len(w.Jobs))
 			}
-			_, nb := w.SimulateSched(t, sched.PolicyCriticalPath)
-			_, nix := w.SimulateSched(t, sched.PolicyNix)
+			_, nb := simulate(t, w, sched.PolicyCriticalPath)
+			_, nix := simulate(t, w, sched.PolicyNix)
 			tight, err := TightLowerBound(w.Jobs, w.Machines, w.Durations)
 			if err != nil {
 				t.Fatal(err)
@@ -50,7 +43,7 @@ func TestSchedWorkload(t *testing.T) {
 			}
 			if dir := os.Getenv("SCHED_TIMELINE_DIR"); dir != "" && seed == 1 {
 				for _, p := range []sched.Policy{sched.PolicyCriticalPath, sched.PolicyNix} {
-					tl, _ := w.SimulateSched(t, p)
+					tl, _ := simulate(t, w, p)
 					base := filepath.Join(dir, fmt.Sprintf("sched-median%v-%s", med, p))
 					for ext, write := range map[string]func(f *os.File) error{
 						".svg":  func(f *os.File) error { return tl.WriteSVG(f) },

@@ -78,8 +78,8 @@ func TestSchedWorkloadShape(t *testing.T) {
 			if !onCP {
 				t.Errorf("median %v seed %d: the longest chain avoids every giant", med, seed)
 			}
-			_, nb := w.SimulateSched(t, sched.PolicyCriticalPath)
-			_, nix := w.SimulateSched(t, sched.PolicyNix)
+			_, nb := simulate(t, w, sched.PolicyCriticalPath)
+			_, nix := simulate(t, w, sched.PolicyNix)
 			tight, err := TightLowerBound(w.Jobs, w.Machines, w.Durations)
 			if err != nil {
 				t.Fatal(err)

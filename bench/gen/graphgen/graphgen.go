@@ -16,7 +16,11 @@
 // node nothing else depends on, so its closure is the whole graph.
 //
 // The same Params always give the same expression and so the same .drv
-// files.
+// files. Generate makes the graph (a Graph) and WriteNix writes its
+// expression, with no tool needed; Instantiate has nix-instantiate write
+// the .drv files into a chroot store directory and returns them as a
+// Corpus, once: a directory that already holds the graph of the same
+// Params is reused. Benchmarks keep their corpora under CacheDir.
 package graphgen
 
 import (
@@ -467,7 +471,8 @@ type Corpus struct {
 
 // Instantiate writes dir/graph.nix and runs nix-instantiate --store dir on
 // it, unless dir already holds the instantiated graph of the same Params
-// (dir/root.txt records them).
+// (dir/root.txt records them). Without nix-instantiate on PATH (and no
+// graph cached) the error wraps exec.ErrNotFound.
 func Instantiate(ctx context.Context, dir string, p Params) (*Corpus, error) {
 	if root, ok := CachedRoot(dir, p); ok {
 		return corpus(dir, root)
@@ -477,10 +482,14 @@ func Instantiate(ctx context.Context, dir string, p Params) (*Corpus, error) {
 	if p.N < 100 {
 		return nil, fmt.Errorf("graphgen: N=%d: need at least 100 derivations", p.N)
 	}
+	nixInstantiate, err := exec.LookPath("nix-instantiate")
+	if err != nil {
+		return nil, fmt.Errorf("graphgen: instantiating needs Nix: %w", err)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	dir, err := filepath.Abs(dir)
+	dir, err = filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -497,7 +506,7 @@ func Instantiate(ctx context.Context, dir string, p Params) (*Corpus, error) {
 	if err := f.Close(); err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, "nix-instantiate", "--store", dir, expr, "-A", "root")
+	cmd := exec.CommandContext(ctx, nixInstantiate, "--store", dir, expr, "-A", "root")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
