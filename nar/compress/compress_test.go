@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"runtime"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nbuild/nbuild/nar/compress"
+	"github.com/nbuild/nbuild/store/storetest"
 )
 
 // sample returns n bytes that compress somewhat, like real NARs.
@@ -68,16 +68,6 @@ func decompress(t testing.TB, algo string, data []byte) []byte {
 	return out
 }
 
-func requireTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and %s missing", name)
-		}
-		t.Skip(name + " missing (run scripts/test-deps.sh)")
-	}
-}
-
 func TestRoundTrip(t *testing.T) {
 	const chunk = 64 << 10
 	for _, algo := range []string{"none", "zstd", "xz"} {
@@ -104,8 +94,8 @@ func TestRoundTrip(t *testing.T) {
 // concurrency 1 and N, default chunk sizes.
 func TestExternalTools(t *testing.T) {
 	data := sample(9<<20 + 5)
+	storetest.RequireTools(t, "zstd", "xz")
 	for _, algo := range []string{"zstd", "xz"} {
-		requireTool(t, algo)
 		for _, conc := range []int{1, 3} {
 			opts := compress.Options{Concurrency: conc}
 			if algo == "xz" {

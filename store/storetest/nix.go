@@ -19,7 +19,16 @@ const DaemonSocket = store.DaemonSocket
 // reason to run fewer tests. Run `make test` to install Nix.
 func RequireNix(t testing.TB) {
 	t.Helper()
-	for _, tool := range []string{"nix-store", "nix-instantiate", "nix-daemon"} {
+	RequireTools(t, "nix-store", "nix-instantiate", "nix-daemon")
+}
+
+// RequireTools is the gate of every test that runs an outside program:
+// it skips the test when one of tools is not on PATH, or fails it when
+// CI=true, where scripts/test-deps.sh has installed them all. Call it
+// before any setup, so a skipped test costs nothing.
+func RequireTools(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing(t, tool+" not on PATH (run scripts/test-deps.sh)")
 		}
