@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/nbuild/nbuild/eval/drv"
 	"github.com/nbuild/nbuild/nar/wire"
 	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/storetest"
 )
 
 // fakeDaemon is a scripted peer for failure paths: it greets like a daemon
@@ -470,7 +470,7 @@ func TestUploadRejectedEarly(t *testing.T) {
 		t.Fatalf("after rejected upload: %v, %v", ok, err)
 	}
 	c.Close()
-	checkNoClientGoroutines(t)
+	storetest.NoGoroutinesIn(t, "/store/daemon/") // the fake peer runs test code only
 }
 
 // TestUploadPeerCloses: the daemon hangs up mid-upload; no hang, no leak.
@@ -488,7 +488,7 @@ func TestUploadPeerCloses(t *testing.T) {
 	if !errors.Is(err, ErrBroken) || !strings.Contains(err.Error(), "AddToStoreNar") {
 		t.Fatalf("error = %v", err)
 	}
-	checkNoClientGoroutines(t)
+	storetest.NoGoroutinesIn(t, "/store/daemon/") // the fake peer runs test code only
 }
 
 // endlessNAR is a valid NAR prefix followed by an endless file.
@@ -509,25 +509,6 @@ func (e *endlessNAR) Read(p []byte) (int, error) {
 	}
 	clear(p)
 	return len(p), nil
-}
-
-// checkNoClientGoroutines fails the test if a goroutine is still running
-// the client's code (a frame in a non-test file of this package): an op
-// must join its goroutines before it returns, so this needs no waiting.
-// The fake peer's goroutines run test code only, and are not counted.
-func checkNoClientGoroutines(t *testing.T) {
-	t.Helper()
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		for _, line := range strings.Split(g, "\n") {
-			line = strings.TrimSpace(line)
-			if strings.Contains(line, "/store/daemon/") && strings.Contains(line, ".go:") && !strings.Contains(line, "_test.go:") {
-				t.Errorf("a client goroutine outlived its op:\n%s", g)
-				break
-			}
-		}
-	}
 }
 
 // TestNarTruncated: the NAR stops mid-file.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -129,4 +130,31 @@ func LocalContent(t testing.TB) []store.Path {
 	}
 	store.SortPaths(ps)
 	return ps
+}
+
+// NoGoroutinesIn fails t if a goroutine is running code of a non-test
+// file whose path contains dir (e.g. "/store/daemon/"): an operation that
+// joins its goroutines before it returns leaves none, so the check needs
+// no waiting and no goroutine counts. Goroutines that run only test code
+// (a fake peer) or other packages are not counted.
+func NoGoroutinesIn(t testing.TB, dir string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		for _, line := range strings.Split(g, "\n") {
+			file, _, ok := strings.Cut(strings.TrimSpace(line), ".go:")
+			if ok && strings.Contains(file, dir) && !strings.HasSuffix(file, "_test") {
+				t.Errorf("a goroutine outlived the operation:\n%s", g)
+				break
+			}
+		}
+	}
 }
