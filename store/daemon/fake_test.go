@@ -567,10 +567,15 @@ func TestBuildResultsMatchedByPath(t *testing.T) {
 func TestQueryPathInfosPipelined(t *testing.T) {
 	const n = 2000
 	c, err := dialFake(t, &fakeDaemon{serve: func(p *peerConn) error {
-		for i := range n {
+		// Every request is read before any is answered: a client that
+		// waits for an answer before it sends the next request never
+		// gets one, and the test's deadline fails it.
+		for range n {
 			if op, _ := p.readOp(); op != OpQueryPathInfo {
 				return errors.New("fake: unexpected op")
 			}
+		}
+		for i := range n {
 			switch i {
 			case 7:
 				p.errFrame("oops")
@@ -592,7 +597,12 @@ func TestQueryPathInfosPipelined(t *testing.T) {
 	for i := range paths {
 		paths[i] = testPath
 	}
-	infos, err := c.QueryPathInfos(context.Background(), paths)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	infos, err := c.QueryPathInfos(ctx, paths)
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal("no answer: QueryPathInfos does not send its requests before reading answers")
+	}
 	var de *Error
 	if !errors.As(err, &de) || de.Message != "oops" {
 		t.Fatalf("error = %v", err)
