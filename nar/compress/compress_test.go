@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -292,4 +293,35 @@ func TestBytesInFlightBounded(t *testing.T) {
 			t.Errorf("Write/Close after release: %v", err)
 		}
 	})
+}
+
+// TestCorruptStreams: a stream cut short inside a frame, or followed by
+// bytes that are not a frame, fails to read instead of ending early or
+// quietly (a cut exactly between frames is a valid shorter stream; the
+// NAR parser above finds that one).
+func TestCorruptStreams(t *testing.T) {
+	data := sample(300 << 10)
+	for _, algo := range []string{"zstd", "xz"} {
+		z := compressBytes(t, algo, data, compress.Options{Concurrency: 2, ChunkSize: 64 << 10, Level: 1})
+		for _, c := range []struct {
+			name string
+			in   []byte
+		}{
+			{"one byte short", z[:len(z)-1]},
+			{"cut in the first frame", z[:len(z)/10]},
+			{"cut after the first header", z[:16]},
+			{"trailing garbage", append(slices.Clone(z), "garbage, not a frame"...)},
+			{"trailing zeros", append(slices.Clone(z), make([]byte, 3)...)},
+		} {
+			zr, err := compress.NewReader(bytes.NewReader(c.in), algo)
+			if err != nil {
+				continue // refused at once
+			}
+			got, err := io.ReadAll(zr)
+			zr.Close()
+			if err == nil {
+				t.Errorf("%s, %s: read %d bytes without error", algo, c.name, len(got))
+			}
+		}
+	}
 }
