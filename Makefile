@@ -11,8 +11,10 @@ GO ?= go
 # their closures through the detector's slowdown, so of store/copy only the
 # interrupted copies run, which tear down its goroutines mid-stream (74 s).
 # eval/drv (58 s) is mostly single-threaded parsing: only its concurrency
-# test runs (4 s). That adds about four minutes to the suite's two and a half.
-RACE_PKGS = ./nar/compress ./store/daemon ./eval/graph ./sched ./sched/executor
+# test runs (4 s). store/ssh (13 s: one master, many sessions) and sched/plan
+# (4 s of tests: concurrent validity queries) came later. That adds about four
+# minutes to the suite's two and a half.
+RACE_PKGS = ./nar/compress ./store/daemon ./store/ssh ./eval/graph ./sched ./sched/plan ./sched/executor
 
 test: deps
 	$(GO) vet ./...
