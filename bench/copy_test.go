@@ -26,7 +26,6 @@ import (
 //
 // NBUILD_BENCH_COPY_CASES=shaped-cold,loopback-cold runs only those tables.
 func TestCopyVsNix(t *testing.T) {
-	remoteFilesystem(t)
 	out, nbuild, root := copyBenchSetup(t)
 
 	h := testhost.New(t, testhost.Options{})
@@ -114,7 +113,6 @@ func hostPid(t *testing.T, h *testhost.Host) string {
 // network at all (the cold floor when the remote writes to this VM's disk).
 // Same gate as TestCopyVsNix.
 func TestCopyFloor(t *testing.T) {
-	remoteFilesystem(t)
 	out, nbuild, root := copyBenchSetup(t)
 	export := filepath.Join(t.TempDir(), "closure.export")
 	if b, err := exec.Command("bash", "-c", "nix-store --export $(nix-store -qR "+root+") > "+export).CombinedOutput(); err != nil {
@@ -149,17 +147,21 @@ func TestCopyFloor(t *testing.T) {
 		fmt.Sprintf("NIX_SSHOPTS=\"%s\" %s copy -Q --to %s %s", h.SSHOptsPort(relay.Port), nbuild, h.Addr, root))
 }
 
-// copyBenchSetup skips unless NBUILD_BENCH_COPY=1 and the tools are here,
-// and returns the output directory, a freshly built nbuild binary and the
-// benchmark closure's root, built by real Nix.
+// copyBenchSetup skips unless NBUILD_BENCH_COPY=1 and the tools are here
+// (all checked before anything is set up), gives the test hosts their own
+// filesystem, and returns the output directory, a freshly built nbuild
+// binary and the benchmark closure's root, built by real Nix.
 func copyBenchSetup(t *testing.T) (out, nbuild, root string) {
 	if os.Getenv("NBUILD_BENCH_COPY") != "1" {
 		t.Skip("set NBUILD_BENCH_COPY=1 to run the copy benchmark (minutes)")
 	}
 	storetest.RequireDaemon(t)
-	if _, err := exec.LookPath("hyperfine"); err != nil {
-		t.Skip("hyperfine not installed")
+	storetest.RequireRoot(t) // test hosts, and remoteFilesystem's mount
+	storetest.RequireTools(t, "hyperfine", "go", "nix-build")
+	if os.Getenv("NBUILD_BENCH_COPY_FS") != "root" {
+		storetest.RequireTools(t, "truncate", "mkfs.ext4", "mount", "umount")
 	}
+	remoteFilesystem(t)
 	out = os.Getenv("NBUILD_BENCH_COPY_OUT")
 	if out == "" {
 		out = t.TempDir()
@@ -186,8 +188,9 @@ func copyBenchSetup(t *testing.T) (out, nbuild, root string) {
 // in the last 60 s, or 360 s while its inode table block is dirty (perf:
 // 95 % of the remote nix-daemon's time in find_inode_bit and
 // recently_deleted after `nix-store --gc`; see bench/NOTES-copy.md). With
-// NBUILD_BENCH_COPY_FS=root the hosts stay on the root filesystem. Call
-// it before anything calls t.TempDir (which keeps its first parent).
+// NBUILD_BENCH_COPY_FS=root the hosts stay on the root filesystem.
+// copyBenchSetup calls it after its gates and before anything calls
+// t.TempDir (which keeps its first parent).
 func remoteFilesystem(t *testing.T) {
 	if os.Getenv("NBUILD_BENCH_COPY_FS") == "root" {
 		return
@@ -225,7 +228,6 @@ func remoteFilesystem(t *testing.T) {
 // nix-copy-closure --from and nbuild copy --from run inside that second
 // host, in the same hyperfine run. Same gate as TestCopyVsNix.
 func TestCopyFromVsNix(t *testing.T) {
-	remoteFilesystem(t)
 	out, nbuild, root := copyBenchSetup(t)
 	src := testhost.New(t, testhost.Options{})
 	fill := exec.Command(nbuild, "copy", "-Q", "--to", src.Addr, root)

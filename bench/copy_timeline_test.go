@@ -27,7 +27,6 @@ import (
 // NBUILD_BENCH_COPY_LINK=loopback bypasses the relay,
 // NBUILD_BENCH_COPY_TOOL=nix-copy-closure runs that instead.
 func TestCopyTimeline(t *testing.T) {
-	remoteFilesystem(t)
 	_, nbuild, root := copyBenchSetup(t)
 	settle := os.Getenv("NBUILD_BENCH_COPY_SETTLE") // seconds to wait after emptying the remote store
 	if settle == "" {
@@ -129,7 +128,6 @@ func procStates(prev map[string]int64) string {
 // per path when pulling the benchmark closure from a host over a link with
 // 10 ms each way and no rate limit (round trips, not bandwidth). Same gate.
 func TestCopyFromStream(t *testing.T) {
-	remoteFilesystem(t)
 	_, nbuild, root := copyBenchSetup(t)
 	h := testhost.New(t, testhost.Options{})
 	fill := exec.Command(nbuild, "copy", "-Q", "--to", h.Addr, root)

@@ -71,10 +71,7 @@ func (w *Writer) WriteHeader(h *Header) error {
 	if w.err != nil {
 		return w.err
 	}
-	path := h.Path
-	if strings.HasPrefix(path, "/") {
-		path = path[1:]
-	}
+	path := strings.TrimPrefix(h.Path, "/")
 	if err := w.finishFile(); err != nil {
 		return err
 	}

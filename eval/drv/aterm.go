@@ -303,11 +303,8 @@ func rawMask(x uint64) uint64 { return rawBits(x) & msb }
 // others are ordinary bytes and rare).
 func escMask(x uint64) uint64 { return (rawBits(x) | ctlBits(x)) & msb }
 
-// ctlMask flags bytes below 0x0E.
-func ctlMask(x uint64) uint64 { return ctlBits(x) & msb }
-
-// rawBits and ctlBits are rawMask and ctlMask before the final & msb
-// (their other bits are garbage), so that a mask made of several is
+// rawBits and ctlBits (bytes below 0x0E) are masks before the final
+// & msb (their other bits are garbage), so that a mask made of several is
 // cut to the flags once.
 func rawBits(x uint64) uint64 {
 	q, b := x^(lsb*'"'), x^(lsb*'\\')

@@ -11,9 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -708,36 +708,48 @@ func TestLoadCancel(t *testing.T) {
 			top = s.drv(fmt.Sprintf("chain-%d", i), fmt.Sprintf("chain-%d", i-1), "chain-0")
 		}
 	}
-	before := runtime.NumGoroutine()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := graph.Load(ctx, s.root, []store.Path{top}, graph.Options{}); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled before: err = %v", err)
 	}
-	for _, delay := range []time.Duration{0, 100 * time.Microsecond, time.Millisecond, 5 * time.Millisecond} {
-		ctx, cancel := context.WithCancel(context.Background())
-		timer := time.AfterFunc(delay, cancel)
-		g, err := graph.Load(ctx, s.root, []store.Path{top}, graph.Options{Concurrency: 4})
-		timer.Stop()
-		cancel()
-		switch {
-		case err == nil:
-			if g.Len() != 3000 {
-				t.Errorf("finished with %d nodes", g.Len())
-			}
-		case !errors.Is(err, context.Canceled):
-			t.Errorf("delay %v: err = %v", delay, err)
-		}
+	storetest.NoGoroutinesIn(t, "/eval/graph/")
+
+	// Mid-load: chain-1500's .drv is a FIFO, so the loader blocks on it
+	// and opening its other end says when. Cancelling then, with 1500
+	// derivations still to load behind it, must end the load.
+	mid := filepath.Join(s.root, fakePath("chain-1500.drv").String())
+	text, err := os.ReadFile(mid)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for range 100 {
-		if runtime.NumGoroutine() <= before {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := os.Remove(mid); err != nil {
+		t.Fatal(err)
 	}
-	if n := runtime.NumGoroutine(); n > before {
-		t.Errorf("%d goroutines left, %d before", n, before)
+	if err := syscall.Mkfifo(mid, 0o644); err != nil {
+		t.Fatal(err)
 	}
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := graph.Load(ctx, s.root, []store.Path{top}, graph.Options{Concurrency: 4})
+		done <- err
+	}()
+	w, err := os.OpenFile(mid, os.O_WRONLY, 0) // returns once the loader opened it
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	_, werr := w.Write(text)
+	w.Close()
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled mid-load: err = %v", err)
+	}
+	storetest.NoGoroutinesIn(t, "/eval/graph/")
 }
 
 // TestLoadRealStore instantiates the plan fixture into the machine's store

@@ -77,13 +77,16 @@ func Load(ctx context.Context, storeRoot string, roots []store.Path, opts Option
 	}
 	defer dir.Close()
 	l.dir = dir
-	stop := context.AfterFunc(ctx, func() { l.fail(ctx.Err()) })
+	failed := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { l.fail(ctx.Err()); close(failed) })
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(l.work)
 	}
 	wg.Wait()
-	stop()
+	if !stop() {
+		<-failed // the AfterFunc goroutine has started: leave none behind
+	}
 	if l.err != nil {
 		return nil, l.err
 	}

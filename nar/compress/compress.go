@@ -566,14 +566,62 @@ func NewReader(r io.Reader, algo string) (io.ReadCloser, error) {
 		}
 		return zstdReader{dec}, nil
 	case "xz":
-		xr, err := xz.NewReader(r)
+		tr := &tailReader{r: r}
+		xr, err := xz.NewReader(tr)
 		if err != nil {
 			return nil, fmt.Errorf("compress: xz: %w", err)
 		}
-		return io.NopCloser(xr), nil
+		return io.NopCloser(&xzReader{xr: xr, tail: tr}), nil
 	}
 	return nil, fmt.Errorf("%w %q", ErrUnknownAlgorithm, algo)
 }
+
+// xzReader turns an end of input inside a stream into
+// io.ErrUnexpectedEOF. ulikunitz's reader takes input that ends in a
+// block header for the end of the stream, so a stream cut there read as
+// complete (and a cut right after the stream header as empty). A complete
+// stream ends in its footer's magic "YZ", then only stream padding (zero
+// bytes).
+type xzReader struct {
+	xr   io.Reader
+	tail *tailReader
+}
+
+func (x *xzReader) Read(p []byte) (int, error) {
+	n, err := x.xr.Read(p)
+	if err == io.EOF && !x.tail.endsInFooter() {
+		err = fmt.Errorf("compress: xz: %w", io.ErrUnexpectedEOF)
+	}
+	return n, err
+}
+
+// tailReader remembers the last two non-zero bytes read through it.
+type tailReader struct {
+	r    io.Reader
+	last [2]byte
+}
+
+func (t *tailReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	// Only the end of p matters: find its last two non-zero bytes.
+	var got [2]byte
+	k := 0
+	for i := n - 1; i >= 0 && k < 2; i-- {
+		if p[i] != 0 {
+			got[1-k] = p[i]
+			k++
+		}
+	}
+	switch k {
+	case 2:
+		t.last = got
+	case 1:
+		t.last = [2]byte{t.last[1], got[1]}
+	}
+	return n, err
+}
+
+func (t *tailReader) endsInFooter() bool { return t.last == [2]byte{'Y', 'Z'} }
 
 type zstdReader struct{ dec *zstd.Decoder }
 

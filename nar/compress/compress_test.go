@@ -7,15 +7,16 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/nbuild/nbuild/nar/compress"
+	"github.com/nbuild/nbuild/store/storetest"
 )
 
 // sample returns n bytes that compress somewhat, like real NARs.
@@ -68,16 +69,6 @@ func decompress(t testing.TB, algo string, data []byte) []byte {
 	return out
 }
 
-func requireTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and %s missing", name)
-		}
-		t.Skip(name + " missing (run scripts/test-deps.sh)")
-	}
-}
-
 func TestRoundTrip(t *testing.T) {
 	const chunk = 64 << 10
 	for _, algo := range []string{"none", "zstd", "xz"} {
@@ -104,8 +95,8 @@ func TestRoundTrip(t *testing.T) {
 // concurrency 1 and N, default chunk sizes.
 func TestExternalTools(t *testing.T) {
 	data := sample(9<<20 + 5)
+	storetest.RequireTools(t, "zstd", "xz")
 	for _, algo := range []string{"zstd", "xz"} {
-		requireTool(t, algo)
 		for _, conc := range []int{1, 3} {
 			opts := compress.Options{Concurrency: conc}
 			if algo == "xz" {
@@ -302,4 +293,35 @@ func TestBytesInFlightBounded(t *testing.T) {
 			t.Errorf("Write/Close after release: %v", err)
 		}
 	})
+}
+
+// TestCorruptStreams: a stream cut short inside a frame, or followed by
+// bytes that are not a frame, fails to read instead of ending early or
+// quietly (a cut exactly between frames is a valid shorter stream; the
+// NAR parser above finds that one).
+func TestCorruptStreams(t *testing.T) {
+	data := sample(300 << 10)
+	for _, algo := range []string{"zstd", "xz"} {
+		z := compressBytes(t, algo, data, compress.Options{Concurrency: 2, ChunkSize: 64 << 10, Level: 1})
+		for _, c := range []struct {
+			name string
+			in   []byte
+		}{
+			{"one byte short", z[:len(z)-1]},
+			{"cut in the first frame", z[:len(z)/10]},
+			{"cut after the first header", z[:16]},
+			{"trailing garbage", append(slices.Clone(z), "garbage, not a frame"...)},
+			{"trailing zeros", append(slices.Clone(z), make([]byte, 3)...)},
+		} {
+			zr, err := compress.NewReader(bytes.NewReader(c.in), algo)
+			if err != nil {
+				continue // refused at once
+			}
+			got, err := io.ReadAll(zr)
+			zr.Close()
+			if err == nil {
+				t.Errorf("%s, %s: read %d bytes without error", algo, c.name, len(got))
+			}
+		}
+	}
 }

@@ -179,6 +179,7 @@ func nixCopyFrom(cache, dst, publicKey string, paths []string) error {
 
 func TestNixReadsOurCache(t *testing.T) {
 	storetest.RequireNix(t)
+	storetest.RequireTools(t, "xz", "zstd") // checkMultiStream tests the files with them
 	tp := makeTestPaths(t)
 	skFile, pub := generateKey(t, "nbuild-test-1")
 	ctx := context.Background()
@@ -294,10 +295,6 @@ func checkMultiStream(t *testing.T, c *Cache, p store.Path, comp string) {
 	magic := map[string]string{"xz": "\xfd7zXZ\x00", "zstd": "\x28\xb5\x2f\xfd"}[comp]
 	if n := bytes.Count(data, []byte(magic)); n < 2 {
 		t.Errorf("%s: %d %s stream(s), want several", file, n, comp)
-	}
-	if _, err := exec.LookPath(comp); err != nil {
-		t.Logf("%s not installed: not testing the file with it", comp)
-		return
 	}
 	run(t, comp, "-t", file)
 }

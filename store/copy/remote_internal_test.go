@@ -3,6 +3,7 @@ package copy
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"strings"
 	"testing"
 
@@ -76,18 +77,29 @@ func TestParsePathInfosJSON(t *testing.T) {
 			t.Errorf("d = %+v", d)
 		}
 	}
-	for name, bad := range map[string]string{
-		"empty":       "",
-		"not json":    "error: path is not valid",
-		"bad path":    `[{"path":"/nix/store/xyz","narHash":"sha256-9ucksSdZ9ntCT/gIufvOGJBqJwqpZDzf2RtN9SoPUsw="}]`,
-		"md5 hash":    `[{"path":"/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-copytest-a","narHash":"md5-aGVsbG8="}]`,
-		"short hash":  `[{"path":"/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-copytest-a","narHash":"sha256-aGVsbG8="}]`,
-		"bad ref":     `[{"path":"/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-copytest-a","narHash":"sha256-9ucksSdZ9ntCT/gIufvOGJBqJwqpZDzf2RtN9SoPUsw=","references":["x"]}]`,
-		"ref cycle":   `[{"path":"/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-a","narHash":"sha256-9ucksSdZ9ntCT/gIufvOGJBqJwqpZDzf2RtN9SoPUsw=","references":["/nix/store/kv1wdawdc21dkw6s3y2ihcclfccapbza-b"]},{"path":"/nix/store/kv1wdawdc21dkw6s3y2ihcclfccapbza-b","narHash":"sha256-9ucksSdZ9ntCT/gIufvOGJBqJwqpZDzf2RtN9SoPUsw=","references":["/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-a"]}]`,
-		"empty array": "[]",
+	// Each malformed listing fails for its own reason, not a neighbour's.
+	const hash = `"narHash":"sha256-9ucksSdZ9ntCT/gIufvOGJBqJwqpZDzf2RtN9SoPUsw="`
+	for _, tt := range []struct {
+		name, in string
+		want     string // in the error's text
+		is       error  // and in its chain, when not nil
+	}{
+		{"empty", "", "listed no path infos", nil},
+		{"not json", "error: path is not valid", "path infos from the remote: invalid character", nil},
+		{"bad path", `[{"path":"/nix/store/xyz",` + hash + `}]`, `path info of "/nix/store/xyz"`, store.ErrInvalidPath},
+		{"md5 hash", `[{"path":"/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-copytest-a","narHash":"md5-aGVsbG8="}]`, "is not a SHA-256 hash", nil},
+		{"short hash", `[{"path":"/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-copytest-a","narHash":"sha256-aGVsbG8="}]`, "bad encoding", nil},
+		{"bad ref", `[{"path":"/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-copytest-a",` + hash + `,"references":["x"]}]`, "reference: ", store.ErrInvalidPath},
+		{"ref cycle", `[{"path":"/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-a",` + hash + `,"references":["/nix/store/kv1wdawdc21dkw6s3y2ihcclfccapbza-b"]},{"path":"/nix/store/kv1wdawdc21dkw6s3y2ihcclfccapbza-b",` + hash + `,"references":["/nix/store/13221r1ib1ddlk0srkcqnq1jdm09wrzy-a"]}]`, "reference cycle through", nil},
+		{"empty array", "[]", "listed no path infos", nil},
 	} {
-		if _, err := parsePathInfosJSON(bad); err == nil {
-			t.Errorf("%s: accepted", name)
+		infos, err := parsePathInfosJSON(tt.in)
+		if err == nil {
+			t.Errorf("%s: accepted as %v", tt.name, infos)
+			continue
+		}
+		if !strings.Contains(err.Error(), tt.want) || (tt.is != nil && !errors.Is(err, tt.is)) {
+			t.Errorf("%s: error %q, want one containing %q (and wrapping %v)", tt.name, err, tt.want, tt.is)
 		}
 	}
 }

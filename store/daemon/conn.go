@@ -106,7 +106,6 @@ type Conn struct {
 	daemon  uint64 // the daemon's own version
 	nixVer  string
 	trust   Trust
-	feats   []string
 
 	bmu    sync.Mutex // guards broken, so Close and Err never wait for an op
 	broken error      // sticky, wraps ErrBroken

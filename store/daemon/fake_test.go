@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/nbuild/nbuild/eval/drv"
 	"github.com/nbuild/nbuild/nar/wire"
 	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/storetest"
 )
 
 // fakeDaemon is a scripted peer for failure paths: it greets like a daemon
@@ -446,7 +446,6 @@ func readAddToStoreNar(p *peerConn) {
 // data (as 2.8 does for a missing signature); the client stops sending,
 // ends the frames, reports the *Error and keeps the connection.
 func TestUploadRejectedEarly(t *testing.T) {
-	before := runtime.NumGoroutine()
 	c, err := dialFake(t, &fakeDaemon{serve: func(p *peerConn) error {
 		if op, _ := p.readOp(); op != OpAddToStoreNar {
 			return errors.New("fake: unexpected op")
@@ -471,12 +470,11 @@ func TestUploadRejectedEarly(t *testing.T) {
 		t.Fatalf("after rejected upload: %v, %v", ok, err)
 	}
 	c.Close()
-	waitGoroutines(t, before)
+	storetest.NoGoroutinesIn(t, "/store/daemon/") // the fake peer runs test code only
 }
 
 // TestUploadPeerCloses: the daemon hangs up mid-upload; no hang, no leak.
 func TestUploadPeerCloses(t *testing.T) {
-	before := runtime.NumGoroutine()
 	c, err := dialFake(t, &fakeDaemon{serve: func(p *peerConn) error {
 		p.readOp()
 		readAddToStoreNar(p)
@@ -490,7 +488,7 @@ func TestUploadPeerCloses(t *testing.T) {
 	if !errors.Is(err, ErrBroken) || !strings.Contains(err.Error(), "AddToStoreNar") {
 		t.Fatalf("error = %v", err)
 	}
-	waitGoroutines(t, before)
+	storetest.NoGoroutinesIn(t, "/store/daemon/") // the fake peer runs test code only
 }
 
 // endlessNAR is a valid NAR prefix followed by an endless file.
@@ -511,17 +509,6 @@ func (e *endlessNAR) Read(p []byte) (int, error) {
 	}
 	clear(p)
 	return len(p), nil
-}
-
-func waitGoroutines(t *testing.T, want int) {
-	t.Helper()
-	for range 100 {
-		if runtime.NumGoroutine() <= want+2 { // the fake peer and pipe may linger briefly
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Errorf("%d goroutines, had %d before", runtime.NumGoroutine(), want)
 }
 
 // TestNarTruncated: the NAR stops mid-file.
@@ -580,10 +567,15 @@ func TestBuildResultsMatchedByPath(t *testing.T) {
 func TestQueryPathInfosPipelined(t *testing.T) {
 	const n = 2000
 	c, err := dialFake(t, &fakeDaemon{serve: func(p *peerConn) error {
-		for i := range n {
+		// Every request is read before any is answered: a client that
+		// waits for an answer before it sends the next request never
+		// gets one, and the test's deadline fails it.
+		for range n {
 			if op, _ := p.readOp(); op != OpQueryPathInfo {
 				return errors.New("fake: unexpected op")
 			}
+		}
+		for i := range n {
 			switch i {
 			case 7:
 				p.errFrame("oops")
@@ -605,7 +597,12 @@ func TestQueryPathInfosPipelined(t *testing.T) {
 	for i := range paths {
 		paths[i] = testPath
 	}
-	infos, err := c.QueryPathInfos(context.Background(), paths)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	infos, err := c.QueryPathInfos(ctx, paths)
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal("no answer: QueryPathInfos does not send its requests before reading answers")
+	}
 	var de *Error
 	if !errors.As(err, &de) || de.Message != "oops" {
 		t.Fatalf("error = %v", err)
@@ -621,8 +618,10 @@ func TestQueryPathInfosPipelined(t *testing.T) {
 // TestCloseUnblocks: Close does not wait for a blocked op, and makes it
 // fail.
 func TestCloseUnblocks(t *testing.T) {
+	asked := make(chan struct{})
 	c, err := dialFake(t, &fakeDaemon{serve: func(p *peerConn) error {
 		p.readOp()
+		close(asked) // the request is in: the client waits for the reply
 		io.Copy(io.Discard, p.conn)
 		return nil
 	}}, Options{})
@@ -634,7 +633,7 @@ func TestCloseUnblocks(t *testing.T) {
 		_, err := c.IsValidPath(context.Background(), testPath)
 		errc <- err
 	}()
-	time.Sleep(20 * time.Millisecond) // let the op block; the test passes either way
+	<-asked
 	c.Close()
 	if err := <-errc; !errors.Is(err, ErrBroken) {
 		t.Fatalf("error = %v", err)

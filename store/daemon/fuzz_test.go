@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/nbuild/nbuild/nar/wire"
+	"github.com/nbuild/nbuild/store"
 )
 
 // replayConn is a Conn whose daemon side is the fixed bytes data and whose
@@ -38,6 +40,22 @@ func seedPathInfo() []byte {
 	b = wire.AppendUint64(b, 1)
 	b = wire.AppendStrings(b, []string{"cache.nixos.org-1:abc="})
 	return wire.AppendString(b, "")
+}
+
+// malformedPathInfos are seeds every decoder must refuse: cut short, a
+// hash that is not hex, a reference that is not a store path, a list
+// count beyond any bound.
+func malformedPathInfos() [][]byte {
+	good := seedPathInfo()
+	badHash := wire.AppendString(nil, "")
+	badHash = wire.AppendString(badHash, strings.Repeat("zz", 32))
+	badRef := wire.AppendString(nil, "")
+	badRef = wire.AppendString(badRef, strings.Repeat("ce", 32))
+	badRef = wire.AppendStrings(badRef, []string{"/tmp/not-a-store-path"})
+	huge := wire.AppendString(nil, "")
+	huge = wire.AppendString(huge, strings.Repeat("ce", 32))
+	huge = wire.AppendUint64(huge, 1<<40)
+	return [][]byte{good[:len(good)/2], badHash, badRef, huge}
 }
 
 func seedStderr() [][]byte {
@@ -72,12 +90,23 @@ func seedStderr() [][]byte {
 	last := wire.AppendUint64(nil, stderrLast)
 	valid := append(slices.Clone(last), wire.AppendUint64(nil, 1)...)
 	valid = append(valid, seedPathInfo()...)
-	return [][]byte{
+	seeds := [][]byte{
 		valid,
 		append(slices.Concat(next, act, res, stop), valid...),
 		slices.Concat(act, res, errf),
 		append(slices.Clone(last), wire.AppendUint64(nil, 0)...),
+		// Malformed: an unknown message type, an activity and an
+		// error frame cut short, a validity flag that is not a bool,
+		// and a path info that does not decode after STDERR_LAST.
+		append(wire.AppendUint64(nil, 0x12345678), valid...),
+		act[:len(act)-4],
+		errf[:len(errf)/2],
+		append(slices.Clone(last), wire.AppendUint64(nil, 7)...),
 	}
+	for _, b := range malformedPathInfos() {
+		seeds = append(seeds, slices.Concat(last, wire.AppendUint64(nil, 1), b))
+	}
+	return seeds
 }
 
 func seedBuildResult(v uint64) []byte {
@@ -120,6 +149,9 @@ func FuzzStderrLoop(f *testing.F) {
 // FuzzPathInfo decodes a ValidPathInfo and round-trips what it accepts.
 func FuzzPathInfo(f *testing.F) {
 	f.Add(seedPathInfo())
+	for _, b := range malformedPathInfos() {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := wire.NewReader(bytes.NewReader(data))
 		r.MaxString, r.MaxList = 1<<16, 1<<12
@@ -142,8 +174,11 @@ func FuzzPathInfo(f *testing.F) {
 // FuzzBuildResult decodes BuildResults at the versions that change them.
 func FuzzBuildResult(f *testing.F) {
 	versions := []uint64{1<<8 | 34, 1<<8 | 37, 1<<8 | 38, 1<<8 | 30}
-	for i, v := range versions[:3] {
-		f.Add(uint8(i), seedBuildResult(v))
+	for i, v := range versions {
+		good := seedBuildResult(v)
+		f.Add(uint8(i), good)
+		f.Add(uint8(i), good[:len(good)-3])                                  // cut short
+		f.Add(uint8(i), append(good[:len(good)-1:len(good)-1], 'x', '!', 0)) // non-zero padding
 	}
 	f.Fuzz(func(t *testing.T, vi uint8, data []byte) {
 		v := versions[int(vi)%len(versions)]
@@ -179,6 +214,14 @@ func FuzzHandshake(f *testing.F) {
 	n = wire.AppendUint64(n, 1)
 	n = wire.AppendUint64(n, stderrLast)
 	f.Add(uint8(1), n)
+	// Malformed: the client's magic echoed, a daemon older than
+	// MinVersion, a reply cut after the magic, a version string longer
+	// than the bound, an error frame where STDERR_LAST was due.
+	f.Add(uint8(0), append(wire.AppendUint64(nil, workerMagic1), b[8:]...))
+	f.Add(uint8(0), wire.AppendUint64(wire.AppendUint64(nil, workerMagic2), 1<<8|9))
+	f.Add(uint8(1), b[:12])
+	f.Add(uint8(0), wire.AppendUint64(slices.Clone(b[:16]), 1<<20))
+	f.Add(uint8(0), append(slices.Clone(b[:len(b)-8]), seedStderr()[2]...))
 	f.Fuzz(func(t *testing.T, announce uint8, data []byte) {
 		rw := struct {
 			io.Reader
@@ -194,4 +237,48 @@ func FuzzHandshake(f *testing.F) {
 			t.Fatalf("negotiated %#x announcing %#x", c.Version(), v)
 		}
 	})
+}
+
+// TestReadBuildResultErrors: malformed BuildResults fail with the kind of
+// error that says what is wrong, at the versions that change the format.
+func TestReadBuildResultErrors(t *testing.T) {
+	v34, v37 := uint64(1<<8|34), uint64(1<<8|37)
+	good := seedBuildResult(v34)
+	// head is a 1.34 BuildResult up to its built outputs' count.
+	head := good[:8+8+4*8]
+	outputs := func(n uint64, kv ...string) []byte {
+		b := wire.AppendUint64(slices.Clone(head), n)
+		for _, s := range kv {
+			b = wire.AppendString(b, s)
+		}
+		return b
+	}
+	for _, tt := range []struct {
+		name string
+		v    uint64
+		data []byte
+		want error
+	}{
+		{"empty", v34, nil, io.ErrUnexpectedEOF}, // a reply is due: no EOF is clean
+		{"truncated in the error message", v34, wire.AppendUint64(wire.AppendUint64(nil, 0), 100), io.ErrUnexpectedEOF},
+		{"truncated in the outputs", v34, good[:len(good)-5], io.ErrUnexpectedEOF},
+		{"too many outputs", v34, outputs(1 << 20), wire.ErrTooLong},
+		{"DrvOutput id without an output name", v34, outputs(1, "sha256:00", `{"outPath":"8ipix5gylacngpx1cjpq4gji136qrykk-x"}`), ErrProtocol},
+		{"DrvOutput id ending in !", v34, outputs(1, "sha256:00!", `{"outPath":"8ipix5gylacngpx1cjpq4gji136qrykk-x"}`), ErrProtocol},
+		{"realisation not JSON", v34, outputs(1, "sha256:00!out", `{"outPath":`), ErrProtocol},
+		{"realisation outPath not a store path", v34, outputs(1, "sha256:00!out", `{"outPath":"/tmp/x"}`), store.ErrInvalidPath},
+		{"bad optional tag", v37, func() []byte {
+			b := slices.Clone(head)
+			return wire.AppendUint64(b, 2)
+		}(), ErrProtocol},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := wire.NewReader(bytes.NewReader(tt.data))
+			r.MaxString, r.MaxList = 1<<16, 1<<12
+			res, err := readBuildResult(r, tt.v)
+			if !errors.Is(err, tt.want) {
+				t.Errorf("readBuildResult = %+v, %v; want %v", res, err, tt.want)
+			}
+		})
+	}
 }

@@ -35,16 +35,13 @@ func (c *Conn) narFromPath(p store.Path, w io.Writer) error {
 	if _, err := c.processStderr(OpNarFromPath, nil); err != nil {
 		return err
 	}
-	// 2.8 sends STDERR_LAST before it opens the path, so a failure to dump
-	// it (a path that is not valid) comes as an error frame where the NAR
-	// was due, after which the daemon closes the connection.
-	if head, err := c.br.Peek(8); err == nil && binary.LittleEndian.Uint64(head) == stderrError {
-		c.br.Discard(8)
+	if n := c.errorForNAR(); n > 0 {
+		c.br.Discard(n)
 		de, err := c.readError(OpNarFromPath)
 		if err != nil {
 			return err
 		}
-		return fmt.Errorf("%w: %w", ErrBroken, de)
+		return fmt.Errorf("%w: %s: %w: %w", ErrBroken, p, store.ErrNotValid, de)
 	}
 	// The NAR follows STDERR_LAST unframed: only parsing it finds its end.
 	sw := &stickyWriter{w: w}
@@ -88,13 +85,13 @@ func (c *Conn) narsFromPaths(paths []store.Path, each func(int, io.Reader) error
 		if _, err := c.processStderr(OpNarFromPath, nil); err != nil {
 			return fail(err)
 		}
-		if head, err := c.br.Peek(8); err == nil && binary.LittleEndian.Uint64(head) == stderrError {
-			c.br.Discard(8)
+		if n := c.errorForNAR(); n > 0 {
+			c.br.Discard(n)
 			de, err := c.readError(OpNarFromPath)
 			if err != nil {
 				return fail(err)
 			}
-			return fail(de)
+			return fail(fmt.Errorf("%s: %w: %w", p, store.ErrNotValid, de))
 		}
 		eerr, cerr := nar.Hand(c.br, func(r io.Reader) error { return each(i, r) })
 		if eerr != nil {
@@ -108,6 +105,31 @@ func (c *Conn) narsFromPaths(paths []store.Path, each func(int, io.Reader) error
 		}
 	}
 	return <-werr
+}
+
+// narMagic is how every NAR begins on the wire: the padded string
+// "nix-archive-1".
+var narMagic = string(wire.AppendString(nil, "nix-archive-1"))
+
+// errorForNAR returns how many bytes to discard to reach the body of an
+// error frame the daemon sent where a NAR was due, or 0 when a NAR
+// follows. 2.8 sends
+// STDERR_LAST before it dumps the path, and dumpPath writes the NAR's
+// magic before it lstat()s the path (daemon.cc wopNarFromPath,
+// archive.cc dumpPath), so a path that is not in the store comes as the
+// magic and then the frame; a daemon that checks validity first sends the
+// frame alone. Either way the daemon then closes the connection. Any NAR
+// is longer than what is peeked, so the peek never waits past one.
+func (c *Conn) errorForNAR() int {
+	head, _ := c.br.Peek(len(narMagic) + 8)
+	switch {
+	case len(head) >= 8 && binary.LittleEndian.Uint64(head) == stderrError:
+		return 8
+	case len(head) == len(narMagic)+8 && string(head[:len(narMagic)]) == narMagic &&
+		binary.LittleEndian.Uint64(head[len(narMagic):]) == stderrError:
+		return len(narMagic) + 8
+	}
+	return 0
 }
 
 // stickyWriter remembers the first write error and then discards.

@@ -41,8 +41,25 @@ func (p *procStream) Close() error {
 // lingers) when the test ends.
 func startDaemon(t testing.TB, root string) io.ReadWriteCloser {
 	t.Helper()
+	requireDaemonTools(t)
+	s, err := spawnDaemon(t, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// requireDaemonTools gates the tests that run private daemons.
+func requireDaemonTools(t testing.TB) {
+	t.Helper()
 	storetest.RequireNix(t)
 	storetest.RequireRoot(t)
+}
+
+// spawnDaemon is startDaemon for callers that may not end the test (a
+// pool's dial runs while subtests do): it returns its failure, and only
+// registers the child's teardown with t.
+func spawnDaemon(t testing.TB, root string) (io.ReadWriteCloser, error) {
 	// Builds in a chroot store run in a chroot: give them the host's /bin/sh.
 	var sandboxPaths []string
 	for _, p := range []string{"/bin", "/usr", "/lib", "/lib64"} {
@@ -57,14 +74,14 @@ func startDaemon(t testing.TB, root string) io.ReadWriteCloser {
 	cmd.Stderr = &stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	t.Cleanup(func() {
 		stdin.Close()
@@ -80,7 +97,7 @@ func startDaemon(t testing.TB, root string) io.ReadWriteCloser {
 			t.Logf("nix-daemon stderr:\n%s", stderr.String())
 		}
 	})
-	return &procStream{stdout: stdout, stdin: stdin}
+	return &procStream{stdout: stdout, stdin: stdin}, nil
 }
 
 type lockedBuffer struct {
@@ -120,10 +137,15 @@ func TestConformancePrivateDaemon(t *testing.T) {
 }
 
 func TestConformancePool(t *testing.T) {
+	requireDaemonTools(t)
 	storetest.Run(t, func(t *testing.T) storetest.Store {
 		root := t.TempDir()
 		p := daemon.NewPool(2, func(ctx context.Context) (*daemon.Conn, error) {
-			return daemon.NewConn(ctx, startDaemon(t, root), daemon.Options{})
+			s, err := spawnDaemon(t, root)
+			if err != nil {
+				return nil, err
+			}
+			return daemon.NewConn(ctx, s, daemon.Options{})
 		})
 		t.Cleanup(func() { p.Close() })
 		return p

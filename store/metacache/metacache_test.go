@@ -2,7 +2,6 @@ package metacache
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -406,135 +404,6 @@ func TestDefaultDir(t *testing.T) {
 	t.Setenv("HOME", "/home/u")
 	if d, err := DefaultDir(); err != nil || d != "/home/u/.cache/nbuild/metacache" {
 		t.Errorf("DefaultDir = %q, %v", d, err)
-	}
-}
-
-// stubStore is a function-field stub of an inner store; nil fields are
-// operations it lacks.
-type stubStore struct {
-	pathInfo func(context.Context, store.Path) (*store.PathInfo, error)
-}
-
-func (s *stubStore) QueryPathInfo(ctx context.Context, p store.Path) (*store.PathInfo, error) {
-	return s.pathInfo(ctx, p)
-}
-
-type stubValidStore struct {
-	stubStore
-	validPaths func(context.Context, []store.Path, bool) ([]store.Path, error)
-}
-
-func (s *stubValidStore) QueryValidPaths(ctx context.Context, ps []store.Path, sub bool) ([]store.Path, error) {
-	return s.validPaths(ctx, ps, sub)
-}
-
-func TestWrapPathInfo(t *testing.T) {
-	ctx := context.Background()
-	c, _ := openTest(t, filepath.Join(t.TempDir(), "mc"), Options{})
-	known := testInfo(t, 1)
-	missingPath := testPath(t, 2, "missing")
-	brokenPath := testPath(t, 3, "broken")
-	errConn := errors.New("connection reset")
-	var calls atomic.Int32
-	inner := &stubStore{pathInfo: func(_ context.Context, p store.Path) (*store.PathInfo, error) {
-		calls.Add(1)
-		switch p {
-		case known.Path:
-			return known, nil
-		case brokenPath:
-			return nil, errConn
-		}
-		return nil, fmt.Errorf("%s: %w", p, store.ErrNotValid)
-	}}
-	s := Wrap(inner, c, "daemon")
-
-	for range 3 {
-		got, err := s.QueryPathInfo(ctx, known.Path)
-		if err != nil || !reflect.DeepEqual(got, known) {
-			t.Fatalf("QueryPathInfo = %+v, %v", got, err)
-		}
-	}
-	if n := calls.Load(); n != 1 {
-		t.Errorf("inner called %d times for a valid path, want 1", n)
-	}
-	for range 2 {
-		if _, err := s.QueryPathInfo(ctx, missingPath); !errors.Is(err, store.ErrNotValid) {
-			t.Fatalf("missing path: %v", err)
-		}
-		if _, err := s.QueryPathInfo(ctx, brokenPath); !errors.Is(err, errConn) {
-			t.Fatalf("inner error: %v", err)
-		}
-	}
-	if n := calls.Load(); n != 5 {
-		t.Errorf("inner called %d times, want 5: negative answers and errors must not be cached", n)
-	}
-
-	// Without a ValidPathQuerier, validity goes through QueryPathInfo.
-	calls.Store(0)
-	got, err := s.QueryValidPaths(ctx, []store.Path{missingPath, known.Path}, false)
-	if err != nil || !reflect.DeepEqual(got, []store.Path{known.Path}) {
-		t.Fatalf("QueryValidPaths = %v, %v", got, err)
-	}
-	if n := calls.Load(); n != 1 {
-		t.Errorf("inner called %d times, want 1 (only the uncached path)", n)
-	}
-	if _, err := s.QueryValidPaths(ctx, []store.Path{brokenPath}, false); !errors.Is(err, errConn) {
-		t.Errorf("inner error swallowed: %v", err)
-	}
-}
-
-func TestWrapValidPaths(t *testing.T) {
-	ctx := context.Background()
-	c, _ := openTest(t, filepath.Join(t.TempDir(), "mc"), Options{})
-	paths := make([]store.Path, 6)
-	for i := range paths {
-		paths[i] = testPath(t, i, "p")
-	}
-	validSet := map[store.Path]bool{paths[0]: true, paths[2]: true, paths[4]: true}
-	var asked [][]store.Path
-	inner := &stubValidStore{
-		stubStore: stubStore{pathInfo: func(context.Context, store.Path) (*store.PathInfo, error) {
-			t.Fatal("QueryPathInfo used although the inner store answers QueryValidPaths")
-			return nil, nil
-		}},
-		validPaths: func(_ context.Context, ps []store.Path, sub bool) ([]store.Path, error) {
-			if !sub {
-				t.Error("substitute flag not passed on")
-			}
-			asked = append(asked, ps)
-			var out []store.Path
-			for i := len(ps) - 1; i >= 0; i-- { // answer in another order, as a set
-				if validSet[ps[i]] {
-					out = append(out, ps[i])
-				}
-			}
-			return out, nil
-		},
-	}
-	s := Wrap(inner, c, "ssh-ng://builder")
-	want := []store.Path{paths[0], paths[2], paths[4]}
-	for round := range 2 {
-		got, err := s.QueryValidPaths(ctx, paths, true)
-		if err != nil || !reflect.DeepEqual(got, want) {
-			t.Fatalf("round %d: QueryValidPaths = %v, %v; want %v", round, got, err, want)
-		}
-	}
-	if len(asked) != 2 || len(asked[0]) != 6 {
-		t.Fatalf("inner asked %v", asked)
-	}
-	if wantRest := []store.Path{paths[1], paths[3], paths[5]}; !reflect.DeepEqual(asked[1], wantRest) {
-		t.Errorf("second round asked %v, want only the invalid ones %v", asked[1], wantRest)
-	}
-
-	// A degraded cache is a pass-through.
-	degraded := &Cache{degraded: ErrLocked}
-	asked = nil
-	s = Wrap(inner, degraded, "ssh-ng://builder")
-	if got, err := s.QueryValidPaths(ctx, paths, true); err != nil || !reflect.DeepEqual(got, want) {
-		t.Fatalf("degraded: %v, %v", got, err)
-	}
-	if len(asked) != 1 || len(asked[0]) != 6 {
-		t.Errorf("degraded cache: inner asked %v", asked)
 	}
 }
 

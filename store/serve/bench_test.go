@@ -2,6 +2,7 @@ package serve_test
 
 import (
 	"io"
+	"os"
 	"testing"
 	"time"
 
@@ -86,6 +87,32 @@ func BenchmarkAddToStoreNarsLink(b *testing.B) {
 			}
 		})
 	}
+}
+
+// machineValid returns the valid paths of this machine's store, found
+// in one QueryValidPaths round trip; benchmarks want a real store's
+// thousands of paths and skip when it has none.
+func machineValid(t testing.TB, c *serve.Client) []store.Path {
+	t.Helper()
+	entries, err := os.ReadDir(store.StoreDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cands []store.Path
+	for _, e := range entries {
+		if p, err := store.ParseBase(e.Name()); err == nil {
+			cands = append(cands, p)
+		}
+	}
+	valid, err := c.QueryValidPaths(ctxT(t), cands, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(valid) == 0 {
+		t.Skip("no valid paths in the machine's store")
+	}
+	store.SortPaths(valid)
+	return valid
 }
 
 func machinePathsB(b *testing.B, c *serve.Client, n int) []store.Path {

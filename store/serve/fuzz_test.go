@@ -68,7 +68,13 @@ func TestReadPathInfosErrors(t *testing.T) {
 	}{
 		{"truncated", good[:len(good)-3], 2, io.ErrUnexpectedEOF},
 		{"more infos than asked", good, 1, ErrProtocol},
-		{"bad path", appendPathInfos(nil, nil)[:0:0], 2, io.ErrUnexpectedEOF},
+		{"empty", nil, 2, io.ErrUnexpectedEOF},
+		{"bad path", append(wire.AppendString(nil, "/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-a"), good...), 2, ErrProtocol},
+		{"bad reference", func() []byte {
+			b := wire.AppendString(nil, pA.String())
+			b = wire.AppendString(b, "")
+			return appendPaths(b, []store.Path{{}})
+		}(), 2, ErrProtocol},
 		{"not a store path", append(wire.AppendString(nil, "/tmp/x"), good...), 2, ErrProtocol},
 		{"bad hash", func() []byte {
 			b := wire.AppendString(nil, pA.String())
@@ -125,6 +131,43 @@ func FuzzReadPathInfos(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestReadBuildResultErrors: malformed BuildResults fail with the kind of
+// error that says what is wrong.
+func TestReadBuildResultErrors(t *testing.T) {
+	good := appendBuildResult(nil, &store.BuildResult{Status: store.StatusBuilt, BuiltOutputs: map[string]store.Path{"out": pA}})
+	head := appendBuildResult(nil, &store.BuildResult{Status: store.StatusBuilt})
+	head = head[:len(head)-8] // up to the built outputs' count
+	outputs := func(n uint64, kv ...string) []byte {
+		b := wire.AppendUint64(bytes.Clone(head), n)
+		for _, s := range kv {
+			b = wire.AppendString(b, s)
+		}
+		return b
+	}
+	for _, tt := range []struct {
+		name  string
+		minor uint64
+		data  []byte
+		want  error
+	}{
+		{"empty", 7, nil, io.ErrUnexpectedEOF},
+		{"truncated before 2.3's fields", 3, head[:20], io.ErrUnexpectedEOF},
+		{"truncated in the outputs", 7, good[:len(good)-5], io.ErrUnexpectedEOF},
+		{"too many outputs", 7, outputs(1 << 20), ErrProtocol},
+		{"DrvOutput id without an output name", 7, outputs(1, "sha256:00", `{"outPath":"`+pA.Base()+`"}`), ErrProtocol},
+		{"bad output name", 7, outputs(1, "sha256:00!a/b", `{"outPath":"`+pA.Base()+`"}`), ErrProtocol},
+		{"realisation not JSON", 7, outputs(1, "sha256:00!out", `{"outPath":`), ErrProtocol},
+		{"realisation outPath not a store path", 7, outputs(1, "sha256:00!out", `{"outPath":"/tmp/x"}`), ErrProtocol},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := readBuildResult(wire.NewReader(bytes.NewReader(tt.data)), tt.minor)
+			if !errors.Is(err, tt.want) {
+				t.Errorf("readBuildResult = %+v, %v; want %v", res, err, tt.want)
+			}
+		})
+	}
 }
 
 func FuzzReadBuildResult(f *testing.F) {

@@ -4,8 +4,15 @@
 package storetest
 
 import (
+	"encoding/hex"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/nbuild/nbuild/store"
@@ -19,7 +26,16 @@ const DaemonSocket = store.DaemonSocket
 // reason to run fewer tests. Run `make test` to install Nix.
 func RequireNix(t testing.TB) {
 	t.Helper()
-	for _, tool := range []string{"nix-store", "nix-instantiate", "nix-daemon"} {
+	RequireTools(t, "nix-store", "nix-instantiate", "nix-daemon")
+}
+
+// RequireTools is the gate of every test that runs an outside program:
+// it skips the test when one of tools is not on PATH, or fails it when
+// CI=true, where scripts/test-deps.sh has installed them all. Call it
+// before any setup, so a skipped test costs nothing.
+func RequireTools(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing(t, tool+" not on PATH (run scripts/test-deps.sh)")
 		}
@@ -49,4 +65,96 @@ func missing(t testing.TB, why string) {
 		t.Fatalf("CI=true and %s", why)
 	}
 	t.Skip(why)
+}
+
+// localContentExpr builds a small closure of every kind a store holds:
+// outputs with a deriver and references (b refers to a), .drv files that
+// refer to each other and to a text source (builtins.toFile).
+const localContentExpr = `{ nonce }: rec {
+  src = builtins.toFile "storetest-src" nonce;
+  a = derivation { name = "storetest-a"; system = builtins.currentSystem; builder = "/bin/sh";
+    args = ["-c" "echo ${nonce} > $out"]; };
+  b = derivation { name = "storetest-b"; system = builtins.currentSystem; builder = "/bin/sh";
+    args = ["-c" "read x < ${src}; echo $x ${a} > $out"]; };
+}`
+
+// LocalContent makes its own content in this machine's store with real
+// Nix, so tests that compare with the machine's store work on a fresh
+// one (Debian's nix-bin starts empty) and never depend on what happens to
+// be there. It returns, sorted, two built outputs (with a deriver, one
+// referring to the other), their two .drv files, the text source the
+// second .drv refers to, and a tree added with `nix-store --add`
+// (content-addressed, fixed:r:sha256). Everything carries a fresh nonce
+// and stays rooted (GC roots in a temporary directory) until the test
+// ends.
+func LocalContent(t testing.TB) []store.Path {
+	t.Helper()
+	RequireDaemon(t)
+	dir := t.TempDir()
+	nonce := hex.EncodeToString(randomBytes(t, 16))
+	expr := filepath.Join(dir, "content.nix")
+	src := filepath.Join(dir, "storetest-added")
+	for name, data := range map[string]string{expr: localContentExpr, src: nonce + "\n"} {
+		if err := os.WriteFile(name, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(name string, args ...string) []string {
+		t.Helper()
+		out, err := exec.Command(name, args...).Output()
+		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				err = fmt.Errorf("%w: %s", err, ee.Stderr)
+			}
+			t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
+		}
+		return strings.Fields(string(out))
+	}
+	args := []string{"--option", "substituters", "", "-o", filepath.Join(dir, "result"),
+		expr, "--argstr", "nonce", nonce, "-A", "a", "-A", "b"}
+	outs := run("nix-build", args...)
+	drvs := run("nix-store", "-q", "--deriver", outs[0], outs[1])
+	added := run("nix-store", "--add", src)
+	run("nix-store", "--realise", "--add-root", filepath.Join(dir, "added"), "--indirect", added[0])
+	srcs := run("nix-store", "-q", "--references", drvs[1])
+	var ps []store.Path
+	for _, s := range slices.Concat(outs, drvs, added, srcs) {
+		p, err := store.ParsePath(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(ps, p) {
+			ps = append(ps, p)
+		}
+	}
+	store.SortPaths(ps)
+	return ps
+}
+
+// NoGoroutinesIn fails t if a goroutine is running code of a non-test
+// file whose path contains dir (e.g. "/store/daemon/"): an operation that
+// joins its goroutines before it returns leaves none, so the check needs
+// no waiting and no goroutine counts. Goroutines that run only test code
+// (a fake peer) or other packages are not counted.
+func NoGoroutinesIn(t testing.TB, dir string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		for _, line := range strings.Split(g, "\n") {
+			file, _, ok := strings.Cut(strings.TrimSpace(line), ".go:")
+			if ok && strings.Contains(file, dir) && !strings.HasSuffix(file, "_test") {
+				t.Errorf("a goroutine outlived the operation:\n%s", g)
+				break
+			}
+		}
+	}
 }

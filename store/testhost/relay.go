@@ -38,6 +38,14 @@ type Relay struct {
 	closed  bool
 	cutLeft int64 // bytes still allowed before the cut; <0: no cut armed
 	relayed int64
+	turns   int64
+}
+
+// link is the state the two directions of one relayed connection share:
+// which way the last bytes were delivered, to count turns.
+type link struct {
+	mu   sync.Mutex
+	last int // 0: nothing delivered yet; 1: to the target; 2: back
 }
 
 // NewRelay starts a relay to target ("127.0.0.1:PORT"); t.Cleanup stops it.
@@ -87,8 +95,9 @@ func (r *Relay) accept() {
 			defer r.wg.Done()
 			var both sync.WaitGroup
 			both.Add(2)
-			go func() { defer both.Done(); r.pipe(c, d) }()
-			go func() { defer both.Done(); r.pipe(d, c) }()
+			var l link
+			go func() { defer both.Done(); r.pipe(c, d, &l, 1) }()
+			go func() { defer both.Done(); r.pipe(d, c, &l, 2) }()
 			both.Wait()
 			r.drop(c)
 			r.drop(d)
@@ -119,7 +128,7 @@ type chunk struct {
 // pipe copies src to dst through the shaped link: a reader stamps each
 // chunk with its delivery time, a writer waits for it. The queue between
 // them is bounded, so a full link pushes back on the sender.
-func (r *Relay) pipe(src, dst net.Conn) {
+func (r *Relay) pipe(src, dst net.Conn, l *link, dir int) {
 	const chunkSize = 16 << 10
 	depth := 8
 	if r.opts.RateBytesPerSec > 0 && r.opts.Delay > 0 {
@@ -131,7 +140,7 @@ func (r *Relay) pipe(src, dst net.Conn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		r.write(dst, src, queue)
+		r.write(dst, src, queue, l, dir)
 	}()
 	var linkFree time.Time
 	for {
@@ -163,7 +172,7 @@ func (r *Relay) pipe(src, dst net.Conn) {
 	<-done
 }
 
-func (r *Relay) write(dst, src net.Conn, queue <-chan chunk) {
+func (r *Relay) write(dst, src net.Conn, queue <-chan chunk, l *link, dir int) {
 	timer := time.NewTimer(0)
 	<-timer.C
 	for c := range queue {
@@ -173,6 +182,7 @@ func (r *Relay) write(dst, src net.Conn, queue <-chan chunk) {
 		}
 		b, cut := r.take(c.b)
 		if len(b) > 0 {
+			r.delivered(l, dir)
 			if _, err := dst.Write(b); err != nil {
 				r.drop(dst)
 				r.drop(src)
@@ -208,6 +218,30 @@ func (r *Relay) take(b []byte) ([]byte, bool) {
 	r.relayed += int64(len(b))
 	r.cutLeft = -1
 	return b, true
+}
+
+// delivered counts a turn when bytes go the other way from the last.
+func (r *Relay) delivered(l *link, dir int) {
+	l.mu.Lock()
+	turned := l.last != 0 && l.last != dir
+	l.last = dir
+	l.mu.Unlock()
+	if turned {
+		r.mu.Lock()
+		r.turns++
+		r.mu.Unlock()
+	}
+}
+
+// Turns returns how often, summed over its connections, the relay has
+// delivered bytes in the other direction from the bytes before: a
+// request and its answer are one turn each way, so a protocol that waits
+// for every answer makes two turns per request, and one that pipelines
+// its requests makes few however many it sends.
+func (r *Relay) Turns() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.turns
 }
 
 // Relayed returns how many bytes have passed the relay, both directions.

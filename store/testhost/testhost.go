@@ -102,14 +102,7 @@ func New(t testing.TB, opts Options) *Host {
 	t.Helper()
 	storetest.RequireRoot(t)
 	storetest.RequireNix(t)
-	for _, tool := range []string{"unshare", "nsenter", "ssh", "ssh-keygen"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("testhost: %s not found (scripts/test-deps.sh installs it)", tool)
-		}
-	}
-	if _, err := os.Stat(sshdPath); err != nil {
-		t.Fatalf("testhost: %s missing (scripts/test-deps.sh installs openssh-server)", sshdPath)
-	}
+	storetest.RequireTools(t, "unshare", "nsenter", "ssh", "ssh-keygen", sshdPath)
 	dir := t.TempDir()
 	if strings.ContainsAny(dir, " \t\n") {
 		// NIX_SSHOPTS is split on whitespace.

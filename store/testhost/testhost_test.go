@@ -150,6 +150,62 @@ func TestRelay(t *testing.T) {
 	}
 }
 
+// TestRelayShaping checks the rate and delay the benchmarks rely on, as
+// lower bounds only (a loaded machine makes everything slower, never
+// faster): an echo through ssh cat crosses the delay twice, and a payload
+// crosses the rate limit, after the login, whose cost is not counted.
+func TestRelayShaping(t *testing.T) {
+	const (
+		rate  = 4 << 20
+		delay = 25 * time.Millisecond
+		size  = 2 << 20
+	)
+	h := New(t, Options{})
+	r := NewRelay(t, h.HostAddr(), RelayOptions{RateBytesPerSec: rate, Delay: delay})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := sshCommand(ctx, h, r.Port, "cat")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer in.Close()
+	echo := func(line string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		if _, err := io.WriteString(in, line); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(line))
+		if _, err := io.ReadFull(out, got); err != nil || string(got) != line {
+			t.Fatalf("echo %q: got %q, %v", line, got, err)
+		}
+		return time.Since(start)
+	}
+	echo("login\n") // the session is up once this comes back
+	if rtt := echo("ping\n"); rtt < 2*delay {
+		t.Errorf("an echo took %v, less than the relay's delay both ways (%v)", rtt, 2*delay)
+	}
+	payload := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	start := time.Now()
+	go func() { in.Write(payload) }()
+	got := make([]byte, len(payload))
+	if _, err := io.ReadFull(out, got); err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("payload through the relay: %v", err)
+	}
+	if took, least := time.Since(start), time.Duration(size)*time.Second/rate; took < least {
+		t.Errorf("%d bytes passed in %v, faster than the relay's rate allows (%v)", size, took, least)
+	}
+}
+
 // TestKillAndTeardown checks Kill stops sshd and sessions but keeps the
 // store, and teardown leaves no process in the namespace.
 func TestKillAndTeardown(t *testing.T) {
