@@ -11,17 +11,38 @@ import (
 	"github.com/nbuild/nbuild/store"
 )
 
-// runWhy prints the shortest chains from the roots to target.
+// runWhy prints the shortest chains from the roots to target: a store path
+// (.drv, output or source, possibly inside the chroot store directory), or
+// the name of a derivation or source in the closure ("perl-5.36.0", or
+// "perl" when only one derivation has that package name). Several matches
+// are listed, and the user picks one by its path.
 func runWhy(w io.Writer, root storeRoot, roots []store.Path, target, format string) error {
-	t := target
-	if root != "" {
-		t = strings.TrimPrefix(t, string(root))
+	load := explain.DirLoader(string(root))
+	var tp store.Path
+	if strings.Contains(target, "/") {
+		t := target
+		if root != "" {
+			t = strings.TrimPrefix(t, string(root))
+		}
+		p, _, err := store.SplitPath(t)
+		if err != nil {
+			return fmt.Errorf("--why %s: %w", target, err)
+		}
+		tp = p
+	} else {
+		p, err := explain.Find(roots, target, load)
+		var amb *explain.AmbiguousError
+		switch {
+		case errors.As(err, &amb):
+			return fmt.Errorf("--why %s: %w", target, err)
+		case errors.Is(err, explain.ErrNoMatch):
+			return fmt.Errorf("--why %s: no derivation or source named %q (with or without version) in the closure of %s", target, target, joinPaths(roots))
+		case err != nil:
+			return err
+		}
+		tp = p
 	}
-	tp, _, err := store.SplitPath(t)
-	if err != nil {
-		return fmt.Errorf("--why %s: %w", target, err)
-	}
-	r, err := explain.Why(roots, tp, explain.DirLoader(string(root)), 0)
+	r, err := explain.Why(roots, tp, load, 0)
 	if errors.Is(err, explain.ErrNotInClosure) {
 		return fmt.Errorf("%s is not in the closure of %s", tp, joinPaths(roots))
 	}

@@ -32,3 +32,20 @@ func TestGraphDiffJSONAndFormats(t *testing.T) {
 		}
 	}
 }
+
+func TestGraphWhyByName(t *testing.T) {
+	sys := testStore + fixtureRoot(t, "explain-v2", "system")
+	out, errOut, code := run(t, graphArgs("--why", "libpng", sys)...)
+	if code != 0 || !strings.Contains(out, "-libpng-1.6.40.drv is in the closure through 2 shortest chain(s) of 3 step(s)") {
+		t.Errorf("--why libpng: exit %d %s\n%s", code, errOut, out)
+	}
+	_, errOut, code = run(t, graphArgs("--why", "perl", sys)...)
+	if code != 1 || !strings.Contains(errOut, `2 paths in the closure match "perl"; pick one`) ||
+		!strings.Contains(errOut, "-perl-5.36.0.drv") || !strings.Contains(errOut, "-perl-5.36.0.tar.xz.drv") {
+		t.Errorf("--why perl: exit %d, %q", code, errOut)
+	}
+	_, errOut, code = run(t, graphArgs("--why", "libpng-1.6.39", sys)...)
+	if code != 1 || !strings.Contains(errOut, `no derivation or source named "libpng-1.6.39"`) {
+		t.Errorf("--why libpng-1.6.39: exit %d, %q", code, errOut)
+	}
+}
