@@ -2,11 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"runtime/debug"
 	"sort"
 
 	"github.com/nbuild/nbuild/eval/drv"
+	"github.com/nbuild/nbuild/eval/graph"
+	"github.com/nbuild/nbuild/store"
 )
 
 // drvCommand is `nbuild drv show|check`: the derivation codec on the
@@ -50,7 +56,7 @@ var drvHelp = map[string][2]string{
 }
 
 func runDrv(ctx context.Context, env *cmdEnv, args []string, name string,
-	run func(env *cmdEnv, opts drvOptions, load drv.Loader, paths []string) error) error {
+	run func(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRoot, paths []string) error) error {
 	fs := newFlagSet(env, "drv "+name, drvHelp[name][0], drvHelp[name][1])
 	var opts drvOptions
 	fs.BoolVarP(&opts.recursive, "recursive", "r", false, "include the closure of input derivations")
@@ -74,7 +80,7 @@ func runDrv(ctx context.Context, env *cmdEnv, args []string, name string,
 	for i, p := range ps {
 		paths[i] = p.String()
 	}
-	return run(env, opts, drv.FileLoader(string(root)), paths)
+	return run(ctx, env, opts, root, paths)
 }
 
 // loadDrvs loads the given derivations, or with -r their closures.
@@ -93,20 +99,65 @@ func loadDrvs(opts drvOptions, load drv.Loader, paths []string) (map[string]*drv
 	return res, nil
 }
 
-func runDrvShow(env *cmdEnv, opts drvOptions, load drv.Loader, paths []string) error {
-	drvs, err := loadDrvs(opts, load, paths)
+// runDrvShow prints the derivations as `nix show-derivation` does. With
+// -r the closure is loaded in parallel (eval/graph) and the JSON streamed
+// out one derivation at a time, never held whole.
+func runDrvShow(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRoot, paths []string) error {
+	sw := drv.NewShowWriter(env.stdout)
+	if !opts.recursive {
+		load := drv.FileLoader(string(root))
+		sorted := append([]string(nil), paths...)
+		sort.Strings(sorted)
+		for i, p := range sorted {
+			if i > 0 && p == sorted[i-1] {
+				continue
+			}
+			d, err := load(p)
+			if err != nil {
+				return err
+			}
+			if err := sw.Write(p, d); err != nil {
+				return err
+			}
+		}
+		return sw.Close()
+	}
+	roots := make([]store.Path, len(paths))
+	for i, p := range paths {
+		var err error
+		if roots[i], err = store.ParsePath(p); err != nil {
+			return err
+		}
+	}
+	// Every derivation is kept until it is printed, so nearly all of the
+	// heap is live and the collector's cycles were pure cost: user time
+	// 97 -> 59 ms for 3,500 derivations, peak RSS the same 37 MB. It is
+	// left to a soft memory limit instead. An explicit GOGC or GOMEMLIMIT
+	// wins.
+	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
+		defer debug.SetGCPercent(debug.SetGCPercent(-1))
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(1 << 30))
+	}
+	g, err := graph.LoadWithDrvSources(ctx, string(root), roots, graph.Options{KeepDerivations: true})
+	var le *graph.LoadError
+	if errors.As(err, &le) && errors.Is(err, fs.ErrNotExist) {
+		at := ""
+		if root != "" {
+			at = " at " + string(root)
+		}
+		if le.From.IsZero() {
+			return fmt.Errorf("derivation '%s' does not exist in the store%s", le.Path, at)
+		}
+		return fmt.Errorf("derivation '%s', an input of '%s', does not exist in the store%s", le.Path, le.From, at)
+	}
 	if err != nil {
 		return err
 	}
-	out, err := drv.ShowJSON(drvs)
-	if err != nil {
-		return err
-	}
-	_, err = env.stdout.Write(out)
-	return err
+	return graph.WriteShow(ctx, env.stdout, g)
 }
 
-func runDrvCheck(env *cmdEnv, opts drvOptions, load drv.Loader, paths []string) error {
+func runDrvCheck(_ context.Context, env *cmdEnv, opts drvOptions, root storeRoot, paths []string) error {
+	load := drv.FileLoader(string(root))
 	drvs, err := loadDrvs(opts, load, paths)
 	if err != nil {
 		return err

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/nbuild/nbuild/eval/drv"
+	"github.com/nbuild/nbuild/store/storetest"
 )
 
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -46,6 +48,57 @@ func TestDrvShowGolden(t *testing.T) {
 		if code != 0 || out != string(want) {
 			t.Errorf("%s: exit %d, stderr %q; output differs from golden:\n%s", attr, code, errs, out)
 		}
+	}
+}
+
+// TestDrvShowGoldenAll: the same for every fixture root (the cross
+// systems are closures of a few hundred derivations), and for several
+// roots at once, whose closures overlap.
+func TestDrvShowGoldenAll(t *testing.T) {
+	files, err := filepath.Glob("../../testdata/roots/*.txt")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no fixture roots: %v", err)
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".txt")
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			attr, p, _ := strings.Cut(line, " ")
+			want, err := os.ReadFile(filepath.Join("../../testdata/golden", name, attr+".show.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, out, errs := runCmd(t, "drv", "show", "-r", "--store", "../../testdata/store", p)
+			if code != 0 || out != string(want) {
+				t.Errorf("%s %s: exit %d, stderr %q; output differs from nix show-derivation -r", name, attr, code, errs)
+			}
+		}
+	}
+}
+
+// TestDrvShowLive compares with nix show-derivation -r run now, on a
+// closure instantiated now, with several overlapping roots.
+func TestDrvShowLive(t *testing.T) {
+	storetest.RequireNix(t)
+	root := filepath.Join(t.TempDir(), "store")
+	var roots []string
+	for _, a := range []string{"system-aarch64", "sdk-aarch64", "vm-test"} {
+		out, err := exec.Command("nix-instantiate", "--store", root, "../../testdata/nix/cross.nix", "-A", a).Output()
+		if err != nil {
+			t.Fatalf("nix-instantiate -A %s: %v", a, err)
+		}
+		roots = append(roots, strings.TrimSpace(string(out)))
+	}
+	want, err := exec.Command("nix", append([]string{"--extra-experimental-features", "nix-command", "--store", root, "show-derivation", "-r"}, roots...)...).Output()
+	if err != nil {
+		t.Fatalf("nix show-derivation -r: %v", err)
+	}
+	code, out, errs := runCmd(t, append([]string{"drv", "show", "-r", "--store", root}, roots...)...)
+	if code != 0 || out != string(want) {
+		t.Errorf("exit %d, stderr %q; %d bytes, nix printed %d", code, errs, len(out), len(want))
 	}
 }
 
@@ -103,6 +156,31 @@ func TestDrvCheck(t *testing.T) {
 		if !strings.Contains(errs, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, errs)
 		}
+	}
+}
+
+// TestDrvShowMissingInput: a closure with a .drv missing names it and
+// the derivation that needs it, in the user's terms.
+func TestDrvShowMissingInput(t *testing.T) {
+	root := t.TempDir()
+	sys := fixtureRoot(t, "explain-v2", "system")
+	data, err := os.ReadFile(filepath.Join(testStore, sys))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "nix/store"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, sys), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runCmd(t, "drv", "show", "-r", "--store", root, sys)
+	if code != 1 || !strings.Contains(errs, "', an input of '"+sys+"', does not exist in the store at "+root) || strings.Contains(errs, "graph:") {
+		t.Errorf("exit %d, %q", code, errs)
+	}
+	_, errs, code = run(t, graphArgs("--store", root, "--why", "perl", root+sys)...)
+	if code != 1 || !strings.Contains(errs, "' does not exist in the store at "+root) {
+		t.Errorf("--why: exit %d, %q", code, errs)
 	}
 }
 

@@ -11,17 +11,38 @@ import (
 	"github.com/nbuild/nbuild/store"
 )
 
-// runWhy prints the shortest chains from the roots to target.
+// runWhy prints the shortest chains from the roots to target: a store path
+// (.drv, output or source, possibly inside the chroot store directory), or
+// the name of a derivation or source in the closure ("perl-5.36.0", or
+// "perl" when only one derivation has that package name). Several matches
+// are listed, and the user picks one by its path.
 func runWhy(w io.Writer, root storeRoot, roots []store.Path, target, format string) error {
-	t := target
-	if root != "" {
-		t = strings.TrimPrefix(t, string(root))
+	load := explain.DirLoader(string(root))
+	var tp store.Path
+	if strings.Contains(target, "/") {
+		t := target
+		if root != "" {
+			t = strings.TrimPrefix(t, string(root))
+		}
+		p, _, err := store.SplitPath(t)
+		if err != nil {
+			return fmt.Errorf("--why %s: %w", target, err)
+		}
+		tp = p
+	} else {
+		p, err := explain.Find(roots, target, load)
+		var amb *explain.AmbiguousError
+		switch {
+		case errors.As(err, &amb):
+			return fmt.Errorf("--why %s: %w", target, err)
+		case errors.Is(err, explain.ErrNoMatch):
+			return fmt.Errorf("--why %s: no derivation or source named %q (with or without version) in the closure of %s", target, target, joinPaths(roots))
+		case err != nil:
+			return err
+		}
+		tp = p
 	}
-	tp, _, err := store.SplitPath(t)
-	if err != nil {
-		return fmt.Errorf("--why %s: %w", target, err)
-	}
-	r, err := explain.Why(roots, tp, explain.DirLoader(string(root)), 0)
+	r, err := explain.Why(roots, tp, load, 0)
 	if errors.Is(err, explain.ErrNotInClosure) {
 		return fmt.Errorf("%s is not in the closure of %s", tp, joinPaths(roots))
 	}
@@ -81,42 +102,19 @@ func joinPaths(ps []store.Path) string {
 	return strings.Join(s, ", ")
 }
 
-// runDiff compares the plan of roots with the plan of old.
+// runDiff compares the plan of roots with the plan of old. The diff has
+// no tree or DOT form: those formats are refused rather than ignored.
 func runDiff(w io.Writer, root storeRoot, roots, old []store.Path, format string) error {
+	if format == "tree" || format == "dot" {
+		return usagef("graph: --diff prints a summary or JSON, not --format %s", format)
+	}
 	load := explain.DirLoader(string(root))
 	r, err := explain.Diff(roots, old, load, load)
 	if err != nil {
 		return err
 	}
 	if format == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+		return explain.WriteDiffJSON(w, r)
 	}
-	if len(r.Changed) == 0 {
-		fmt.Fprintln(w, "the two plans are identical: nothing rebuilds")
-		return nil
-	}
-	fmt.Fprintf(w, "%d derivation(s) rebuild because of these %d change(s):\n", len(r.Changed), len(r.Roots))
-	for _, rc := range r.Roots {
-		fmt.Fprintln(w)
-		if rc.Old.IsZero() {
-			fmt.Fprintf(w, "%s (new, explains %d)\n", rc.New, rc.Explains)
-			continue
-		}
-		fmt.Fprintf(w, "%s (was %s, explains %d)\n", rc.New, rc.Old.Name(), rc.Explains)
-		for _, c := range rc.Own {
-			fmt.Fprintf(w, "  %s: %s -> %s\n", c.What, quoteShort(c.Old), quoteShort(c.New))
-		}
-	}
-	return nil
-}
-
-// quoteShort quotes s, eliding the middle of long values.
-func quoteShort(s string) string {
-	const max = 120
-	if len(s) > max {
-		s = s[:max/2] + "…" + s[len(s)-max/2:]
-	}
-	return fmt.Sprintf("%q", s)
+	return explain.WriteDiffText(w, r)
 }

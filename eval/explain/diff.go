@@ -13,28 +13,50 @@ import (
 // a derivation, after store paths of matched derivations were mapped back
 // to their old versions.
 type Change struct {
-	What string // "env FOO", "args", "builder", "system", "inputSrcs", "inputDrvs", "outputs", "added"
-	Old  string
-	New  string
+	// What names the attribute: "env NAME", "args", "builder", "system",
+	// "inputSrcs", "inputDrvs" or "outputs".
+	What string
+	// Status is "changed", "added" (only New is set) or "removed" (only
+	// Old is set).
+	Status string
+	Old    string
+	New    string
+	// Edits turn Old into New: runs of equal, removed and inserted text,
+	// by lines when either value has several lines and by words
+	// otherwise. Store paths of matched derivations count as equal, so
+	// only the changed part is marked. Nil unless Status is "changed".
+	Edits []Edit
 }
 
-// Changed is a derivation of the new plan that differs from the old plan.
+// Changed is a derivation of the new closure that is not in the old one.
 type Changed struct {
 	New store.Path
-	Old store.Path // zero when nothing in the old plan corresponds
-	// Own lists the derivation's own changes. Empty means it changed only
-	// because inputs changed: see Causes.
+	// Old is the derivation of the old closure it replaces, matched by its
+	// place in the graph or, failing that, by name; zero when nothing in
+	// the old closure corresponds (then Own holds no attribute changes).
+	Old store.Path
+	// Own lists the derivation's own changes. Empty means it differs only
+	// because some of its inputs do: see Causes.
 	Own []Change
-	// Causes are the root causes (derivations with Own changes) it is
-	// rebuilt for, sorted; a root cause lists itself.
+	// Causes are the root causes it differs because of, sorted; a root
+	// cause lists itself.
 	Causes []store.Path
 }
 
+// IsCause reports whether c is a root cause: a derivation that differs
+// from its old version (or has none) beyond its inputs' paths.
+func (c *Changed) IsCause() bool { return c.Old.IsZero() || len(c.Own) > 0 }
+
 // DiffResult is the outcome of Diff.
 type DiffResult struct {
-	// Changed holds every derivation of the new plan's closure that the
-	// old plan does not have, dependencies first.
+	NewRoots, OldRoots []store.Path
+	// Changed holds every derivation of the new closure that is not in the
+	// old closure, dependencies first: exactly the .drv paths that
+	// `comm -13` of the two closures' sorted .drv path lists prints.
 	Changed []*Changed
+	// Gone are the .drv paths of the old closure that are not in the new
+	// one (`comm -23`), sorted.
+	Gone []store.Path
 	// Roots are the root causes, sorted by path, with the number of
 	// changed derivations each one explains (its own included).
 	Roots []RootCause
@@ -46,28 +68,57 @@ type RootCause struct {
 	Explains int
 }
 
-// Diff compares the closures of newRoots and oldRoots. Derivations are
-// matched by the roots' positions (or names, when the counts differ) and
-// then input by input, by derivation name. A changed derivation is a root
-// cause when it still differs from its old version after every store path
-// of a matched derivation is mapped back to the old one; otherwise it is
-// attributed to the root causes among its inputs.
+// Diff compares the closures of newRoots and oldRoots, each the .drv paths
+// reachable through inputDrvs and through inputSrcs that are .drv files
+// (as `nix-store -qR` lists them). A derivation of the new closure that is
+// also in the old one has not changed, whatever reaches it; every other
+// one is matched with the derivation of the old closure it replaces,
+// first through the graph (the roots by position, or by name when the
+// counts differ; then the inputs of matched pairs by name, then by name
+// without version), then by name among the old derivations left over. It
+// is a root cause when it has no match or still differs from its match
+// after every store path of a matched derivation is mapped back to the
+// old one; otherwise it is attributed to the root causes among its inputs.
 func Diff(newRoots, oldRoots []store.Path, loadNew, loadOld Loader) (*DiffResult, error) {
+	newOrder, newSet, err := closure(newRoots, loadNew)
+	if err != nil {
+		return nil, err
+	}
+	oldOrder, oldSet, err := closure(oldRoots, loadOld)
+	if err != nil {
+		return nil, err
+	}
 	d := &differ{
 		loadNew: loadNew, loadOld: loadOld,
+		newSet: newSet, oldSet: oldSet,
 		pair:    map[store.Path]store.Path{},
+		used:    map[store.Path]bool{},
 		hashMap: map[string]rename{},
-		visited: map[store.Path]bool{},
 		byPath:  map[store.Path]*Changed{},
 	}
-	pairs := pairByName(newRoots, oldRoots, len(newRoots) == len(oldRoots))
-	for _, pr := range pairs {
-		if err := d.match(pr[0], pr[1]); err != nil {
+	res := &DiffResult{NewRoots: newRoots, OldRoots: oldRoots}
+	var changed []store.Path
+	for _, p := range newOrder {
+		if !oldSet[p] {
+			changed = append(changed, p)
+		}
+	}
+	for _, p := range oldOrder {
+		if !newSet[p] {
+			res.Gone = append(res.Gone, p)
+		}
+	}
+	store.SortPaths(res.Gone)
+	if err := d.matchGraph(newRoots, oldRoots); err != nil {
+		return nil, err
+	}
+	d.matchLeftovers(changed, res.Gone)
+	for n, o := range d.pair {
+		if err := d.mapPaths(n, o); err != nil {
 			return nil, err
 		}
 	}
-	res := &DiffResult{}
-	for _, p := range d.order {
+	for _, p := range changed {
 		c, err := d.explain(p)
 		if err != nil {
 			return nil, err
@@ -81,7 +132,7 @@ func Diff(newRoots, oldRoots []store.Path, loadNew, loadOld Loader) (*DiffResult
 		}
 	}
 	for _, c := range res.Changed {
-		if len(c.Own) > 0 {
+		if c.IsCause() {
 			res.Roots = append(res.Roots, RootCause{Changed: c, Explains: explains[c.New]})
 		}
 	}
@@ -89,73 +140,189 @@ func Diff(newRoots, oldRoots []store.Path, loadNew, loadOld Loader) (*DiffResult
 	return res, nil
 }
 
+// closure returns the .drv paths reachable from roots, dependencies first
+// (a depth-first post-order), and as a set.
+func closure(roots []store.Path, load Loader) ([]store.Path, map[store.Path]bool, error) {
+	seen := map[store.Path]bool{}
+	var order []store.Path
+	type frame struct {
+		p    store.Path
+		deps []store.Path
+	}
+	var stack []frame
+	push := func(p store.Path) error {
+		seen[p] = true
+		d, err := load(p)
+		if err != nil {
+			return err
+		}
+		deps, err := drvInputs(p, d)
+		if err != nil {
+			return err
+		}
+		stack = append(stack, frame{p, deps})
+		return nil
+	}
+	for _, r := range roots {
+		if seen[r] {
+			continue
+		}
+		if err := push(r); err != nil {
+			return nil, nil, err
+		}
+		for len(stack) > 0 {
+			top := &stack[len(stack)-1]
+			if len(top.deps) == 0 {
+				order = append(order, top.p)
+				stack = stack[:len(stack)-1]
+				continue
+			}
+			q := top.deps[0]
+			top.deps = top.deps[1:]
+			if !seen[q] {
+				if err := push(q); err != nil {
+					return nil, nil, err
+				}
+			}
+		}
+	}
+	return order, seen, nil
+}
+
+// drvInputs lists the .drv paths d depends on: its input derivations,
+// then the input sources that are .drv files.
+func drvInputs(p store.Path, d *drv.Derivation) ([]store.Path, error) {
+	out := make([]store.Path, 0, len(d.InputDrvs))
+	for _, in := range d.InputDrvs {
+		q, err := store.ParsePath(in.Path)
+		if err != nil {
+			return nil, fmt.Errorf("derivation %s: input %w", p, err)
+		}
+		out = append(out, q)
+	}
+	for _, s := range d.InputSrcs {
+		if !strings.HasSuffix(s, ".drv") {
+			continue
+		}
+		q, err := store.ParsePath(s)
+		if err != nil {
+			return nil, fmt.Errorf("derivation %s: input source %w", p, err)
+		}
+		out = append(out, q)
+	}
+	return out, nil
+}
+
 type differ struct {
 	loadNew, loadOld Loader
-	pair             map[store.Path]store.Path // new drv -> old drv (zero if none)
+	newSet, oldSet   map[store.Path]bool
+	pair             map[store.Path]store.Path // changed new drv -> old drv
+	used             map[store.Path]bool       // old drvs some new one is paired with
 	hashMap          map[string]rename         // new hash part -> old base name
-	visited          map[store.Path]bool
-	order            []store.Path // changed new drvs, dependencies first
 	byPath           map[store.Path]*Changed
 }
 
-// match walks a new derivation and its old counterpart (zero if none),
-// recording pairs and hash-part mappings; identical paths end the walk,
-// since equal paths mean equal closures.
-func (d *differ) match(n, o store.Path) error {
-	if d.visited[n] {
-		return nil
+// changed reports whether the new closure's p is not in the old closure.
+func (d *differ) changed(p store.Path) bool { return !d.oldSet[p] }
+
+// matchGraph pairs changed derivations with old ones breadth first from
+// the roots, so a derivation is matched where it is nearest a root: a pair
+// of matched derivations matches its changed inputs with the old one's
+// inputs that the new one does not also have.
+func (d *differ) matchGraph(newRoots, oldRoots []store.Path) error {
+	queue := pairByName(newRoots, oldRoots, len(newRoots) == len(oldRoots))
+	for len(queue) > 0 {
+		n, o := queue[0][0], queue[0][1]
+		queue = queue[1:]
+		if o.IsZero() || !d.changed(n) {
+			continue
+		}
+		if _, done := d.pair[n]; done {
+			continue
+		}
+		d.pair[n], d.used[o] = o, true
+		nd, od, err := d.loadPair(n, o)
+		if err != nil {
+			return err
+		}
+		newIn, err := drvInputs(n, nd)
+		if err != nil {
+			return err
+		}
+		oldIn, err := drvInputs(o, od)
+		if err != nil {
+			return err
+		}
+		has := map[store.Path]bool{}
+		var cands []store.Path
+		for _, p := range newIn {
+			has[p] = true
+			if _, done := d.pair[p]; d.changed(p) && !done {
+				cands = append(cands, p)
+			}
+		}
+		var olds []store.Path
+		for _, p := range oldIn {
+			if !has[p] {
+				olds = append(olds, p)
+			}
+		}
+		queue = append(queue, pairByName(cands, olds, false)...)
 	}
-	d.visited[n] = true
-	if n == o {
-		return nil
+	return nil
+}
+
+// matchLeftovers pairs the changed derivations the graph walk did not
+// match with old derivations no longer in the closure and not matched yet,
+// by name.
+func (d *differ) matchLeftovers(changed, gone []store.Path) {
+	var ns, os []store.Path
+	for _, p := range changed {
+		if _, done := d.pair[p]; !done {
+			ns = append(ns, p)
+		}
 	}
-	nd, err := d.loadNew(n)
+	for _, p := range gone {
+		if !d.used[p] {
+			os = append(os, p)
+		}
+	}
+	store.SortPaths(ns)
+	for _, pr := range pairByName(ns, os, false) {
+		if !pr[1].IsZero() {
+			d.pair[pr[0]], d.used[pr[1]] = pr[1], true
+		}
+	}
+}
+
+// loadPair loads new derivation n and old derivation o.
+func (d *differ) loadPair(n, o store.Path) (nd, od *drv.Derivation, err error) {
+	if nd, err = d.loadNew(n); err == nil {
+		od, err = d.loadOld(o)
+	}
+	return nd, od, err
+}
+
+// mapPaths records that the store paths of new derivation n and its
+// outputs correspond to those of o.
+func (d *differ) mapPaths(n, o store.Path) error {
+	d.hashMap[n.HashPart()] = rename{newName: n.Name(), oldBase: o.Base()}
+	nd, od, err := d.loadPair(n, o)
 	if err != nil {
 		return err
 	}
-	var od *drv.Derivation
-	if !o.IsZero() {
-		if od, err = d.loadOld(o); err != nil {
-			return err
-		}
-		d.hashMap[n.HashPart()] = rename{newName: n.Name(), oldBase: o.Base()}
-		for _, no := range nd.Outputs {
-			for _, oo := range od.Outputs {
-				if no.Name != oo.Name {
-					continue
-				}
-				np, err1 := store.ParsePath(no.Path)
-				op, err2 := store.ParsePath(oo.Path)
-				if err1 == nil && err2 == nil {
-					d.hashMap[np.HashPart()] = rename{newName: np.Name(), oldBase: op.Base()}
-				}
+	for _, no := range nd.Outputs {
+		for _, oo := range od.Outputs {
+			if no.Name != oo.Name {
+				continue
+			}
+			np, err1 := store.ParsePath(no.Path)
+			op, err2 := store.ParsePath(oo.Path)
+			if err1 == nil && err2 == nil {
+				d.hashMap[np.HashPart()] = rename{newName: np.Name(), oldBase: op.Base()}
 			}
 		}
 	}
-	d.pair[n] = o
-	var newIn, oldIn []store.Path
-	for _, in := range nd.InputDrvs {
-		p, err := store.ParsePath(in.Path)
-		if err != nil {
-			return fmt.Errorf("derivation %s: %w", n, err)
-		}
-		newIn = append(newIn, p)
-	}
-	if od != nil {
-		for _, in := range od.InputDrvs {
-			p, err := store.ParsePath(in.Path)
-			if err != nil {
-				return fmt.Errorf("derivation %s: %w", o, err)
-			}
-			oldIn = append(oldIn, p)
-		}
-	}
-	for _, pr := range pairByName(newIn, oldIn, false) {
-		if err := d.match(pr[0], pr[1]); err != nil {
-			return err
-		}
-	}
-	d.order = append(d.order, n)
 	return nil
 }
 
@@ -168,7 +335,8 @@ type rename struct {
 // pairByName pairs each new path with an old one: by position when
 // byPosition; otherwise by exact name, then by package name (the name
 // without its version, so "openssl-3.0.2" pairs with "openssl-3.0.1"),
-// several of one name in sorted order.
+// several of one name in the given order. Unpaired new paths get a zero
+// old path.
 func pairByName(newPs, oldPs []store.Path, byPosition bool) [][2]store.Path {
 	out := make([][2]store.Path, len(newPs))
 	if byPosition {
@@ -203,18 +371,25 @@ func pairByName(newPs, oldPs []store.Path, byPosition bool) [][2]store.Path {
 // Nix's DrvName does (2.8 src/libexpr/names.cc): at the first '-' that is
 // followed by something other than a letter.
 func packageName(p store.Path) string {
-	s := strings.TrimSuffix(p.Name(), ".drv")
-	for i := 0; i+1 < len(s); i++ {
-		c := s[i+1]
-		if s[i] == '-' && !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
-			return s[:i]
-		}
-	}
+	s, _ := splitName(strings.TrimSuffix(p.Name(), ".drv"))
 	return s
 }
 
+// splitName splits a derivation name into package name and version as
+// Nix's DrvName does (2.8 src/libexpr/names.cc).
+func splitName(s string) (name, version string) {
+	for i := 0; i+1 < len(s); i++ {
+		c := s[i+1]
+		if s[i] == '-' && !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return s[:i], s[i+1:]
+		}
+	}
+	return s, ""
+}
+
 // explain computes the own changes and causes of changed derivation n; its
-// inputs were explained before it (d.order is dependencies first).
+// inputs were explained before it (the closure order is dependencies
+// first).
 func (d *differ) explain(n store.Path) (*Changed, error) {
 	c := &Changed{New: n, Old: d.pair[n]}
 	d.byPath[n] = c
@@ -222,9 +397,7 @@ func (d *differ) explain(n store.Path) (*Changed, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.Old.IsZero() {
-		c.Own = []Change{{What: "added", New: n.Name()}}
-	} else {
+	if !c.Old.IsZero() {
 		od, err := d.loadOld(c.Old)
 		if err != nil {
 			return nil, err
@@ -232,11 +405,14 @@ func (d *differ) explain(n store.Path) (*Changed, error) {
 		c.Own = d.compare(nd, od)
 	}
 	causes := map[store.Path]bool{}
-	if len(c.Own) > 0 {
+	if c.IsCause() {
 		causes[n] = true
 	}
-	for _, in := range nd.InputDrvs {
-		p, _ := store.ParsePath(in.Path)
+	ins, err := drvInputs(n, nd)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ins {
 		if ic := d.byPath[p]; ic != nil {
 			for _, r := range ic.Causes {
 				causes[r] = true
@@ -255,14 +431,17 @@ func (d *differ) explain(n store.Path) (*Changed, error) {
 func (d *differ) compare(nd, od *drv.Derivation) []Change {
 	var out []Change
 	m := d.rewrite
-	if a, b := m(nd.Builder), od.Builder; a != b {
-		out = append(out, Change{What: "builder", Old: b, New: nd.Builder})
+	changed := func(what, o, n string) {
+		out = append(out, Change{What: what, Status: "changed", Old: o, New: n, Edits: diffText(o, n, m)})
+	}
+	if m(nd.Builder) != od.Builder {
+		changed("builder", od.Builder, nd.Builder)
 	}
 	if nd.Platform != od.Platform {
-		out = append(out, Change{What: "system", Old: od.Platform, New: nd.Platform})
+		changed("system", od.Platform, nd.Platform)
 	}
 	if !equalMapped(nd.Args, od.Args, m) {
-		out = append(out, Change{What: "args", Old: strings.Join(od.Args, " "), New: strings.Join(nd.Args, " ")})
+		changed("args", strings.Join(od.Args, " "), strings.Join(nd.Args, " "))
 	}
 	oldEnv := map[string]string{}
 	for _, e := range od.Env {
@@ -272,15 +451,15 @@ func (d *differ) compare(nd, od *drv.Derivation) []Change {
 		ov, ok := oldEnv[e.Key]
 		switch {
 		case !ok:
-			out = append(out, Change{What: "env " + e.Key, New: e.Value})
+			out = append(out, Change{What: "env " + e.Key, Status: "added", New: e.Value})
 		case m(e.Value) != ov:
-			out = append(out, Change{What: "env " + e.Key, Old: ov, New: e.Value})
+			changed("env "+e.Key, ov, e.Value)
 		}
 		delete(oldEnv, e.Key)
 	}
 	for _, e := range od.Env {
 		if _, gone := oldEnv[e.Key]; gone {
-			out = append(out, Change{What: "env " + e.Key, Old: e.Value})
+			out = append(out, Change{What: "env " + e.Key, Status: "removed", Old: e.Value})
 		}
 	}
 	var ns []string
@@ -289,10 +468,10 @@ func (d *differ) compare(nd, od *drv.Derivation) []Change {
 	}
 	sort.Strings(ns)
 	if !equalMapped(ns, od.InputSrcs, func(s string) string { return s }) {
-		out = append(out, Change{What: "inputSrcs", Old: names(od.InputSrcs), New: names(nd.InputSrcs)})
+		changed("inputSrcs", names(od.InputSrcs), names(nd.InputSrcs))
 	}
 	if ni, oi := d.mappedInputs(nd), inputNames(od); ni != oi {
-		out = append(out, Change{What: "inputDrvs", Old: oi, New: inputNames(nd)})
+		changed("inputDrvs", oi, inputNames(nd))
 	}
 	var no, oo []string
 	for _, o := range nd.Outputs {
@@ -302,7 +481,7 @@ func (d *differ) compare(nd, od *drv.Derivation) []Change {
 		oo = append(oo, o.Name+":"+o.HashAlgo+":"+o.Hash)
 	}
 	if strings.Join(no, " ") != strings.Join(oo, " ") {
-		out = append(out, Change{What: "outputs", Old: strings.Join(oo, " "), New: strings.Join(no, " ")})
+		changed("outputs", strings.Join(oo, " "), strings.Join(no, " "))
 	}
 	return out
 }
@@ -361,18 +540,16 @@ func names(paths []string) string {
 	return strings.Join(out, " ")
 }
 
-// mappedInputs is inputNames of nd with each input derivation replaced by
-// its old counterpart, so it equals inputNames(old) when the inputs only
-// changed versions of the same packages.
+// mappedInputs is inputNames of nd with each matched input derivation
+// replaced by its old counterpart, so it equals inputNames(old) when the
+// inputs only changed versions of the same packages.
 func (d *differ) mappedInputs(nd *drv.Derivation) string {
 	var out []string
 	for _, in := range nd.InputDrvs {
 		name := names([]string{in.Path})
 		if p, err := store.ParsePath(in.Path); err == nil {
-			if o := d.pair[p]; !o.IsZero() {
+			if o, ok := d.pair[p]; ok {
 				name = o.Name()
-			} else if _, changed := d.pair[p]; !changed {
-				name = p.Name() // unchanged input: same path on both sides
 			}
 		}
 		out = append(out, name+"!"+strings.Join(in.Outputs, ","))

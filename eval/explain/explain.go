@@ -11,6 +11,7 @@ package explain
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -22,6 +23,22 @@ import (
 // ErrNotInClosure is returned by Why when the target is not reachable
 // from the roots.
 var ErrNotInClosure = errors.New("explain: path is not in the closure of the roots")
+
+// MissingError reports a derivation that is not in the store a Loader
+// reads. It wraps fs.ErrNotExist.
+type MissingError struct {
+	Path  store.Path
+	Store string // the chroot store's root; "" for /nix/store
+}
+
+func (e *MissingError) Error() string {
+	if e.Store == "" {
+		return fmt.Sprintf("derivation '%s' does not exist in the store", e.Path)
+	}
+	return fmt.Sprintf("derivation '%s' does not exist in the store at %s", e.Path, e.Store)
+}
+
+func (e *MissingError) Unwrap() error { return fs.ErrNotExist }
 
 // Loader returns the parsed derivation at a .drv path.
 type Loader func(p store.Path) (*drv.Derivation, error)
@@ -44,6 +61,9 @@ func DirLoader(root string) Loader {
 			file = filepath.Join(root, file)
 		}
 		data, err := os.ReadFile(file)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, &MissingError{Path: p, Store: root}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("reading derivation %s: %w", p, err)
 		}
