@@ -84,9 +84,9 @@ func runDrv(ctx context.Context, env *cmdEnv, args []string, name string,
 }
 
 // loadDrvs loads the given derivations, or with -r their closures.
-func loadDrvs(opts drvOptions, load drv.Loader, paths []string) (map[string]*drv.Derivation, error) {
+func loadDrvs(ctx context.Context, opts drvOptions, load drv.Loader, paths []string) (map[string]*drv.Derivation, error) {
 	if opts.recursive {
-		return drv.Closure(paths, load)
+		return drv.Closure(ctx, paths, load)
 	}
 	res := make(map[string]*drv.Derivation, len(paths))
 	for _, p := range paths {
@@ -156,9 +156,9 @@ func runDrvShow(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRoo
 	return graph.WriteShow(ctx, env.stdout, g)
 }
 
-func runDrvCheck(_ context.Context, env *cmdEnv, opts drvOptions, root storeRoot, paths []string) error {
+func runDrvCheck(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRoot, paths []string) error {
 	load := drv.FileLoader(string(root))
-	drvs, err := loadDrvs(opts, load, paths)
+	drvs, err := loadDrvs(ctx, opts, load, paths)
 	if err != nil {
 		return err
 	}

@@ -66,7 +66,7 @@ func graphCommand() command {
 			fs.StringVar(&o.builders, "builders", "", "builders as Nix's `builders` setting: a spec, or @FILE (default: nix.conf's)")
 			fs.StringVar(&o.store, "store", "", "the store: a chroot store directory, or the local daemon's URI (default: $NIX_REMOTE, or auto: the machine's nix-daemon)")
 			fs.StringArrayVarP(&o.attrs, "attr", "A", nil, "attribute to instantiate from a FILE.nix installable (repeatable)")
-			fs.StringVar(&o.why, "why", "", "show the shortest dependency chains from the roots to PATH (.drv, output or source)")
+			fs.StringVar(&o.why, "why", "", "show the shortest dependency chains from the roots to NAME|PATH (a name such as perl or perl-5.36.0, or a .drv, output or source path)")
 			fs.StringVar(&o.whyBuilder, "why-builder", "", "say where DRV (a path, name or package name) is built and why that builder, or why it is not built")
 			fs.StringVar(&o.diff, "diff", "", "compare with the plan of INSTALLABLE (the old version) and name the root causes")
 			fs.StringVar(&o.nixConf, "nix-conf", "", "nix.conf to read the local machine from (default $NIX_CONF_DIR/nix.conf or /etc/nix/nix.conf)")
@@ -118,10 +118,10 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 		if err != nil {
 			return err
 		}
-		return runDiff(env.stdout, root, roots, old, o.format)
+		return runDiff(ctx, env.stdout, root, roots, old, o.format)
 	}
 	if o.why != "" {
-		return runWhy(env.stdout, root, roots, o.why, o.format)
+		return runWhy(ctx, env.stdout, root, roots, o.why, o.format)
 	}
 	g, err := graph.Load(ctx, string(root), roots, graph.Options{SnapshotDir: snapshotDir(o)})
 	if err != nil {

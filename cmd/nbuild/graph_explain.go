@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +17,7 @@ import (
 // the name of a derivation or source in the closure ("perl-5.36.0", or
 // "perl" when only one derivation has that package name). Several matches
 // are listed, and the user picks one by its path.
-func runWhy(w io.Writer, root storeRoot, roots []store.Path, target, format string) error {
+func runWhy(ctx context.Context, w io.Writer, root storeRoot, roots []store.Path, target, format string) error {
 	load := explain.DirLoader(string(root))
 	var tp store.Path
 	if strings.Contains(target, "/") {
@@ -42,7 +43,7 @@ func runWhy(w io.Writer, root storeRoot, roots []store.Path, target, format stri
 		}
 		tp = p
 	}
-	r, err := explain.Why(roots, tp, load, 0)
+	r, err := explain.Why(ctx, roots, tp, load, 0)
 	if errors.Is(err, explain.ErrNotInClosure) {
 		return fmt.Errorf("%s is not in the closure of %s", tp, joinPaths(roots))
 	}
@@ -104,12 +105,12 @@ func joinPaths(ps []store.Path) string {
 
 // runDiff compares the plan of roots with the plan of old. The diff has
 // no tree or DOT form: those formats are refused rather than ignored.
-func runDiff(w io.Writer, root storeRoot, roots, old []store.Path, format string) error {
+func runDiff(ctx context.Context, w io.Writer, root storeRoot, roots, old []store.Path, format string) error {
 	if format == "tree" || format == "dot" {
 		return usagef("graph: --diff prints a summary or JSON, not --format %s", format)
 	}
 	load := explain.DirLoader(string(root))
-	r, err := explain.Diff(roots, old, load, load)
+	r, err := explain.Diff(ctx, roots, old, load, load)
 	if err != nil {
 		return err
 	}

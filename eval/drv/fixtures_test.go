@@ -150,7 +150,7 @@ func TestFixturesShowJSON(t *testing.T) {
 			t.Errorf("%s: no root in testdata/roots", g)
 			continue
 		}
-		drvs, err := Closure([]string{root}, load)
+		drvs, err := Closure(t.Context(), []string{root}, load)
 		if err != nil {
 			t.Errorf("%s: %v", g, err)
 			continue

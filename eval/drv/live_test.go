@@ -99,7 +99,7 @@ func TestLiveNix(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nix show-derivation: %v\n%s", err, stderrOf(err))
 	}
-	drvs, err := Closure(roots, FileLoader(root))
+	drvs, err := Closure(t.Context(), roots, FileLoader(root))
 	if err != nil {
 		t.Fatal(err)
 	}

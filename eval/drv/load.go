@@ -1,6 +1,7 @@
 package drv
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -45,12 +46,15 @@ func FileLoader(root string) Loader {
 // derivation they need, as `nix show-derivation -r` collects them. It also
 // follows inputSrcs that are .drv files (a derivation's path used as a
 // string); references of other sources are not known from the .drv files
-// alone and are not followed.
-func Closure(roots []string, load Loader) (map[string]*Derivation, error) {
+// alone and are not followed. It stops with ctx's error when ctx is done.
+func Closure(ctx context.Context, roots []string, load Loader) (map[string]*Derivation, error) {
 	res := make(map[string]*Derivation)
 	todo := append([]string(nil), roots...)
 	sort.Strings(todo)
 	for len(todo) > 0 {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		p := todo[len(todo)-1]
 		todo = todo[:len(todo)-1]
 		if _, ok := res[p]; ok {

@@ -1,6 +1,7 @@
 package explain
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -79,12 +80,13 @@ type RootCause struct {
 // is a root cause when it has no match or still differs from its match
 // after every store path of a matched derivation is mapped back to the
 // old one; otherwise it is attributed to the root causes among its inputs.
-func Diff(newRoots, oldRoots []store.Path, loadNew, loadOld Loader) (*DiffResult, error) {
-	newOrder, newSet, err := closure(newRoots, loadNew)
+// Loading the closures stops with ctx's error when ctx is done.
+func Diff(ctx context.Context, newRoots, oldRoots []store.Path, loadNew, loadOld Loader) (*DiffResult, error) {
+	newOrder, newSet, err := closure(ctx, newRoots, loadNew)
 	if err != nil {
 		return nil, err
 	}
-	oldOrder, oldSet, err := closure(oldRoots, loadOld)
+	oldOrder, oldSet, err := closure(ctx, oldRoots, loadOld)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +144,7 @@ func Diff(newRoots, oldRoots []store.Path, loadNew, loadOld Loader) (*DiffResult
 
 // closure returns the .drv paths reachable from roots, dependencies first
 // (a depth-first post-order), and as a set.
-func closure(roots []store.Path, load Loader) ([]store.Path, map[store.Path]bool, error) {
+func closure(ctx context.Context, roots []store.Path, load Loader) ([]store.Path, map[store.Path]bool, error) {
 	seen := map[store.Path]bool{}
 	var order []store.Path
 	type frame struct {
@@ -151,6 +153,9 @@ func closure(roots []store.Path, load Loader) ([]store.Path, map[store.Path]bool
 	}
 	var stack []frame
 	push := func(p store.Path) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		seen[p] = true
 		d, err := load(p)
 		if err != nil {

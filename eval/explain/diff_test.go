@@ -82,7 +82,7 @@ func TestDiffAgainstNix(t *testing.T) {
 			oc, nc   []string
 		}{{"forward", a, b, ca, cb}, {"reverse", b, a, cb, ca}} {
 			t.Run(pr.v1+":"+pr.attr+":"+dir.name, func(t *testing.T) {
-				r, err := Diff([]store.Path{dir.cur}, []store.Path{dir.old}, load, load)
+				r, err := Diff(t.Context(), []store.Path{dir.cur}, []store.Path{dir.old}, load, load)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -146,7 +146,7 @@ func TestDiffExplainPair(t *testing.T) {
 	old := instantiateFile(t, root, "explain-v1.nix", "system")
 	cur := instantiateFile(t, root, "explain-v2.nix", "system")
 	load := DirLoader(root)
-	r, err := Diff([]store.Path{cur}, []store.Path{old}, load, load)
+	r, err := Diff(t.Context(), []store.Path{cur}, []store.Path{old}, load, load)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,7 +83,7 @@ func TestWhy(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := Why([]store.Path{top}, tc.target, load, 0)
+			r, err := Why(t.Context(), []store.Path{top}, tc.target, load, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -100,7 +100,7 @@ func TestWhy(t *testing.T) {
 		})
 	}
 	t.Run("limit", func(t *testing.T) {
-		r, err := Why([]store.Path{top}, a, load, 1)
+		r, err := Why(t.Context(), []store.Path{top}, a, load, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +109,7 @@ func TestWhy(t *testing.T) {
 		}
 	})
 	t.Run("not in closure", func(t *testing.T) {
-		_, err := Why([]store.Path{top}, lone, load, 0)
+		_, err := Why(t.Context(), []store.Path{top}, lone, load, 0)
 		if !errors.Is(err, ErrNotInClosure) {
 			t.Fatalf("want ErrNotInClosure, got %v", err)
 		}
@@ -148,7 +148,7 @@ func TestDiff(t *testing.T) {
 	old := instantiate(t, oldRoot, diffExpr("1.0", "-O2"), "top")
 	cur := instantiate(t, newRoot, diffExpr("1.1", "-O2"), "top")
 
-	r, err := Diff(cur, old, DirLoader(newRoot), DirLoader(oldRoot))
+	r, err := Diff(t.Context(), cur, old, DirLoader(newRoot), DirLoader(oldRoot))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +182,7 @@ func TestDiff(t *testing.T) {
 	t.Run("two independent changes", func(t *testing.T) {
 		newRoot2 := filepath.Join(dir, "new2")
 		cur2 := instantiate(t, newRoot2, diffExpr("1.1", "-O3"), "top")
-		r, err := Diff(cur2, old, DirLoader(newRoot2), DirLoader(oldRoot))
+		r, err := Diff(t.Context(), cur2, old, DirLoader(newRoot2), DirLoader(oldRoot))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -200,7 +200,7 @@ func TestDiff(t *testing.T) {
 		}
 	})
 	t.Run("identical plans", func(t *testing.T) {
-		r, err := Diff(old, old, DirLoader(oldRoot), DirLoader(oldRoot))
+		r, err := Diff(t.Context(), old, old, DirLoader(oldRoot), DirLoader(oldRoot))
 		if err != nil {
 			t.Fatal(err)
 		}

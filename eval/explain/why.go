@@ -1,6 +1,7 @@
 package explain
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -32,8 +33,9 @@ type WhyResult struct {
 // Why finds the shortest dependency chains from roots to target, a .drv,
 // an output path of a derivation in the closure, or an input source. It
 // returns at most limit chains (limit <= 0 means 10) in a deterministic
-// order, and ErrNotInClosure when target is not reachable.
-func Why(roots []store.Path, target store.Path, load Loader, limit int) (*WhyResult, error) {
+// order, and ErrNotInClosure when target is not reachable. It stops with
+// ctx's error when ctx is done.
+func Why(ctx context.Context, roots []store.Path, target store.Path, load Loader, limit int) (*WhyResult, error) {
 	if limit <= 0 {
 		limit = 10
 	}
@@ -57,6 +59,9 @@ func Why(roots []store.Path, target store.Path, load Loader, limit int) (*WhyRes
 	// Breadth-first by levels; stop after the level where target appears.
 	for len(frontier) > 0 && len(found) == 0 {
 		var next []store.Path
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		for _, p := range frontier {
 			if p == target {
 				found = append(found, p)
