@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"runtime/debug"
 	"sort"
@@ -139,18 +137,7 @@ func runDrvShow(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRoo
 		defer debug.SetMemoryLimit(debug.SetMemoryLimit(1 << 30))
 	}
 	g, err := graph.LoadWithDrvSources(ctx, string(root), roots, graph.Options{KeepDerivations: true})
-	var le *graph.LoadError
-	if errors.As(err, &le) && errors.Is(err, fs.ErrNotExist) {
-		at := ""
-		if root != "" {
-			at = " at " + string(root)
-		}
-		if le.From.IsZero() {
-			return fmt.Errorf("derivation '%s' does not exist in the store%s", le.Path, at)
-		}
-		return fmt.Errorf("derivation '%s', an input of '%s', does not exist in the store%s", le.Path, le.From, at)
-	}
-	if err != nil {
+	if err != nil { // a *graph.LoadError says which derivation, in the user's terms
 		return err
 	}
 	return graph.WriteShow(ctx, env.stdout, g)

@@ -30,6 +30,7 @@ package graph
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -316,14 +317,28 @@ var (
 type LoadError struct {
 	Path store.Path // the .drv that failed
 	From store.Path // a derivation that has Path as input; zero for a root
+	Root string     // the chroot store's root, "" for /nix/store
 	Err  error
 }
 
+// Error says it in a user's terms, as Nix would: "derivation 'P', an
+// input of 'F', does not exist in the store", or the parse error after
+// the path.
 func (e *LoadError) Error() string {
-	if e.From.IsZero() {
-		return fmt.Sprintf("graph: %s: %v", e.Path, e.Err)
+	what := fmt.Sprintf("derivation '%s'", e.Path)
+	if errors.Is(e.Err, fs.ErrNotExist) {
+		if !e.From.IsZero() {
+			what += fmt.Sprintf(", an input of '%s',", e.From)
+		}
+		if e.Root != "" {
+			return what + " does not exist in the store at " + e.Root
+		}
+		return what + " does not exist in the store"
 	}
-	return fmt.Sprintf("graph: %s (input of %s): %v", e.Path, e.From, e.Err)
+	if !e.From.IsZero() {
+		what += fmt.Sprintf(" (an input of '%s')", e.From)
+	}
+	return what + ": " + e.Err.Error()
 }
 
 func (e *LoadError) Unwrap() error { return e.Err }

@@ -40,10 +40,16 @@ type Options struct {
 // Errors: a *LoadError naming the .drv (and which derivation needed it)
 // for a missing, unreadable or corrupt file; a *CycleError for a cycle;
 // ctx.Err() when cancelled.
-func Load(ctx context.Context, storeRoot string, roots []store.Path, opts Options) (*Graph, error) {
+func Load(ctx context.Context, storeRoot string, roots []store.Path, opts Options) (_ *Graph, err error) {
 	if storeRoot == "/" {
 		storeRoot = ""
 	}
+	defer func() {
+		var le *LoadError
+		if errors.As(err, &le) {
+			le.Root = storeRoot
+		}
+	}()
 	workers := opts.Concurrency
 	if workers <= 0 {
 		workers = 2 * runtime.GOMAXPROCS(0)

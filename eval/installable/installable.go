@@ -122,6 +122,12 @@ func storePathArg(ctx context.Context, root, a string) (store.Path, error) {
 		}
 		return p, nil
 	}
+	if root != "" {
+		// nix-store would create a database in a chroot store without one.
+		if _, err := os.Stat(filepath.Join(root, "nix", "var", "nix", "db", "db.sqlite")); err != nil {
+			return store.Path{}, fmt.Errorf("path '%s' is not a derivation, and the store at %s has no Nix database to find its deriver in; give its .drv instead", p, root)
+		}
+	}
 	out, err := runNix(ctx, "nix-store", append(storeArg(root), "-q", "--deriver", p.String())...)
 	if err != nil {
 		return store.Path{}, err
