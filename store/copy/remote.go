@@ -92,6 +92,13 @@ type HostOptions struct {
 	Source store.NarReader
 	// Progress is called as in Options.
 	Progress func(Progress)
+	// Missing, when set, is called once what the destination lacks is
+	// known and before anything is sent: closure is every path of the
+	// copy, missing those to send (possibly none), both references first.
+	Missing func(closure, missing []*store.PathInfo)
+	// Sending, when set, is called as each missing path's NAR starts to
+	// go, in order (nix-copy-closure prints "copying path ..." then).
+	Sending func(info *store.PathInfo)
 }
 
 // HostResult says what ToHost did.
@@ -115,13 +122,11 @@ var ErrNotTrusted = errors.New("copy: remote refused paths without a trusted sig
 // each path after verifying its NAR hash, so an interrupted copy leaves
 // only complete paths valid and a rerun sends the rest.
 func ToHost(ctx context.Context, host string, closure []*store.PathInfo, opts HostOptions) (*HostResult, error) {
-	sc, err := ssh.Dial(ctx, host, []string{"sh", "-c", remoteScript}, opts.SSH)
+	sc, done, err := dialScript(ctx, host, remoteScript, opts.SSH)
 	if err != nil {
 		return nil, err
 	}
-	defer sc.Close()
-	stop := context.AfterFunc(ctx, sc.Kill)
-	defer stop()
+	defer done()
 	res, err := toHost(ctx, sc, closure, opts)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -132,16 +137,60 @@ func ToHost(ctx context.Context, host string, closure []*store.PathInfo, opts Ho
 	return res, nil
 }
 
-func toHost(ctx context.Context, sc *ssh.Conn, closure []*store.PathInfo, opts HostOptions) (*HostResult, error) {
-	// Round trip 1: what the remote has and lacks. The query goes out
-	// before the greeting is read.
+// dialScript runs a POSIX sh script on host, ending the session at once
+// when ctx is done; done ends it cleanly.
+func dialScript(ctx context.Context, host, script string, opts ssh.Options) (sc *ssh.Conn, done func(), err error) {
+	sc, err = ssh.Dial(ctx, host, []string{"sh", "-c", script}, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, sc.Kill)
+	return sc, func() { stop(); sc.Close() }, nil
+}
+
+// HostLacks returns those of closure (order kept) that host does not
+// hold, with one ssh session and one round trip: what ToHost would send.
+// After an interrupted ToHost it tells how far the copy got.
+func HostLacks(ctx context.Context, host string, closure []*store.PathInfo, opts HostOptions) ([]*store.PathInfo, error) {
+	sc, done, err := dialScript(ctx, host, remoteScript, opts.SSH)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	q, err := queryMissing(sc, closure, false)
+	if err == nil {
+		err = sc.CloseWrite()
+	}
+	if err == nil {
+		err = sc.Wait(ctx)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, explain(host, sc, err)
+	}
+	return q.missing, nil
+}
+
+// hostState is what the first round trip of remoteScript tells.
+type hostState struct {
+	br             *bufio.Reader
+	proto          string
+	hasZstd, hasXz bool
+	missing        []*store.PathInfo
+}
+
+// queryMissing runs remoteScript's first round trip: the query goes out
+// before the greeting is read.
+func queryMissing(sc *ssh.Conn, closure []*store.PathInfo, substitute bool) (*hostState, error) {
 	var list strings.Builder
 	for _, info := range closure {
 		list.WriteString(info.Path.String())
 		list.WriteByte('\n')
 	}
 	subst := 0
-	if opts.UseSubstitutes {
+	if substitute {
 		subst = 1
 	}
 	if _, err := fmt.Fprintf(sc, "%d %d\n%s", subst, list.Len(), list.String()); err != nil {
@@ -150,13 +199,13 @@ func toHost(ctx context.Context, sc *ssh.Conn, closure []*store.PathInfo, opts H
 	br := bufio.NewReaderSize(sc, 64<<10)
 	greeting, err := readLine(br)
 	if err != nil {
-		return nil, fmt.Errorf("no answer from the remote shell: %w", err)
+		return nil, fmt.Errorf("%w: %w", errNoGreeting, err)
 	}
 	f := strings.Fields(greeting)
 	if len(f) != 5 || f[0] != "nbuild-copy" || f[1] != "1" {
 		return nil, fmt.Errorf("unexpected answer from the remote shell: %q", greeting)
 	}
-	proto, hasZstd, hasXz := f[2], f[3] == "zstd", f[4] == "xz"
+	q := &hostState{br: br, proto: f[2], hasZstd: f[3] == "zstd", hasXz: f[4] == "xz"}
 	invalid := map[store.Path]bool{}
 	for {
 		line, err := readLine(br)
@@ -172,15 +221,31 @@ func toHost(ctx context.Context, sc *ssh.Conn, closure []*store.PathInfo, opts H
 		}
 		invalid[p] = true
 	}
-	res := &HostResult{Protocol: proto, Compression: "none"}
-	var missing []*store.PathInfo
 	for _, info := range closure {
 		if invalid[info.Path] {
 			// A copy is not the source's ultimate trust (2.8 copyStorePath).
 			c := *info
 			c.Ultimate = false
-			missing = append(missing, &c)
+			q.missing = append(q.missing, &c)
 		}
+	}
+	return q, nil
+}
+
+// errNoGreeting means the remote command never answered: ssh did not
+// connect, or the remote shell could not run the script.
+var errNoGreeting = errors.New("no answer from the remote shell")
+
+func toHost(ctx context.Context, sc *ssh.Conn, closure []*store.PathInfo, opts HostOptions) (*HostResult, error) {
+	// Round trip 1: what the remote has and lacks.
+	q, err := queryMissing(sc, closure, opts.UseSubstitutes)
+	if err != nil {
+		return nil, err
+	}
+	br, proto, hasZstd, hasXz, missing := q.br, q.proto, q.hasZstd, q.hasXz, q.missing
+	res := &HostResult{Protocol: proto, Compression: "none"}
+	if opts.Missing != nil {
+		opts.Missing(closure, missing)
 	}
 	if len(missing) == 0 {
 		if err := sc.CloseWrite(); err != nil {
@@ -197,8 +262,9 @@ func toHost(ctx context.Context, sc *ssh.Conn, closure []*store.PathInfo, opts H
 		return res, err
 	}
 	res.Compression = algo
-	t := newTracker(missing, opts.Progress)
+	t := newTracker(missing, opts.Progress, opts.Sending)
 	writeNar := func(info *store.PathInfo, w io.Writer) error {
+		t.pathStart(info)
 		cw := &countWriter{w: w, t: t}
 		src := opts.Source
 		if src == nil {

@@ -236,3 +236,56 @@ func paths(infos []*store.PathInfo) string {
 	}
 	return b.String()
 }
+
+// TestToHostPlan checks what ToHost tells as it goes (the plan, then each
+// path as it starts) and HostLacks, which a caller asks after an
+// interrupt.
+func TestToHostPlan(t *testing.T) {
+	_, infos := buildClosure(t, "plan")
+	h := testhost.New(t, testhost.Options{})
+	ctx := context.Background()
+	base := copy.HostOptions{SSH: ssh.Options{Getenv: h.Getenv}}
+	if _, err := copy.ToHost(ctx, h.Addr, infos[:2], base); err != nil {
+		t.Fatal(err)
+	}
+	lacks, err := copy.HostLacks(ctx, h.Addr, infos, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := pathList(lacks), pathList(infos[2:]); !slices.Equal(got, want) {
+		t.Errorf("HostLacks = %v, want %v", got, want)
+	}
+	var plans [][2]int
+	var sending []store.Path
+	opts := base
+	opts.Missing = func(closure, missing []*store.PathInfo) { plans = append(plans, [2]int{len(closure), len(missing)}) }
+	opts.Sending = func(info *store.PathInfo) { sending = append(sending, info.Path) }
+	if _, err := copy.ToHost(ctx, h.Addr, infos, opts); err != nil {
+		t.Fatal(err)
+	}
+	if want := [][2]int{{len(infos), len(infos) - 2}}; !slices.Equal(plans, want) {
+		t.Errorf("Missing calls (closure, missing) = %v, want %v", plans, want)
+	}
+	if want := pathList(infos[2:]); !slices.Equal(sending, want) {
+		t.Errorf("Sending order %v, want %v", sending, want)
+	}
+	// Nothing left: the plan is still told, with nothing to send.
+	plans, sending = nil, nil
+	if _, err := copy.ToHost(ctx, h.Addr, infos, opts); err != nil {
+		t.Fatal(err)
+	}
+	if want := [][2]int{{len(infos), 0}}; !slices.Equal(plans, want) || len(sending) != 0 {
+		t.Errorf("second copy: Missing calls %v, Sending %v", plans, sending)
+	}
+	if lacks, err := copy.HostLacks(ctx, h.Addr, infos, base); err != nil || len(lacks) != 0 {
+		t.Errorf("HostLacks after the copy = %v, %v", pathList(lacks), err)
+	}
+}
+
+func pathList(infos []*store.PathInfo) []store.Path {
+	out := make([]store.Path, len(infos))
+	for i, info := range infos {
+		out[i] = info.Path
+	}
+	return out
+}
