@@ -78,7 +78,7 @@ func FromHost(ctx context.Context, host string, roots []store.Path, local store.
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
-		return res, explain(host, sc, err)
+		return res, explain(host, sc, err, opts.SSH.Stderr != nil)
 	}
 	return res, nil
 }

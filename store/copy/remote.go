@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -132,7 +133,7 @@ func ToHost(ctx context.Context, host string, closure []*store.PathInfo, opts Ho
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
-		return res, explain(host, sc, err)
+		return res, explain(host, sc, err, opts.SSH.Stderr != nil)
 	}
 	return res, nil
 }
@@ -168,7 +169,7 @@ func HostLacks(ctx context.Context, host string, closure []*store.PathInfo, opts
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, explain(host, sc, err)
+		return nil, explain(host, sc, err, opts.SSH.Stderr != nil)
 	}
 	return q.missing, nil
 }
@@ -523,9 +524,26 @@ func padOp(p store.Path) []byte {
 
 func (s *splitConn) Close() error { return s.sc.Close() }
 
-// explain turns a failure into what the user must know: the remote's
-// stderr when the session died, and trust problems named as such.
-func explain(host string, sc *ssh.Conn, err error) error {
+// ConnectError is a session that never started because ssh itself failed
+// (exit status 255: connection refused, unknown host, host key mismatch,
+// authentication) before the remote command said anything. SSH is the
+// tail of ssh's own stderr.
+type ConnectError struct {
+	Host, SSH string
+}
+
+func (e *ConnectError) Error() string {
+	if e.SSH == "" {
+		return fmt.Sprintf("cannot connect to '%s'", e.Host)
+	}
+	return fmt.Sprintf("cannot connect to '%s'; ssh said: %s", e.Host, e.SSH)
+}
+
+// explain turns a failure into what the user must know, attributed to
+// whoever said it: ssh's own failures (it exits 255) to ssh, the remote
+// command's stderr to the remote, and trust problems named as such. When
+// the stderr went to the user as it came (live), it is not repeated.
+func explain(host string, sc *ssh.Conn, err error, live bool) error {
 	const refused = "lacks a valid signature"
 	var msg string
 	var de *daemon.Error
@@ -550,8 +568,26 @@ func explain(host string, sc *ssh.Conn, err error) error {
 			"add the user to trusted-users there, or sign the paths with a key in its trusted-public-keys)",
 			ErrNotTrusted, host, msg, host)
 	}
-	if tail != "" && !strings.Contains(err.Error(), tail) {
+	if sc != nil && sshFailed(sc) {
+		if errors.Is(err, errNoGreeting) {
+			return &ConnectError{Host: host, SSH: tail}
+		}
+		if tail != "" && !live {
+			return fmt.Errorf("%s: %w\nssh said: %s", host, err, tail)
+		}
+	}
+	if tail != "" && !live && !strings.Contains(err.Error(), tail) {
 		return fmt.Errorf("%s: %w\nremote said: %s", host, err, tail)
 	}
 	return fmt.Errorf("%s: %w", host, err)
+}
+
+// sshFailed reports whether the ssh client itself failed: it exits 255 for
+// its own errors, and with the remote command's status otherwise. It waits
+// briefly for ssh to exit (the caller has seen the session end).
+func sshFailed(sc *ssh.Conn) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var ee *exec.ExitError
+	return errors.As(sc.Wait(ctx), &ee) && ee.ExitCode() == 255
 }

@@ -3,7 +3,10 @@ package copy_test
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -279,6 +282,51 @@ func TestToHostPlan(t *testing.T) {
 	}
 	if lacks, err := copy.HostLacks(ctx, h.Addr, infos, base); err != nil || len(lacks) != 0 {
 		t.Errorf("HostLacks after the copy = %v, %v", pathList(lacks), err)
+	}
+}
+
+// TestToHostSSHErrors checks that ssh's own failures are reported as
+// ssh's (a ConnectError), not as something the remote said.
+func TestToHostSSHErrors(t *testing.T) {
+	_, infos := buildClosure(t, "ssh-errors")
+	h := testhost.New(t, testhost.Options{})
+	// A port nobody listens on: bind one, then close it.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	otherKey := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(otherKey, []byte(testhost.HostKeyAlias+
+		" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, sshSays string
+		getenv        func(string) string
+	}{
+		{"refused", "Connection refused", h.GetenvPort(closed)},
+		{"host-key", "Host key verification failed", func(k string) string {
+			v := h.Getenv(k)
+			if k == "NIX_SSHOPTS" {
+				v = strings.Replace(v, "UserKnownHostsFile="+h.KnownHosts, "UserKnownHostsFile="+otherKey, 1)
+			}
+			return v
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := copy.ToHost(context.Background(), h.Addr, infos, copy.HostOptions{SSH: ssh.Options{Getenv: tc.getenv}})
+			var ce *copy.ConnectError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %v (%T), want a ConnectError", err, err)
+			}
+			msg := err.Error()
+			if ce.Host != h.Addr || !strings.Contains(msg, "cannot connect to '"+h.Addr+"'") ||
+				!strings.Contains(msg, "ssh said: ") || !strings.Contains(msg, tc.sshSays) || strings.Contains(msg, "remote said") {
+				t.Errorf("error %q", msg)
+			}
+		})
 	}
 }
 
