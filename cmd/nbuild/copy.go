@@ -86,9 +86,22 @@ func copyCommand() command {
 				return usagef("copy: no host given (see 'nbuild copy --help')")
 			}
 			host, paths := fs.Arg(0), fs.Args()[1:]
+			if looksLikePath(host) {
+				// nix-copy-closure would try to ssh to it and fail.
+				return usagef("copy: no host given: '%s' is a path, not [USER@]HOST (usage: nbuild copy [--to|--from] [USER@]HOST PATH...)", host)
+			}
+			if len(paths) == 0 {
+				return usagef("copy: no paths given after the host '%s' (see 'nbuild copy --help')", host)
+			}
 			return runCopy(ctx, env, o, host, paths)
 		},
 	}
+}
+
+// looksLikePath reports whether a copy's first argument is a file path
+// rather than a host: a host name has no slash (file:// URLs aside).
+func looksLikePath(host string) bool {
+	return strings.Contains(host, "/") && !strings.Contains(host, "://")
 }
 
 func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args []string) error {
@@ -100,16 +113,19 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 		}
 		roots = append(roots, p)
 	}
-	if len(roots) == 0 {
-		return nil // as nix-copy-closure: nothing to do
-	}
 	local, err := daemon.Dial(ctx, daemonSocket(env), daemon.Options{SkipSetOptions: true})
 	if err != nil {
 		return fmt.Errorf("cannot connect to the local nix-daemon: %w", err)
 	}
 	defer local.Close()
 	pr := newCopyProgress(env.stderr, o.quiet)
+	pr.verbose = o.verbose
 	defer pr.finish()
+	return copyTo(ctx, env, o, local, host, roots, pr)
+}
+
+// copyTo runs a copy for runCopy.
+func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copyProgress) error {
 	switch {
 	case strings.HasPrefix(host, "file://") && o.from:
 		return copyFromCache(ctx, env, o, local, host, roots, pr)
@@ -117,7 +133,7 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 		return copyToCache(ctx, env, o, local, host, roots, pr)
 	case strings.Contains(host, "://"):
 		return fmt.Errorf("copy: unsupported store URL '%s' (want [USER@]HOST or file:///DIR)", host)
-	case o.from && !o.includeOutputs:
+	case o.from && !o.includeOutputs && len(roots) > 0:
 		err := copyFromHostDump(ctx, env, o, local, host, roots, pr)
 		if !errors.Is(err, copy.ErrNoPathInfo) {
 			return err
@@ -132,15 +148,13 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 		return err
 	}
 	pr.dest = "ssh://" + host
+	pr.closure = closure
 	res, err := copy.ToHost(ctx, host, closure, o.hostOptions(env, pr))
 	if err != nil {
 		return err
 	}
 	if o.verbose {
 		pr.finish()
-		for _, info := range res.Sent {
-			fmt.Fprintf(env.stderr, "copied path '%s' to '%s'\n", info.Path, pr.dest)
-		}
 		how := res.Compression
 		if res.StoredChunks > 0 {
 			how = fmt.Sprintf("%s, %d of %d chunks stored: compressing them did not pay", how, res.StoredChunks, res.Chunks)
@@ -270,6 +284,7 @@ func copyFromCache(ctx context.Context, env *cmdEnv, o copyOptions, local *daemo
 		return err
 	}
 	pr.dest = "local store"
+	pr.src = url
 	pool := daemon.NewPool(max(o.jobs, 2), func(ctx context.Context) (*daemon.Conn, error) {
 		return daemon.Dial(ctx, daemonSocket(env), daemon.Options{SkipSetOptions: true})
 	})
@@ -282,6 +297,7 @@ func copyFromCache(ctx context.Context, env *cmdEnv, o copyOptions, local *daemo
 // back to back through the remote's zstd or xz (--compress).
 func copyFromHostDump(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copyProgress) error {
 	pr.dest = "local store"
+	pr.src = "ssh://" + host
 	dst, done := hostAdder(env)
 	defer done()
 	res, err := copy.FromHost(ctx, host, roots, local, dst, o.hostOptions(env, pr))
@@ -290,9 +306,6 @@ func copyFromHostDump(ctx context.Context, env *cmdEnv, o copyOptions, local *da
 	}
 	if o.verbose {
 		pr.finish()
-		for _, info := range res.Sent {
-			fmt.Fprintf(env.stderr, "copied path '%s' from 'ssh://%s'\n", info.Path, host)
-		}
 		fmt.Fprintf(env.stderr, "%d paths received (%s)\n", len(res.Sent), res.Compression)
 	}
 	return nil
@@ -303,8 +316,7 @@ func copyFromHostDump(ctx context.Context, env *cmdEnv, o copyOptions, local *da
 // at once and they come back to back (copy.NarStreamer), each added to the
 // local store as it arrives, references first.
 func copyFromHost(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copyProgress) error {
-	sc, err := ssh.Dial(ctx, host, []string{"nix-daemon", "--stdio"},
-		ssh.Options{Getenv: env.getenv, Compress: o.gzip, Verbose: o.verbose})
+	sc, err := ssh.Dial(ctx, host, []string{"nix-daemon", "--stdio"}, o.sshOptions(env))
 	if err != nil {
 		return err
 	}
@@ -336,6 +348,8 @@ func copyFromHost(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon
 		return err
 	}
 	pr.dest = "local store"
+	pr.src = "ssh://" + host
+	pr.closure = closure
 	dst, done := hostAdder(env)
 	defer done()
 	o.jobs = 1 // one session: the NARs stream in order
@@ -356,13 +370,20 @@ func hostAdder(env *cmdEnv) (*daemonAdder, func()) {
 // hostOptions are the options of a copy to or from an ssh host.
 func (o copyOptions) hostOptions(env *cmdEnv, pr *copyProgress) copy.HostOptions {
 	return copy.HostOptions{
-		SSH:            ssh.Options{Getenv: env.getenv, Compress: o.gzip, Verbose: o.verbose},
+		SSH:            o.sshOptions(env),
 		Compress:       o.compress,
 		Level:          o.level,
 		Jobs:           o.jobs,
 		UseSubstitutes: o.useSubstitutes,
 		Progress:       pr.update,
+		Missing:        pr.planned,
+		Sending:        pr.sending,
 	}
+}
+
+// sshOptions are the ssh options of a copy to or from a host.
+func (o copyOptions) sshOptions(env *cmdEnv) ssh.Options {
+	return ssh.Options{Getenv: env.getenv, Compress: o.gzip, Verbose: o.verbose}
 }
 
 // remoteDrvOutputs reads the .drv files among infos through the remote
@@ -395,18 +416,11 @@ func remoteDrvOutputs(ctx context.Context, remote *daemon.Conn, infos []*store.P
 }
 
 func copyPaths(ctx context.Context, env *cmdEnv, o copyOptions, src copy.Source, dst store.NarAdder, missing []*store.PathInfo, pr *copyProgress) error {
+	pr.planned(nil, missing)
 	if len(missing) == 0 {
 		return nil
 	}
-	fmt.Fprintf(env.stderr, "copying %d paths...\n", len(missing))
-	err := copy.Copy(ctx, src, dst, missing, copy.Options{Jobs: o.jobs, Progress: pr.update})
-	if err == nil && o.verbose {
-		pr.finish()
-		for _, info := range missing {
-			fmt.Fprintf(env.stderr, "copied path '%s' to '%s'\n", info.Path, pr.dest)
-		}
-	}
-	return err
+	return copy.Copy(ctx, src, dst, missing, copy.Options{Jobs: o.jobs, Progress: pr.update, Sending: pr.sending})
 }
 
 // daemonAdder adds paths through a pool of daemon connections with flags.
@@ -426,20 +440,63 @@ func (a *daemonAdder) AddToStoreNar(ctx context.Context, info *store.PathInfo, r
 
 var _ store.NarAdder = (*daemonAdder)(nil)
 
-// copyProgress draws one status line on a terminal: paths and bytes done
-// of the total, rate and ETA. In a pipe it prints nothing.
+// copyProgress reports a copy on stderr: "copying N paths..." once the
+// missing paths are known (nix-copy-closure's line, printed when there is
+// something to send), with -v a "copying path ..." line as each path
+// starts, and on a terminal one status line: paths and bytes done of the
+// total, rate and ETA. It also remembers the plan.
 type copyProgress struct {
-	w     io.Writer
-	tty   bool
-	dest  string
+	w       io.Writer
+	tty     bool
+	verbose bool // a line per path
+	// src and dest name the two stores in the per-path lines, as Nix's
+	// store URIs do ("ssh://HOST"); src is empty for the local store.
+	src, dest string
+
 	mu    sync.Mutex
-	start time.Time
+	rate  rateMeter
 	last  time.Time
 	drawn bool
+	// closure and missing are the copy's plan (copy.HostOptions.Missing);
+	// missing is nil until it is known.
+	closure, missing []*store.PathInfo
 }
 
 func newCopyProgress(w io.Writer, quiet bool) *copyProgress {
-	return &copyProgress{w: w, tty: !quiet && isTerminal(w), start: time.Now()}
+	return &copyProgress{w: w, tty: !quiet && isTerminal(w)}
+}
+
+// planned records the copy's plan and prints "copying N paths...".
+func (p *copyProgress) planned(closure, missing []*store.PathInfo) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if closure != nil {
+		p.closure = closure
+	}
+	p.missing = missing
+	if missing == nil {
+		p.missing = []*store.PathInfo{}
+	}
+	if len(missing) > 0 {
+		p.clearLocked()
+		fmt.Fprintf(p.w, "copying %d paths...\n", len(missing))
+	}
+}
+
+// sending prints Nix's line for a path whose copy starts (2.8
+// store-api.cc makeCopyPathMessage).
+func (p *copyProgress) sending(info *store.PathInfo) {
+	if !p.verbose {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clearLocked()
+	if p.src == "" {
+		fmt.Fprintf(p.w, "copying path '%s' to '%s'...\n", info.Path, p.dest)
+	} else {
+		fmt.Fprintf(p.w, "copying path '%s' from '%s'...\n", info.Path, p.src)
+	}
 }
 
 func (p *copyProgress) update(pr copy.Progress) {
@@ -449,31 +506,63 @@ func (p *copyProgress) update(pr copy.Progress) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
+	rate := p.rate.add(now, pr.Bytes)
 	if now.Sub(p.last) < 100*time.Millisecond && pr.Paths < pr.TotalPaths {
 		return
 	}
 	p.last = now
-	fmt.Fprintf(p.w, "\r\x1b[K%s", copyStatus(pr, now.Sub(p.start)))
+	fmt.Fprintf(p.w, "\r\x1b[K%s", copyStatus(pr, rate))
 	p.drawn = true
 }
 
 func (p *copyProgress) finish() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.clearLocked()
+}
+
+func (p *copyProgress) clearLocked() {
 	if p.drawn {
 		fmt.Fprint(p.w, "\r\x1b[K")
 		p.drawn = false
 	}
 }
 
+// rateMeter measures a copy's rate from its first byte, not from the
+// start of the command: the ssh login and the closure query before it
+// would make the first figures absurd (an ETA of 1h35m38s). It reports
+// no rate until minRateWindow has passed since the first byte.
+type rateMeter struct {
+	t0 time.Time
+	b0 int64
+}
+
+const minRateWindow = time.Second
+
+// add records that bytes have been sent by now and returns the rate in
+// bytes per second, or 0 while it is not yet meaningful.
+func (m *rateMeter) add(now time.Time, bytes int64) float64 {
+	if m.t0.IsZero() {
+		if bytes > 0 {
+			m.t0, m.b0 = now, bytes
+		}
+		return 0
+	}
+	d := now.Sub(m.t0)
+	if d < minRateWindow || bytes <= m.b0 {
+		return 0
+	}
+	return float64(bytes-m.b0) / d.Seconds()
+}
+
 // copyStatus renders a progress line, e.g.
-// "copied 3/5 paths, 12.0/20.0 MiB, 4.0 MiB/s, ETA 2s".
-func copyStatus(pr copy.Progress, elapsed time.Duration) string {
+// "copied 3/5 paths, 12.0/20.0 MiB, 4.0 MiB/s, ETA 2s"; without a rate
+// (0: not known yet) it shows neither rate nor ETA.
+func copyStatus(pr copy.Progress, rate float64) string {
 	const mib = 1 << 20
 	s := fmt.Sprintf("copied %d/%d paths, %.1f/%.1f MiB", pr.Paths, pr.TotalPaths,
 		float64(pr.Bytes)/mib, float64(pr.TotalBytes)/mib)
-	if secs := elapsed.Seconds(); secs > 0 && pr.Bytes > 0 {
-		rate := float64(pr.Bytes) / secs
+	if rate > 0 {
 		s += fmt.Sprintf(", %.1f MiB/s", rate/mib)
 		if left := pr.TotalBytes - pr.Bytes; left > 0 {
 			eta := time.Duration(float64(left) / rate * float64(time.Second))

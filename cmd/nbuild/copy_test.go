@@ -5,9 +5,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nbuild/nbuild/store/copy"
 
 	"github.com/nbuild/nbuild/store/storetest"
 	"github.com/nbuild/nbuild/store/testhost"
@@ -62,12 +65,13 @@ func TestCopyToHost(t *testing.T) {
 		t.Fatalf("exit %d\n%s", code, errOut)
 	}
 	sameOnHost(t, h, closure)
-	if n := strings.Count(errOut, "copied path"); n != len(closure) {
-		t.Errorf("-v listed %d copied paths, want %d:\n%s", n, len(closure), errOut)
+	// In a pipe: nix-copy-closure's lines, the count and (-v) each path.
+	if n := strings.Count(errOut, "copying path "); n != len(closure) || !strings.HasPrefix(errOut, fmt.Sprintf("copying %d paths...\n", len(closure))) {
+		t.Errorf("-v listed %d paths, want %d:\n%s", n, len(closure), errOut)
 	}
-	// Everything is there now: the rerun sends nothing.
+	// Everything is there now: the rerun sends nothing, and says nothing.
 	_, errOut, code = runWithEnv(t, h.Getenv, "copy", "-v", h.Addr, root)
-	if code != 0 || strings.Contains(errOut, "copied path") {
+	if code != 0 || strings.Contains(errOut, "copying") {
 		t.Errorf("second copy: exit %d, output:\n%s", code, errOut)
 	}
 }
@@ -205,5 +209,49 @@ func TestCopyUsage(t *testing.T) {
 	}
 	if _, errOut, code := runWithEnv(t, os.Getenv, "copy", "host", "/tmp/not-in-store"); code != 1 || !strings.Contains(errOut, "is not in the Nix store") {
 		t.Errorf("path outside the store: exit %d\n%s", code, errOut)
+	}
+	// The host forgotten: nix-copy-closure fails (ssh cannot reach a host
+	// named like the path), so nbuild copy must not succeed doing nothing.
+	for _, args := range [][]string{
+		{"copy", "/nix/store/00000000000000000000000000000000-x"},
+		{"copy", "--to", "./result"},
+		{"copy", "--from", "/nix/store/00000000000000000000000000000000-x", "/nix/store/00000000000000000000000000000000-y"},
+	} {
+		host := args[slices.IndexFunc(args[1:], func(a string) bool { return !strings.HasPrefix(a, "--") })+1]
+		_, errOut, code := runWithEnv(t, os.Getenv, args...)
+		if code != 2 || !strings.Contains(errOut, "no host given: '"+host+"' is a path") {
+			t.Errorf("%v: exit %d\n%s", args, code, errOut)
+		}
+	}
+	if _, errOut, code := runWithEnv(t, os.Getenv, "copy", "--to", "builder"); code != 2 || !strings.Contains(errOut, "no paths given") {
+		t.Errorf("no paths: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestCopyStatus checks the progress line: no rate and no ETA until a
+// rate has been measured for a while from the first byte, whatever came
+// before it (the ssh login, the closure query).
+func TestCopyStatus(t *testing.T) {
+	const mib = 1 << 20
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var m rateMeter
+	total := copy.Progress{TotalPaths: 5, TotalBytes: 445 * mib}
+	for _, step := range []struct {
+		at    time.Duration
+		bytes int64
+		want  string
+	}{
+		{0, 0, "copied 0/5 paths, 0.0/445.0 MiB"},
+		// The login took 2 s: the first MiB must not mean 0.5 MiB/s.
+		{2 * time.Second, 1 * mib, "copied 0/5 paths, 1.0/445.0 MiB"},
+		{2*time.Second + 500*time.Millisecond, 6 * mib, "copied 0/5 paths, 6.0/445.0 MiB"},
+		{3 * time.Second, 11 * mib, "copied 0/5 paths, 11.0/445.0 MiB, 10.0 MiB/s, ETA 43s"},
+		{4 * time.Second, 21 * mib, "copied 0/5 paths, 21.0/445.0 MiB, 10.0 MiB/s, ETA 42s"},
+	} {
+		pr := total
+		pr.Bytes = step.bytes
+		if got := copyStatus(pr, m.add(t0.Add(step.at), step.bytes)); got != step.want {
+			t.Errorf("at %v: %q, want %q", step.at, got, step.want)
+		}
 	}
 }
