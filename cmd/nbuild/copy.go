@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nbuild/nbuild/eval/drv"
@@ -56,6 +59,14 @@ type copyOptions struct {
 	level          int
 	jobs           int
 	quiet          bool
+
+	// As nix-copy-closure (nixcopyclosure.go): Nix 2.8's output (its
+	// "copying ..." lines, even for nothing, and no progress line),
+	// ssh's stderr passed through, and its error wording.
+	nixCompat bool
+	// noLog drops the "copying ..." lines (nix-copy-closure --quiet);
+	// sshVerbose passes -v to ssh.
+	noLog, sshVerbose bool
 }
 
 func copyCommand() command {
@@ -93,6 +104,7 @@ func copyCommand() command {
 			if len(paths) == 0 {
 				return usagef("copy: no paths given after the host '%s' (see 'nbuild copy --help')", host)
 			}
+			o.sshVerbose = o.verbose
 			return runCopy(ctx, env, o, host, paths)
 		},
 	}
@@ -104,6 +116,9 @@ func looksLikePath(host string) bool {
 	return strings.Contains(host, "/") && !strings.Contains(host, "://")
 }
 
+// runCopy copies the closures of args to or from host. When a signal
+// stops it, it says how far the copy got and returns an exitError (130 or
+// 143); as nix-copy-closure it returns errInterrupted instead.
 func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args []string) error {
 	var roots []store.Path
 	for _, a := range args {
@@ -118,14 +133,136 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 		return fmt.Errorf("cannot connect to the local nix-daemon: %w", err)
 	}
 	defer local.Close()
-	pr := newCopyProgress(env.stderr, o.quiet)
+	pr := newCopyProgress(env.stderr, o.quiet || o.nixCompat)
+	pr.log = !o.noLog
 	pr.verbose = o.verbose
+	pr.nixCompat = o.nixCompat
 	defer pr.finish()
-	return copyTo(ctx, env, o, local, host, roots, pr)
+	err = copyTo(ctx, env, o, local, host, roots, pr)
+	if err == nil || !interrupted(ctx, err) {
+		return err
+	}
+	pr.finish()
+	if o.nixCompat {
+		return errInterrupted
+	}
+	reportInterrupt(ctx, env, o, host, pr)
+	return &exitError{code: signalExitCode(ctx)}
+}
+
+// errInterrupted is how nix-copy-closure reports a signal (2.8
+// util.cc triggerInterrupt): "error: interrupted by the user", exit 1.
+var errInterrupted = errors.New("interrupted by the user")
+
+// interrupted reports whether a copy that failed with err was stopped by
+// SIGINT or SIGTERM (ctx is then cancelled). Ctrl-C reaches ssh as well,
+// which is in our process group, so the session can die and fail the copy
+// a moment before the signal cancels ctx: when the session broke, the
+// signal gets a moment to arrive before the failure counts as one.
+func interrupted(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	var se *ssh.Error
+	var ce *copy.ConnectError
+	if !errors.As(err, &se) && !errors.As(err, &ce) && !errors.Is(err, io.ErrUnexpectedEOF) &&
+		!errors.Is(err, io.EOF) && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, ssh.ErrClosed) {
+		return false
+	}
+	t := time.NewTimer(300 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// signalExitCode is the exit status shells give a command a signal
+// stopped: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
+// The signal is the cause signal.NotifyContext gave ctx.
+func signalExitCode(ctx context.Context) int {
+	if c := context.Cause(ctx); c != nil && c.Error() == syscall.SIGTERM.String()+" signal received" {
+		return 128 + int(syscall.SIGTERM)
+	}
+	return 128 + int(syscall.SIGINT)
+}
+
+// reportInterrupt says how far an interrupted copy got: how many paths of
+// the closure the destination now holds, asked afresh (to a host, one more
+// short ssh session; a second signal, or 10 s, gives up on it), and that
+// a rerun sends the rest.
+func reportInterrupt(ctx context.Context, env *cmdEnv, o copyOptions, host string, pr *copyProgress) {
+	pr.mu.Lock()
+	closure, missing := pr.closure, pr.missing
+	pr.mu.Unlock()
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	qctx, stop := signal.NotifyContext(qctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	where, verb := "on "+host, "send"
+	if o.from {
+		where, verb = "in the local store", "fetch"
+	}
+	switch {
+	case strings.HasPrefix(host, "file://"):
+		fmt.Fprintf(env.stderr, "interrupted: run the same command again to copy the rest\n")
+		return
+	case missing == nil || len(closure) == 0:
+		fmt.Fprintf(env.stderr, "interrupted before any path was sent; run the same command again\n")
+		return
+	}
+	var lacking int
+	var err error
+	if o.from {
+		// A fresh connection: the signal may have cut one mid-request.
+		var local *daemon.Conn
+		if local, err = daemon.Dial(qctx, daemonSocket(env), daemon.Options{SkipSetOptions: true}); err == nil {
+			var valid []store.Path
+			valid, err = local.QueryValidPaths(qctx, pathsOf(missing), false)
+			lacking = len(missing) - len(valid)
+			local.Close()
+		}
+	} else {
+		var lacks []*store.PathInfo
+		lacks, err = copy.HostLacks(qctx, host, closure, copy.HostOptions{SSH: o.sshOptions(env)})
+		lacking = len(lacks)
+	}
+	if err != nil {
+		fmt.Fprintf(env.stderr, "interrupted: at least %d of %d paths are %s (asking for more failed: %v); run the same command again to %s the rest\n",
+			len(closure)-len(missing), len(closure), where, err, verb)
+		return
+	}
+	fmt.Fprintf(env.stderr, "interrupted: %d of %d paths are %s; run the same command again to %s the rest\n",
+		len(closure)-lacking, len(closure), where, verb)
+}
+
+func pathsOf(infos []*store.PathInfo) []store.Path {
+	out := make([]store.Path, len(infos))
+	for i, info := range infos {
+		out[i] = info.Path
+	}
+	return out
 }
 
 // copyTo runs a copy for runCopy.
 func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copyProgress) error {
+	if o.nixCompat && !o.from {
+		// As 2.8: a path that is not valid here fails before the host is
+		// contacted, the first one in path order named.
+		valid, err := local.QueryValidPaths(ctx, roots, false)
+		if err != nil {
+			return err
+		}
+		sorted := slices.Clone(roots)
+		slices.SortFunc(sorted, func(a, b store.Path) int { return strings.Compare(a.String(), b.String()) })
+		for _, p := range sorted {
+			if !slices.Contains(valid, p) {
+				return fmt.Errorf("path '%s' is not valid", p)
+			}
+		}
+	}
 	switch {
 	case strings.HasPrefix(host, "file://") && o.from:
 		return copyFromCache(ctx, env, o, local, host, roots, pr)
@@ -153,7 +290,7 @@ func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn,
 	if err != nil {
 		return err
 	}
-	if o.verbose {
+	if o.verbose && !o.nixCompat {
 		pr.finish()
 		how := res.Compression
 		if res.StoredChunks > 0 {
@@ -304,7 +441,7 @@ func copyFromHostDump(ctx context.Context, env *cmdEnv, o copyOptions, local *da
 	if err != nil {
 		return err
 	}
-	if o.verbose {
+	if o.verbose && !o.nixCompat {
 		pr.finish()
 		fmt.Fprintf(env.stderr, "%d paths received (%s)\n", len(res.Sent), res.Compression)
 	}
@@ -381,9 +518,14 @@ func (o copyOptions) hostOptions(env *cmdEnv, pr *copyProgress) copy.HostOptions
 	}
 }
 
-// sshOptions are the ssh options of a copy to or from a host.
+// sshOptions are the ssh options of a copy to or from a host. As
+// nix-copy-closure, ssh's stderr goes straight to ours, as Nix lets it.
 func (o copyOptions) sshOptions(env *cmdEnv) ssh.Options {
-	return ssh.Options{Getenv: env.getenv, Compress: o.gzip, Verbose: o.verbose}
+	so := ssh.Options{Getenv: env.getenv, Compress: o.gzip, Verbose: o.sshVerbose}
+	if o.nixCompat {
+		so.Stderr = env.stderr
+	}
+	return so
 }
 
 // remoteDrvOutputs reads the .drv files among infos through the remote
@@ -441,14 +583,17 @@ func (a *daemonAdder) AddToStoreNar(ctx context.Context, info *store.PathInfo, r
 var _ store.NarAdder = (*daemonAdder)(nil)
 
 // copyProgress reports a copy on stderr: "copying N paths..." once the
-// missing paths are known (nix-copy-closure's line, printed when there is
-// something to send), with -v a "copying path ..." line as each path
-// starts, and on a terminal one status line: paths and bytes done of the
-// total, rate and ETA. It also remembers the plan.
+// missing paths are known (nix-copy-closure's line; nbuild prints it only
+// when there is something to send), with -v (and as nix-copy-closure) a
+// "copying path ..." line as each path starts, and on a terminal one
+// status line: paths and bytes done of the total, rate and ETA. It also
+// remembers the plan, so that an interrupt can say how far the copy got.
 type copyProgress struct {
-	w       io.Writer
-	tty     bool
-	verbose bool // a line per path
+	w         io.Writer
+	tty       bool
+	log       bool // the "copying ..." lines
+	verbose   bool // a line per path
+	nixCompat bool
 	// src and dest name the two stores in the per-path lines, as Nix's
 	// store URIs do ("ssh://HOST"); src is empty for the local store.
 	src, dest string
@@ -463,7 +608,7 @@ type copyProgress struct {
 }
 
 func newCopyProgress(w io.Writer, quiet bool) *copyProgress {
-	return &copyProgress{w: w, tty: !quiet && isTerminal(w)}
+	return &copyProgress{w: w, tty: !quiet && isTerminal(w), log: true}
 }
 
 // planned records the copy's plan and prints "copying N paths...".
@@ -477,7 +622,7 @@ func (p *copyProgress) planned(closure, missing []*store.PathInfo) {
 	if missing == nil {
 		p.missing = []*store.PathInfo{}
 	}
-	if len(missing) > 0 {
+	if p.log && (len(missing) > 0 || p.nixCompat) {
 		p.clearLocked()
 		fmt.Fprintf(p.w, "copying %d paths...\n", len(missing))
 	}
@@ -486,7 +631,7 @@ func (p *copyProgress) planned(closure, missing []*store.PathInfo) {
 // sending prints Nix's line for a path whose copy starts (2.8
 // store-api.cc makeCopyPathMessage).
 func (p *copyProgress) sending(info *store.PathInfo) {
-	if !p.verbose {
+	if !p.log || !(p.verbose || p.nixCompat) {
 		return
 	}
 	p.mu.Lock()

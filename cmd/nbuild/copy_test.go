@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,6 +229,98 @@ func TestCopyUsage(t *testing.T) {
 	}
 	if _, errOut, code := runWithEnv(t, os.Getenv, "copy", "--to", "builder"); code != 2 || !strings.Contains(errOut, "no paths given") {
 		t.Errorf("no paths: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestCopyInterrupted stops copies to a real test host over a slow link
+// with a signal sent to the whole process group, as Ctrl-C does (ssh gets
+// it too), once the third of the five paths has started; a rerun then
+// sends exactly the paths the host still lacks.
+func TestCopyInterrupted(t *testing.T) {
+	nbuild, ncc := buildNbuild(t)
+	root, closure := copyClosure(t, uniqueSalt(t))
+	h := testhost.New(t, testhost.Options{})
+	said := regexp.MustCompile(`^interrupted: (\d+) of 5 paths are on root@127\.0\.0\.1; run the same command again to send the rest$`)
+	for _, tc := range []struct {
+		name string
+		prog string
+		args []string
+		sig  syscall.Signal
+		code int
+		last *regexp.Regexp
+	}{
+		{"copy-SIGINT", nbuild, []string{"copy", "-v", h.Addr, root}, syscall.SIGINT, 130, said},
+		{"copy-SIGTERM", nbuild, []string{"copy", "-v", "--to", h.Addr, root}, syscall.SIGTERM, 143, said},
+		// As 2.8: its message, and exit 1.
+		{"nix-copy-closure-SIGINT", ncc, []string{"--to", h.Addr, root}, syscall.SIGINT, 1, regexp.MustCompile(`^error: interrupted by the user$`)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.MustRun("sh", "-c", "nix-store --delete "+strings.Join(reversed(closure), " ")+" >/dev/null 2>&1 || true")
+			relay := testhost.NewRelay(t, h.HostAddr(), testhost.RelayOptions{RateBytesPerSec: 2 << 20})
+			cmd := exec.Command(tc.prog, tc.args...)
+			cmd.Env = h.EnvPort(relay.Port)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			stderr, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			pgid := cmd.Process.Pid
+			var lines []string
+			started := 0
+			sc := bufio.NewScanner(stderr)
+			for sc.Scan() {
+				lines = append(lines, sc.Text())
+				if strings.HasPrefix(sc.Text(), "copying path ") {
+					if started++; started == 3 {
+						syscall.Kill(-pgid, tc.sig)
+					}
+				}
+			}
+			cmd.Wait()
+			out := strings.Join(lines, "\n")
+			if code := cmd.ProcessState.ExitCode(); code != tc.code {
+				t.Fatalf("exit %d, want %d\n%s", code, tc.code, out)
+			}
+			m := tc.last.FindStringSubmatch(lines[len(lines)-1])
+			if m == nil {
+				t.Fatalf("last line %q, want %s\n%s", lines[len(lines)-1], tc.last, out)
+			}
+			// Bytes that reached the host before the cut may still be
+			// completing a path: end that as the dropped session ends it.
+			h.KillSessions()
+			invalid := strings.Fields(h.MustRun(append([]string{"nix-store", "--check-validity", "--print-invalid"}, closure...)...))
+			valid := len(closure) - len(invalid)
+			if len(invalid) == 0 {
+				t.Fatalf("the copy completed before the signal\n%s", out)
+			}
+			if len(m) > 1 {
+				if n, _ := strconv.Atoi(m[1]); n > valid {
+					t.Errorf("said %d paths are on the host, %d are", n, valid)
+				}
+			}
+			for _, p := range closure {
+				if !slices.Contains(invalid, p) {
+					h.MustRun("nix-store", "--verify-path", p)
+				}
+			}
+			_, errOut, code := runWithEnv(t, h.Getenv, "copy", "-v", h.Addr, root)
+			if code != 0 {
+				t.Fatalf("rerun: exit %d\n%s", code, errOut)
+			}
+			if sent := strings.Count(errOut, "copying path "); sent != len(invalid) {
+				t.Errorf("rerun sent %d paths; the host lacked %d:\n%s", sent, len(invalid), errOut)
+			}
+			for _, p := range invalid {
+				if !strings.Contains(errOut, "copying path '"+p+"'") {
+					t.Errorf("rerun did not send %s", p)
+				}
+			}
+			sameOnHost(t, h, closure)
+			t.Logf("%s: %d of %d paths were on the host\n%s", tc.name, valid, len(closure), out)
+		})
 	}
 }
 
