@@ -42,7 +42,17 @@ remote has no nix path-info, or with --include-outputs).
 
 With file:///DIR the other side is a binary cache Nix reads (nix-cache-info,
 nar/*.nar.xz|zst, *.narinfo, signed with secret-key); --from verifies each
-NAR's hash and lets the local daemon check signatures (trusted-public-keys).`
+NAR's hash and lets the local daemon check signatures (trusted-public-keys).
+
+Output: "copying N paths..." once the missing paths are known, with -v a
+"copying path ..." line as each starts, and on a terminal a status line.
+Ctrl-C (SIGINT) or SIGTERM stops the copy: nbuild says how many paths of
+the closure are on HOST and exits 130 or 143; a rerun sends the rest.
+
+Run by the name nix-copy-closure (a symlink to nbuild, earlier on PATH than
+Nix's), nbuild takes Nix 2.8's nix-copy-closure command line instead of
+these flags and prints its messages and exit codes, for scripts written
+for it: ln -s "$(command -v nbuild)" ~/bin/nix-copy-closure`
 
 const copyExample = `  nbuild copy --to root@pi.local ./result
   NIX_SSHOPTS="-p 2222" nbuild copy --to builder --compress xz /nix/store/...-system
@@ -81,7 +91,7 @@ func copyCommand() command {
 			fs.BoolVar(&o.includeOutputs, "include-outputs", false, "also copy the valid outputs of every .drv in the closure")
 			fs.BoolVarP(&o.useSubstitutes, "use-substitutes", "s", false, "let the receiving side substitute missing paths first")
 			fs.BoolVar(&o.gzip, "gzip", false, "compress the ssh connection (ssh -C)")
-			fs.BoolVarP(&o.verbose, "verbose", "v", false, "print each path copied and pass -v to ssh")
+			fs.BoolVarP(&o.verbose, "verbose", "v", false, "print each path as it starts and a summary, and pass -v to ssh")
 			fs.StringVar(&o.compress, "compress", "auto", "NAR compression to or from a host: auto (zstd if the remote has it; to a host, each chunk only when compressing it pays), none, zstd, xz")
 			fs.IntVar(&o.level, "compress-level", 0, "compression level (0: zstd 3, xz 6)")
 			fs.IntVarP(&o.jobs, "jobs", "j", 0, "parallel compression / NAR transfers (0: number of CPUs)")
