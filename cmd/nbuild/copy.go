@@ -463,14 +463,15 @@ func copyFromHostDump(ctx context.Context, env *cmdEnv, o copyOptions, local *da
 // at once and they come back to back (copy.NarStreamer), each added to the
 // local store as it arrives, references first.
 func copyFromHost(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copyProgress) error {
-	sc, err := ssh.Dial(ctx, host, []string{"nix-daemon", "--stdio"}, o.sshOptions(env))
+	so := o.sshOptions(env)
+	sc, err := ssh.Dial(ctx, host, []string{"nix-daemon", "--stdio"}, so)
 	if err != nil {
 		return err
 	}
 	defer sc.Close()
 	remote, err := daemon.NewConn(ctx, sc, daemon.Options{SkipSetOptions: true})
 	if err != nil {
-		return fmt.Errorf("%s: %w (remote said: %s)", host, err, strings.TrimSpace(sc.StderrTail()))
+		return copy.SessionError(host, sc, so, fmt.Errorf("%w: %w", copy.ErrNoAnswer, err))
 	}
 	defer remote.Close()
 	closure, err := copy.Closure(ctx, remote, roots)

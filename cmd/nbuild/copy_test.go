@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -321,6 +322,35 @@ func TestCopyInterrupted(t *testing.T) {
 			sameOnHost(t, h, closure)
 			t.Logf("%s: %d of %d paths were on the host\n%s", tc.name, valid, len(closure), out)
 		})
+	}
+}
+
+// TestCopySSHErrors checks that ssh's own failure (nobody listens on the
+// port) is reported as ssh's, whichever way the copy goes.
+func TestCopySSHErrors(t *testing.T) {
+	root, _ := copyClosure(t, "ssh-errors")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	getenv := func(k string) string {
+		if k == "NIX_SSHOPTS" {
+			return "-F /dev/null -o BatchMode=yes -p " + port
+		}
+		return os.Getenv(k)
+	}
+	want := "error: cannot connect to 'root@127.0.0.1'; ssh said: ssh: connect to host 127.0.0.1 port " + port + ": Connection refused"
+	for _, args := range [][]string{
+		{"copy", "--to", "root@127.0.0.1", root},
+		{"copy", "--from", "root@127.0.0.1", root},
+		{"copy", "--from", "--include-outputs", "root@127.0.0.1", root},
+	} {
+		_, errOut, code := runWithEnv(t, getenv, args...)
+		if code != 1 || !strings.Contains(errOut, want) || strings.Contains(errOut, "remote said") {
+			t.Errorf("%v: exit %d\n%s", args, code, errOut)
+		}
 	}
 }
 

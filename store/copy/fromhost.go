@@ -96,7 +96,7 @@ func fromHost(ctx context.Context, sc *ssh.Conn, roots []store.Path, local store
 	br := bufio.NewReaderSize(sc, 64<<10)
 	greeting, err := readLine(br)
 	if err != nil {
-		return res, fmt.Errorf("%w: %w", errNoGreeting, err)
+		return res, fmt.Errorf("%w: %w", ErrNoAnswer, err)
 	}
 	f := strings.Fields(greeting)
 	if len(f) != 4 || f[0] != "nbuild-copy-from" || f[1] != "1" {

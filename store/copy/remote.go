@@ -200,7 +200,7 @@ func queryMissing(sc *ssh.Conn, closure []*store.PathInfo, substitute bool) (*ho
 	br := bufio.NewReaderSize(sc, 64<<10)
 	greeting, err := readLine(br)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errNoGreeting, err)
+		return nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
 	}
 	f := strings.Fields(greeting)
 	if len(f) != 5 || f[0] != "nbuild-copy" || f[1] != "1" {
@@ -233,9 +233,10 @@ func queryMissing(sc *ssh.Conn, closure []*store.PathInfo, substitute bool) (*ho
 	return q, nil
 }
 
-// errNoGreeting means the remote command never answered: ssh did not
-// connect, or the remote shell could not run the script.
-var errNoGreeting = errors.New("no answer from the remote shell")
+// ErrNoAnswer is wrapped when the remote command never answered: ssh did
+// not connect, or the remote could not run the command. SessionError
+// makes it a ConnectError when ssh itself failed.
+var ErrNoAnswer = errors.New("no answer from the remote shell")
 
 func toHost(ctx context.Context, sc *ssh.Conn, closure []*store.PathInfo, opts HostOptions) (*HostResult, error) {
 	// Round trip 1: what the remote has and lacks.
@@ -539,6 +540,14 @@ func (e *ConnectError) Error() string {
 	return fmt.Sprintf("cannot connect to '%s'; ssh said: %s", e.Host, e.SSH)
 }
 
+// SessionError explains err, the failure of a session sc to host that the
+// caller started with ssh options opts, as ToHost explains its own: ssh's
+// failures as ssh's (a ConnectError if the remote command never answered:
+// wrap ErrNoAnswer then), the remote's stderr as the remote's.
+func SessionError(host string, sc *ssh.Conn, opts ssh.Options, err error) error {
+	return explain(host, sc, err, opts.Stderr != nil)
+}
+
 // explain turns a failure into what the user must know, attributed to
 // whoever said it: ssh's own failures (it exits 255) to ssh, the remote
 // command's stderr to the remote, and trust problems named as such. When
@@ -569,7 +578,7 @@ func explain(host string, sc *ssh.Conn, err error, live bool) error {
 			ErrNotTrusted, host, msg, host)
 	}
 	if sc != nil && sshFailed(sc) {
-		if errors.Is(err, errNoGreeting) {
+		if errors.Is(err, ErrNoAnswer) {
 			return &ConnectError{Host: host, SSH: tail}
 		}
 		if tail != "" && !live {
