@@ -238,9 +238,9 @@ func TestCopyUsage(t *testing.T) {
 // it too), once the third of the five paths has started; a rerun then
 // sends exactly the paths the host still lacks.
 func TestCopyInterrupted(t *testing.T) {
-	nbuild, ncc := buildNbuild(t)
 	root, closure := copyClosure(t, uniqueSalt(t))
 	h := testhost.New(t, testhost.Options{})
+	nbuild, ncc := buildNbuild(t)
 	said := regexp.MustCompile(`^interrupted: (\d+) of 5 paths are on root@127\.0\.0\.1; run the same command again to send the rest$`)
 	for _, tc := range []struct {
 		name string

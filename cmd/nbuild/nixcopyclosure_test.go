@@ -24,12 +24,15 @@ type nccResult struct {
 // one) reach nothing, under either program.
 const noNetworkSSH = "-F /dev/null -o BatchMode=yes -o ProxyCommand=false"
 
+// realNixCopyClosure gates a test on Nix's nix-copy-closure (and ssh and
+// man, which it runs) and returns its path.
 func realNixCopyClosure(t *testing.T) string {
 	t.Helper()
 	storetest.RequireNix(t)
+	storetest.RequireTools(t, "nix-copy-closure", "ssh", "man")
 	p, err := exec.LookPath("nix-copy-closure")
 	if err != nil {
-		t.Skip("no nix-copy-closure")
+		t.Fatal(err)
 	}
 	return p
 }
@@ -123,6 +126,7 @@ func firstLine(s string) string { return strings.SplitAfter(s, "\n")[0] }
 // a symlink to it named nix-copy-closure.
 func buildNbuild(t *testing.T) (nbuild, ncc string) {
 	t.Helper()
+	storetest.RequireTools(t, "go")
 	dir := t.TempDir()
 	nbuild = filepath.Join(dir, "nbuild")
 	if out, err := exec.Command("go", "build", "-o", nbuild, ".").CombinedOutput(); err != nil {
@@ -142,11 +146,11 @@ func buildNbuild(t *testing.T) (nbuild, ncc string) {
 // same paths valid on the host with equal hashes.
 func TestNixCopyClosureCopies(t *testing.T) {
 	real := realNixCopyClosure(t)
-	_, ncc := buildNbuild(t)
 	root, closure := copyClosure(t, uniqueSalt(t))
 	// No substituters there: -s asks the host's, and this machine has no
 	// network to reach cache.nixos.org.
 	h := testhost.New(t, testhost.Options{NixConf: "substituters =\n"})
+	_, ncc := buildNbuild(t)
 	env := h.Env()
 	link := filepath.Join(t.TempDir(), "result")
 	if err := os.Symlink(root, link); err != nil {
