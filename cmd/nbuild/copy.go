@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nbuild/nbuild/eval/drv"
@@ -39,7 +42,17 @@ remote has no nix path-info, or with --include-outputs).
 
 With file:///DIR the other side is a binary cache Nix reads (nix-cache-info,
 nar/*.nar.xz|zst, *.narinfo, signed with secret-key); --from verifies each
-NAR's hash and lets the local daemon check signatures (trusted-public-keys).`
+NAR's hash and lets the local daemon check signatures (trusted-public-keys).
+
+Output: "copying N paths..." once the missing paths are known, with -v a
+"copying path ..." line as each starts, and on a terminal a status line.
+Ctrl-C (SIGINT) or SIGTERM stops the copy: nbuild says how many paths of
+the closure are on HOST and exits 130 or 143; a rerun sends the rest.
+
+Run by the name nix-copy-closure (a symlink to nbuild, earlier on PATH than
+Nix's), nbuild takes Nix 2.8's nix-copy-closure command line instead of
+these flags and prints its messages and exit codes, for scripts written
+for it: ln -s "$(command -v nbuild)" ~/bin/nix-copy-closure`
 
 const copyExample = `  nbuild copy --to root@pi.local ./result
   NIX_SSHOPTS="-p 2222" nbuild copy --to builder --compress xz /nix/store/...-system
@@ -56,6 +69,14 @@ type copyOptions struct {
 	level          int
 	jobs           int
 	quiet          bool
+
+	// As nix-copy-closure (nixcopyclosure.go): Nix 2.8's output (its
+	// "copying ..." lines, even for nothing, and no progress line),
+	// ssh's stderr passed through, and its error wording.
+	nixCompat bool
+	// noLog drops the "copying ..." lines (nix-copy-closure --quiet);
+	// sshVerbose passes -v to ssh.
+	noLog, sshVerbose bool
 }
 
 func copyCommand() command {
@@ -70,7 +91,7 @@ func copyCommand() command {
 			fs.BoolVar(&o.includeOutputs, "include-outputs", false, "also copy the valid outputs of every .drv in the closure")
 			fs.BoolVarP(&o.useSubstitutes, "use-substitutes", "s", false, "let the receiving side substitute missing paths first")
 			fs.BoolVar(&o.gzip, "gzip", false, "compress the ssh connection (ssh -C)")
-			fs.BoolVarP(&o.verbose, "verbose", "v", false, "print each path copied and pass -v to ssh")
+			fs.BoolVarP(&o.verbose, "verbose", "v", false, "print each path as it starts and a summary, and pass -v to ssh")
 			fs.StringVar(&o.compress, "compress", "auto", "NAR compression to or from a host: auto (zstd if the remote has it; to a host, each chunk only when compressing it pays), none, zstd, xz")
 			fs.IntVar(&o.level, "compress-level", 0, "compression level (0: zstd 3, xz 6)")
 			fs.IntVarP(&o.jobs, "jobs", "j", 0, "parallel compression / NAR transfers (0: number of CPUs)")
@@ -86,11 +107,28 @@ func copyCommand() command {
 				return usagef("copy: no host given (see 'nbuild copy --help')")
 			}
 			host, paths := fs.Arg(0), fs.Args()[1:]
+			if looksLikePath(host) {
+				// nix-copy-closure would try to ssh to it and fail.
+				return usagef("copy: no host given: '%s' is a path, not [USER@]HOST (usage: nbuild copy [--to|--from] [USER@]HOST PATH...)", host)
+			}
+			if len(paths) == 0 {
+				return usagef("copy: no paths given after the host '%s' (see 'nbuild copy --help')", host)
+			}
+			o.sshVerbose = o.verbose
 			return runCopy(ctx, env, o, host, paths)
 		},
 	}
 }
 
+// looksLikePath reports whether a copy's first argument is a file path
+// rather than a host: a host name has no slash (file:// URLs aside).
+func looksLikePath(host string) bool {
+	return strings.Contains(host, "/") && !strings.Contains(host, "://")
+}
+
+// runCopy copies the closures of args to or from host. When a signal
+// stops it, it says how far the copy got and returns an exitError (130 or
+// 143); as nix-copy-closure it returns errInterrupted instead.
 func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args []string) error {
 	var roots []store.Path
 	for _, a := range args {
@@ -100,16 +138,141 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 		}
 		roots = append(roots, p)
 	}
-	if len(roots) == 0 {
-		return nil // as nix-copy-closure: nothing to do
-	}
 	local, err := daemon.Dial(ctx, daemonSocket(env), daemon.Options{SkipSetOptions: true})
 	if err != nil {
 		return fmt.Errorf("cannot connect to the local nix-daemon: %w", err)
 	}
 	defer local.Close()
-	pr := newCopyProgress(env.stderr, o.quiet)
+	pr := newCopyProgress(env.stderr, o.quiet || o.nixCompat)
+	pr.log = !o.noLog
+	pr.verbose = o.verbose
+	pr.nixCompat = o.nixCompat
 	defer pr.finish()
+	err = copyTo(ctx, env, o, local, host, roots, pr)
+	if err == nil || !interrupted(ctx, err) {
+		return err
+	}
+	pr.finish()
+	if o.nixCompat {
+		return errInterrupted
+	}
+	reportInterrupt(ctx, env, o, host, pr)
+	return &exitError{code: signalExitCode(ctx)}
+}
+
+// errInterrupted is how nix-copy-closure reports a signal (2.8
+// util.cc triggerInterrupt): "error: interrupted by the user", exit 1.
+var errInterrupted = errors.New("interrupted by the user")
+
+// interrupted reports whether a copy that failed with err was stopped by
+// SIGINT or SIGTERM (ctx is then cancelled). Ctrl-C reaches ssh as well,
+// which is in our process group, so the session can die and fail the copy
+// a moment before the signal cancels ctx: when the session broke, the
+// signal gets a moment to arrive before the failure counts as one.
+func interrupted(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	var se *ssh.Error
+	var ce *copy.ConnectError
+	if !errors.As(err, &se) && !errors.As(err, &ce) && !errors.Is(err, io.ErrUnexpectedEOF) &&
+		!errors.Is(err, io.EOF) && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, ssh.ErrClosed) {
+		return false
+	}
+	t := time.NewTimer(300 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// signalExitCode is the exit status shells give a command a signal
+// stopped: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
+// The signal is the cause signal.NotifyContext gave ctx.
+func signalExitCode(ctx context.Context) int {
+	if c := context.Cause(ctx); c != nil && c.Error() == syscall.SIGTERM.String()+" signal received" {
+		return 128 + int(syscall.SIGTERM)
+	}
+	return 128 + int(syscall.SIGINT)
+}
+
+// reportInterrupt says how far an interrupted copy got: how many paths of
+// the closure the destination now holds, asked afresh (to a host, one more
+// short ssh session; a second signal, or 10 s, gives up on it), and that
+// a rerun sends the rest.
+func reportInterrupt(ctx context.Context, env *cmdEnv, o copyOptions, host string, pr *copyProgress) {
+	pr.mu.Lock()
+	closure, missing := pr.closure, pr.missing
+	pr.mu.Unlock()
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	qctx, stop := signal.NotifyContext(qctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	where, verb := "on "+host, "send"
+	if o.from {
+		where, verb = "in the local store", "fetch"
+	}
+	switch {
+	case strings.HasPrefix(host, "file://"):
+		fmt.Fprintf(env.stderr, "interrupted: run the same command again to copy the rest\n")
+		return
+	case missing == nil || len(closure) == 0:
+		fmt.Fprintf(env.stderr, "interrupted before any path was sent; run the same command again\n")
+		return
+	}
+	var lacking int
+	var err error
+	if o.from {
+		// A fresh connection: the signal may have cut one mid-request.
+		var local *daemon.Conn
+		if local, err = daemon.Dial(qctx, daemonSocket(env), daemon.Options{SkipSetOptions: true}); err == nil {
+			var valid []store.Path
+			valid, err = local.QueryValidPaths(qctx, pathsOf(missing), false)
+			lacking = len(missing) - len(valid)
+			local.Close()
+		}
+	} else {
+		var lacks []*store.PathInfo
+		lacks, err = copy.HostLacks(qctx, host, closure, copy.HostOptions{SSH: o.sshOptions(env)})
+		lacking = len(lacks)
+	}
+	if err != nil {
+		fmt.Fprintf(env.stderr, "interrupted: at least %d of %d paths are %s (asking for more failed: %v); run the same command again to %s the rest\n",
+			len(closure)-len(missing), len(closure), where, err, verb)
+		return
+	}
+	fmt.Fprintf(env.stderr, "interrupted: %d of %d paths are %s; run the same command again to %s the rest\n",
+		len(closure)-lacking, len(closure), where, verb)
+}
+
+func pathsOf(infos []*store.PathInfo) []store.Path {
+	out := make([]store.Path, len(infos))
+	for i, info := range infos {
+		out[i] = info.Path
+	}
+	return out
+}
+
+// copyTo runs a copy for runCopy.
+func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copyProgress) error {
+	if o.nixCompat && !o.from {
+		// As 2.8: a path that is not valid here fails before the host is
+		// contacted, the first one in path order named.
+		valid, err := local.QueryValidPaths(ctx, roots, false)
+		if err != nil {
+			return err
+		}
+		sorted := slices.Clone(roots)
+		slices.SortFunc(sorted, func(a, b store.Path) int { return strings.Compare(a.String(), b.String()) })
+		for _, p := range sorted {
+			if !slices.Contains(valid, p) {
+				return fmt.Errorf("path '%s' is not valid", p)
+			}
+		}
+	}
 	switch {
 	case strings.HasPrefix(host, "file://") && o.from:
 		return copyFromCache(ctx, env, o, local, host, roots, pr)
@@ -117,7 +280,7 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 		return copyToCache(ctx, env, o, local, host, roots, pr)
 	case strings.Contains(host, "://"):
 		return fmt.Errorf("copy: unsupported store URL '%s' (want [USER@]HOST or file:///DIR)", host)
-	case o.from && !o.includeOutputs:
+	case o.from && !o.includeOutputs && len(roots) > 0:
 		err := copyFromHostDump(ctx, env, o, local, host, roots, pr)
 		if !errors.Is(err, copy.ErrNoPathInfo) {
 			return err
@@ -132,15 +295,13 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 		return err
 	}
 	pr.dest = "ssh://" + host
+	pr.closure = closure
 	res, err := copy.ToHost(ctx, host, closure, o.hostOptions(env, pr))
 	if err != nil {
 		return err
 	}
-	if o.verbose {
+	if o.verbose && !o.nixCompat {
 		pr.finish()
-		for _, info := range res.Sent {
-			fmt.Fprintf(env.stderr, "copied path '%s' to '%s'\n", info.Path, pr.dest)
-		}
 		how := res.Compression
 		if res.StoredChunks > 0 {
 			how = fmt.Sprintf("%s, %d of %d chunks stored: compressing them did not pay", how, res.StoredChunks, res.Chunks)
@@ -270,6 +431,7 @@ func copyFromCache(ctx context.Context, env *cmdEnv, o copyOptions, local *daemo
 		return err
 	}
 	pr.dest = "local store"
+	pr.src = url
 	pool := daemon.NewPool(max(o.jobs, 2), func(ctx context.Context) (*daemon.Conn, error) {
 		return daemon.Dial(ctx, daemonSocket(env), daemon.Options{SkipSetOptions: true})
 	})
@@ -282,17 +444,15 @@ func copyFromCache(ctx context.Context, env *cmdEnv, o copyOptions, local *daemo
 // back to back through the remote's zstd or xz (--compress).
 func copyFromHostDump(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copyProgress) error {
 	pr.dest = "local store"
+	pr.src = "ssh://" + host
 	dst, done := hostAdder(env)
 	defer done()
 	res, err := copy.FromHost(ctx, host, roots, local, dst, o.hostOptions(env, pr))
 	if err != nil {
 		return err
 	}
-	if o.verbose {
+	if o.verbose && !o.nixCompat {
 		pr.finish()
-		for _, info := range res.Sent {
-			fmt.Fprintf(env.stderr, "copied path '%s' from 'ssh://%s'\n", info.Path, host)
-		}
 		fmt.Fprintf(env.stderr, "%d paths received (%s)\n", len(res.Sent), res.Compression)
 	}
 	return nil
@@ -303,15 +463,15 @@ func copyFromHostDump(ctx context.Context, env *cmdEnv, o copyOptions, local *da
 // at once and they come back to back (copy.NarStreamer), each added to the
 // local store as it arrives, references first.
 func copyFromHost(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copyProgress) error {
-	sc, err := ssh.Dial(ctx, host, []string{"nix-daemon", "--stdio"},
-		ssh.Options{Getenv: env.getenv, Compress: o.gzip, Verbose: o.verbose})
+	so := o.sshOptions(env)
+	sc, err := ssh.Dial(ctx, host, []string{"nix-daemon", "--stdio"}, so)
 	if err != nil {
 		return err
 	}
 	defer sc.Close()
 	remote, err := daemon.NewConn(ctx, sc, daemon.Options{SkipSetOptions: true})
 	if err != nil {
-		return fmt.Errorf("%s: %w (remote said: %s)", host, err, strings.TrimSpace(sc.StderrTail()))
+		return copy.SessionError(host, sc, so, fmt.Errorf("%w: %w", copy.ErrNoAnswer, err))
 	}
 	defer remote.Close()
 	closure, err := copy.Closure(ctx, remote, roots)
@@ -336,6 +496,8 @@ func copyFromHost(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon
 		return err
 	}
 	pr.dest = "local store"
+	pr.src = "ssh://" + host
+	pr.closure = closure
 	dst, done := hostAdder(env)
 	defer done()
 	o.jobs = 1 // one session: the NARs stream in order
@@ -356,13 +518,25 @@ func hostAdder(env *cmdEnv) (*daemonAdder, func()) {
 // hostOptions are the options of a copy to or from an ssh host.
 func (o copyOptions) hostOptions(env *cmdEnv, pr *copyProgress) copy.HostOptions {
 	return copy.HostOptions{
-		SSH:            ssh.Options{Getenv: env.getenv, Compress: o.gzip, Verbose: o.verbose},
+		SSH:            o.sshOptions(env),
 		Compress:       o.compress,
 		Level:          o.level,
 		Jobs:           o.jobs,
 		UseSubstitutes: o.useSubstitutes,
 		Progress:       pr.update,
+		Missing:        pr.planned,
+		Sending:        pr.sending,
 	}
+}
+
+// sshOptions are the ssh options of a copy to or from a host. As
+// nix-copy-closure, ssh's stderr goes straight to ours, as Nix lets it.
+func (o copyOptions) sshOptions(env *cmdEnv) ssh.Options {
+	so := ssh.Options{Getenv: env.getenv, Compress: o.gzip, Verbose: o.sshVerbose}
+	if o.nixCompat {
+		so.Stderr = env.stderr
+	}
+	return so
 }
 
 // remoteDrvOutputs reads the .drv files among infos through the remote
@@ -395,18 +569,11 @@ func remoteDrvOutputs(ctx context.Context, remote *daemon.Conn, infos []*store.P
 }
 
 func copyPaths(ctx context.Context, env *cmdEnv, o copyOptions, src copy.Source, dst store.NarAdder, missing []*store.PathInfo, pr *copyProgress) error {
+	pr.planned(nil, missing)
 	if len(missing) == 0 {
 		return nil
 	}
-	fmt.Fprintf(env.stderr, "copying %d paths...\n", len(missing))
-	err := copy.Copy(ctx, src, dst, missing, copy.Options{Jobs: o.jobs, Progress: pr.update})
-	if err == nil && o.verbose {
-		pr.finish()
-		for _, info := range missing {
-			fmt.Fprintf(env.stderr, "copied path '%s' to '%s'\n", info.Path, pr.dest)
-		}
-	}
-	return err
+	return copy.Copy(ctx, src, dst, missing, copy.Options{Jobs: o.jobs, Progress: pr.update, Sending: pr.sending})
 }
 
 // daemonAdder adds paths through a pool of daemon connections with flags.
@@ -426,20 +593,66 @@ func (a *daemonAdder) AddToStoreNar(ctx context.Context, info *store.PathInfo, r
 
 var _ store.NarAdder = (*daemonAdder)(nil)
 
-// copyProgress draws one status line on a terminal: paths and bytes done
-// of the total, rate and ETA. In a pipe it prints nothing.
+// copyProgress reports a copy on stderr: "copying N paths..." once the
+// missing paths are known (nix-copy-closure's line; nbuild prints it only
+// when there is something to send), with -v (and as nix-copy-closure) a
+// "copying path ..." line as each path starts, and on a terminal one
+// status line: paths and bytes done of the total, rate and ETA. It also
+// remembers the plan, so that an interrupt can say how far the copy got.
 type copyProgress struct {
-	w     io.Writer
-	tty   bool
-	dest  string
+	w         io.Writer
+	tty       bool
+	log       bool // the "copying ..." lines
+	verbose   bool // a line per path
+	nixCompat bool
+	// src and dest name the two stores in the per-path lines, as Nix's
+	// store URIs do ("ssh://HOST"); src is empty for the local store.
+	src, dest string
+
 	mu    sync.Mutex
-	start time.Time
+	rate  rateMeter
 	last  time.Time
 	drawn bool
+	// closure and missing are the copy's plan (copy.HostOptions.Missing);
+	// missing is nil until it is known.
+	closure, missing []*store.PathInfo
 }
 
 func newCopyProgress(w io.Writer, quiet bool) *copyProgress {
-	return &copyProgress{w: w, tty: !quiet && isTerminal(w), start: time.Now()}
+	return &copyProgress{w: w, tty: !quiet && isTerminal(w), log: true}
+}
+
+// planned records the copy's plan and prints "copying N paths...".
+func (p *copyProgress) planned(closure, missing []*store.PathInfo) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if closure != nil {
+		p.closure = closure
+	}
+	p.missing = missing
+	if missing == nil {
+		p.missing = []*store.PathInfo{}
+	}
+	if p.log && (len(missing) > 0 || p.nixCompat) {
+		p.clearLocked()
+		fmt.Fprintf(p.w, "copying %d paths...\n", len(missing))
+	}
+}
+
+// sending prints Nix's line for a path whose copy starts (2.8
+// store-api.cc makeCopyPathMessage).
+func (p *copyProgress) sending(info *store.PathInfo) {
+	if !p.log || !(p.verbose || p.nixCompat) {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clearLocked()
+	if p.src == "" {
+		fmt.Fprintf(p.w, "copying path '%s' to '%s'...\n", info.Path, p.dest)
+	} else {
+		fmt.Fprintf(p.w, "copying path '%s' from '%s'...\n", info.Path, p.src)
+	}
 }
 
 func (p *copyProgress) update(pr copy.Progress) {
@@ -449,31 +662,63 @@ func (p *copyProgress) update(pr copy.Progress) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
+	rate := p.rate.add(now, pr.Bytes)
 	if now.Sub(p.last) < 100*time.Millisecond && pr.Paths < pr.TotalPaths {
 		return
 	}
 	p.last = now
-	fmt.Fprintf(p.w, "\r\x1b[K%s", copyStatus(pr, now.Sub(p.start)))
+	fmt.Fprintf(p.w, "\r\x1b[K%s", copyStatus(pr, rate))
 	p.drawn = true
 }
 
 func (p *copyProgress) finish() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.clearLocked()
+}
+
+func (p *copyProgress) clearLocked() {
 	if p.drawn {
 		fmt.Fprint(p.w, "\r\x1b[K")
 		p.drawn = false
 	}
 }
 
+// rateMeter measures a copy's rate from its first byte, not from the
+// start of the command: the ssh login and the closure query before it
+// would make the first figures absurd (an ETA of 1h35m38s). It reports
+// no rate until minRateWindow has passed since the first byte.
+type rateMeter struct {
+	t0 time.Time
+	b0 int64
+}
+
+const minRateWindow = time.Second
+
+// add records that bytes have been sent by now and returns the rate in
+// bytes per second, or 0 while it is not yet meaningful.
+func (m *rateMeter) add(now time.Time, bytes int64) float64 {
+	if m.t0.IsZero() {
+		if bytes > 0 {
+			m.t0, m.b0 = now, bytes
+		}
+		return 0
+	}
+	d := now.Sub(m.t0)
+	if d < minRateWindow || bytes <= m.b0 {
+		return 0
+	}
+	return float64(bytes-m.b0) / d.Seconds()
+}
+
 // copyStatus renders a progress line, e.g.
-// "copied 3/5 paths, 12.0/20.0 MiB, 4.0 MiB/s, ETA 2s".
-func copyStatus(pr copy.Progress, elapsed time.Duration) string {
+// "copied 3/5 paths, 12.0/20.0 MiB, 4.0 MiB/s, ETA 2s"; without a rate
+// (0: not known yet) it shows neither rate nor ETA.
+func copyStatus(pr copy.Progress, rate float64) string {
 	const mib = 1 << 20
 	s := fmt.Sprintf("copied %d/%d paths, %.1f/%.1f MiB", pr.Paths, pr.TotalPaths,
 		float64(pr.Bytes)/mib, float64(pr.TotalBytes)/mib)
-	if secs := elapsed.Seconds(); secs > 0 && pr.Bytes > 0 {
-		rate := float64(pr.Bytes) / secs
+	if rate > 0 {
 		s += fmt.Sprintf(", %.1f MiB/s", rate/mib)
 		if left := pr.TotalBytes - pr.Bytes; left > 0 {
 			eta := time.Duration(float64(left) / rate * float64(time.Second))

@@ -1,13 +1,21 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nbuild/nbuild/store/copy"
 
 	"github.com/nbuild/nbuild/store/storetest"
 	"github.com/nbuild/nbuild/store/testhost"
@@ -62,12 +70,13 @@ func TestCopyToHost(t *testing.T) {
 		t.Fatalf("exit %d\n%s", code, errOut)
 	}
 	sameOnHost(t, h, closure)
-	if n := strings.Count(errOut, "copied path"); n != len(closure) {
-		t.Errorf("-v listed %d copied paths, want %d:\n%s", n, len(closure), errOut)
+	// In a pipe: nix-copy-closure's lines, the count and (-v) each path.
+	if n := strings.Count(errOut, "copying path "); n != len(closure) || !strings.HasPrefix(errOut, fmt.Sprintf("copying %d paths...\n", len(closure))) {
+		t.Errorf("-v listed %d paths, want %d:\n%s", n, len(closure), errOut)
 	}
-	// Everything is there now: the rerun sends nothing.
+	// Everything is there now: the rerun sends nothing, and says nothing.
 	_, errOut, code = runWithEnv(t, h.Getenv, "copy", "-v", h.Addr, root)
-	if code != 0 || strings.Contains(errOut, "copied path") {
+	if code != 0 || strings.Contains(errOut, "copying") {
 		t.Errorf("second copy: exit %d, output:\n%s", code, errOut)
 	}
 }
@@ -205,5 +214,170 @@ func TestCopyUsage(t *testing.T) {
 	}
 	if _, errOut, code := runWithEnv(t, os.Getenv, "copy", "host", "/tmp/not-in-store"); code != 1 || !strings.Contains(errOut, "is not in the Nix store") {
 		t.Errorf("path outside the store: exit %d\n%s", code, errOut)
+	}
+	// The host forgotten: nix-copy-closure fails (ssh cannot reach a host
+	// named like the path), so nbuild copy must not succeed doing nothing.
+	for _, args := range [][]string{
+		{"copy", "/nix/store/00000000000000000000000000000000-x"},
+		{"copy", "--to", "./result"},
+		{"copy", "--from", "/nix/store/00000000000000000000000000000000-x", "/nix/store/00000000000000000000000000000000-y"},
+	} {
+		host := args[slices.IndexFunc(args[1:], func(a string) bool { return !strings.HasPrefix(a, "--") })+1]
+		_, errOut, code := runWithEnv(t, os.Getenv, args...)
+		if code != 2 || !strings.Contains(errOut, "no host given: '"+host+"' is a path") {
+			t.Errorf("%v: exit %d\n%s", args, code, errOut)
+		}
+	}
+	if _, errOut, code := runWithEnv(t, os.Getenv, "copy", "--to", "builder"); code != 2 || !strings.Contains(errOut, "no paths given") {
+		t.Errorf("no paths: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestCopyInterrupted stops copies to a real test host over a slow link
+// with a signal sent to the whole process group, as Ctrl-C does (ssh gets
+// it too), once the third of the five paths has started; a rerun then
+// sends exactly the paths the host still lacks.
+func TestCopyInterrupted(t *testing.T) {
+	root, closure := copyClosure(t, uniqueSalt(t))
+	h := testhost.New(t, testhost.Options{})
+	nbuild, ncc := buildNbuild(t)
+	said := regexp.MustCompile(`^interrupted: (\d+) of 5 paths are on root@127\.0\.0\.1; run the same command again to send the rest$`)
+	for _, tc := range []struct {
+		name string
+		prog string
+		args []string
+		sig  syscall.Signal
+		code int
+		last *regexp.Regexp
+	}{
+		{"copy-SIGINT", nbuild, []string{"copy", "-v", h.Addr, root}, syscall.SIGINT, 130, said},
+		{"copy-SIGTERM", nbuild, []string{"copy", "-v", "--to", h.Addr, root}, syscall.SIGTERM, 143, said},
+		// As 2.8: its message, and exit 1.
+		{"nix-copy-closure-SIGINT", ncc, []string{"--to", h.Addr, root}, syscall.SIGINT, 1, regexp.MustCompile(`^error: interrupted by the user$`)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.MustRun("sh", "-c", "nix-store --delete "+strings.Join(reversed(closure), " ")+" >/dev/null 2>&1 || true")
+			relay := testhost.NewRelay(t, h.HostAddr(), testhost.RelayOptions{RateBytesPerSec: 2 << 20})
+			cmd := exec.Command(tc.prog, tc.args...)
+			cmd.Env = h.EnvPort(relay.Port)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			stderr, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			pgid := cmd.Process.Pid
+			var lines []string
+			started := 0
+			sc := bufio.NewScanner(stderr)
+			for sc.Scan() {
+				lines = append(lines, sc.Text())
+				if strings.HasPrefix(sc.Text(), "copying path ") {
+					if started++; started == 3 {
+						syscall.Kill(-pgid, tc.sig)
+					}
+				}
+			}
+			cmd.Wait()
+			out := strings.Join(lines, "\n")
+			if code := cmd.ProcessState.ExitCode(); code != tc.code {
+				t.Fatalf("exit %d, want %d\n%s", code, tc.code, out)
+			}
+			m := tc.last.FindStringSubmatch(lines[len(lines)-1])
+			if m == nil {
+				t.Fatalf("last line %q, want %s\n%s", lines[len(lines)-1], tc.last, out)
+			}
+			// Bytes that reached the host before the cut may still be
+			// completing a path: end that as the dropped session ends it.
+			h.KillSessions()
+			invalid := strings.Fields(h.MustRun(append([]string{"nix-store", "--check-validity", "--print-invalid"}, closure...)...))
+			valid := len(closure) - len(invalid)
+			if len(invalid) == 0 {
+				t.Fatalf("the copy completed before the signal\n%s", out)
+			}
+			if len(m) > 1 {
+				if n, _ := strconv.Atoi(m[1]); n > valid {
+					t.Errorf("said %d paths are on the host, %d are", n, valid)
+				}
+			}
+			for _, p := range closure {
+				if !slices.Contains(invalid, p) {
+					h.MustRun("nix-store", "--verify-path", p)
+				}
+			}
+			_, errOut, code := runWithEnv(t, h.Getenv, "copy", "-v", h.Addr, root)
+			if code != 0 {
+				t.Fatalf("rerun: exit %d\n%s", code, errOut)
+			}
+			if sent := strings.Count(errOut, "copying path "); sent != len(invalid) {
+				t.Errorf("rerun sent %d paths; the host lacked %d:\n%s", sent, len(invalid), errOut)
+			}
+			for _, p := range invalid {
+				if !strings.Contains(errOut, "copying path '"+p+"'") {
+					t.Errorf("rerun did not send %s", p)
+				}
+			}
+			sameOnHost(t, h, closure)
+			t.Logf("%s: %d of %d paths were on the host\n%s", tc.name, valid, len(closure), out)
+		})
+	}
+}
+
+// TestCopySSHErrors checks that ssh's own failure (nobody listens on the
+// port) is reported as ssh's, whichever way the copy goes.
+func TestCopySSHErrors(t *testing.T) {
+	root, _ := copyClosure(t, "ssh-errors")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	getenv := func(k string) string {
+		if k == "NIX_SSHOPTS" {
+			return "-F /dev/null -o BatchMode=yes -p " + port
+		}
+		return os.Getenv(k)
+	}
+	want := "error: cannot connect to 'root@127.0.0.1'; ssh said: ssh: connect to host 127.0.0.1 port " + port + ": Connection refused"
+	for _, args := range [][]string{
+		{"copy", "--to", "root@127.0.0.1", root},
+		{"copy", "--from", "root@127.0.0.1", root},
+		{"copy", "--from", "--include-outputs", "root@127.0.0.1", root},
+	} {
+		_, errOut, code := runWithEnv(t, getenv, args...)
+		if code != 1 || !strings.Contains(errOut, want) || strings.Contains(errOut, "remote said") {
+			t.Errorf("%v: exit %d\n%s", args, code, errOut)
+		}
+	}
+}
+
+// TestCopyStatus checks the progress line: no rate and no ETA until a
+// rate has been measured for a while from the first byte, whatever came
+// before it (the ssh login, the closure query).
+func TestCopyStatus(t *testing.T) {
+	const mib = 1 << 20
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var m rateMeter
+	total := copy.Progress{TotalPaths: 5, TotalBytes: 445 * mib}
+	for _, step := range []struct {
+		at    time.Duration
+		bytes int64
+		want  string
+	}{
+		{0, 0, "copied 0/5 paths, 0.0/445.0 MiB"},
+		// The login took 2 s: the first MiB must not mean 0.5 MiB/s.
+		{2 * time.Second, 1 * mib, "copied 0/5 paths, 1.0/445.0 MiB"},
+		{2*time.Second + 500*time.Millisecond, 6 * mib, "copied 0/5 paths, 6.0/445.0 MiB"},
+		{3 * time.Second, 11 * mib, "copied 0/5 paths, 11.0/445.0 MiB, 10.0 MiB/s, ETA 43s"},
+		{4 * time.Second, 21 * mib, "copied 0/5 paths, 21.0/445.0 MiB, 10.0 MiB/s, ETA 42s"},
+	} {
+		pr := total
+		pr.Bytes = step.bytes
+		if got := copyStatus(pr, m.add(t0.Add(step.at), step.bytes)); got != step.want {
+			t.Errorf("at %v: %q, want %q", step.at, got, step.want)
+		}
 	}
 }

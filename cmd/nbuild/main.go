@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"syscall"
 
@@ -60,7 +61,12 @@ func commands() []command {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	env := &cmdEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
-	code := runMain(ctx, env, os.Args[1:])
+	var code int
+	if filepath.Base(os.Args[0]) == nixCopyClosureName {
+		code = runNixCopyClosure(ctx, env, os.Args[0], os.Args[1:]) // a symlink of that name: nixcopyclosure.go
+	} else {
+		code = runMain(ctx, env, os.Args[1:])
+	}
 	stop()
 	os.Exit(code)
 }

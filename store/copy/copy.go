@@ -197,6 +197,9 @@ type Options struct {
 	// Progress, when set, is called after every path and about every MiB
 	// of NAR data; calls may come from several goroutines, one at a time.
 	Progress func(Progress)
+	// Sending, when set, is called as each path's copy starts, as
+	// Progress is.
+	Sending func(info *store.PathInfo)
 }
 
 // Source is what Copy reads from.
@@ -222,7 +225,7 @@ func Copy(ctx context.Context, src Source, dst store.NarAdder, infos []*store.Pa
 	if jobs <= 0 {
 		jobs = 2
 	}
-	tracker := newTracker(infos, opts.Progress)
+	tracker := newTracker(infos, opts.Progress, opts.Sending)
 	if ns, ok := src.(NarStreamer); ok && jobs == 1 {
 		return stream(ctx, ns, dst, infos, tracker)
 	}
@@ -262,6 +265,7 @@ func Copy(ctx context.Context, src Source, dst store.NarAdder, infos []*store.Pa
 
 // copyOne streams one NAR from src into dst through a pipe.
 func copyOne(ctx context.Context, src Source, dst store.NarAdder, info *store.PathInfo, t *tracker) error {
+	t.pathStart(info)
 	pr, pw := io.Pipe()
 	errc := make(chan error, 1)
 	go func() {
@@ -288,6 +292,7 @@ func stream(ctx context.Context, src NarStreamer, dst store.NarAdder, infos []*s
 		paths[i] = info.Path
 	}
 	err := src.NarsFromPaths(ctx, paths, func(i int, r io.Reader) error {
+		t.pathStart(infos[i])
 		if err := dst.AddToStoreNar(ctx, infos[i], &countReader{r: r, t: t}); err != nil {
 			return fmt.Errorf("copying %s: %w", infos[i].Path, err)
 		}
@@ -315,13 +320,14 @@ func (c *countReader) Read(p []byte) (int, error) {
 type tracker struct {
 	mu       sync.Mutex
 	fn       func(Progress)
+	sending  func(*store.PathInfo)
 	p        Progress
 	bytes    atomic.Int64
 	reported int64
 }
 
-func newTracker(infos []*store.PathInfo, fn func(Progress)) *tracker {
-	t := &tracker{fn: fn}
+func newTracker(infos []*store.PathInfo, fn func(Progress), sending func(*store.PathInfo)) *tracker {
+	t := &tracker{fn: fn, sending: sending}
 	t.p.TotalPaths = len(infos)
 	for _, info := range infos {
 		t.p.TotalBytes += int64(info.NarSize)
@@ -341,6 +347,15 @@ func (t *tracker) add(n int) {
 		t.p.Bytes = b
 		t.fn(t.p)
 	}
+}
+
+func (t *tracker) pathStart(info *store.PathInfo) {
+	if t.sending == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sending(info)
 }
 
 func (t *tracker) pathDone() {

@@ -13,7 +13,7 @@ import (
 // refusal as a user the test host's daemon does not trust.
 func TestExplainNotTrusted(t *testing.T) {
 	refusal := &daemon.Error{Message: "cannot add path '/nix/store/00000000000000000000000000000000-x' because it lacks a valid signature"}
-	err := explain("alice@board", nil, refusal)
+	err := explain("alice@board", nil, refusal, false)
 	if !errors.Is(err, ErrNotTrusted) {
 		t.Fatalf("not ErrNotTrusted: %v", err)
 	}

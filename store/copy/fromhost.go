@@ -68,22 +68,17 @@ var ErrNoPathInfo = errors.New("copy: the remote cannot list path infos")
 // interrupted copy leaves only complete paths and a rerun fetches the
 // rest. Signatures and content addresses come with the infos.
 func FromHost(ctx context.Context, host string, roots []store.Path, local store.ValidPathQuerier, dst store.NarAdder, opts HostOptions) (*HostResult, error) {
-	sc, err := ssh.Dial(ctx, host, []string{"sh", "-c", fromScript}, opts.SSH)
+	sc, done, err := dialScript(ctx, host, fromScript, opts.SSH)
 	if err != nil {
 		return nil, err
 	}
-	defer sc.Close()
-	stop := context.AfterFunc(ctx, sc.Kill)
-	defer stop()
+	defer done()
 	res, err := fromHost(ctx, sc, roots, local, dst, opts)
 	if err != nil {
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
-		if tail := strings.TrimSpace(sc.StderrTail()); tail != "" && !strings.Contains(err.Error(), tail) {
-			return res, fmt.Errorf("%s: %w\nremote said: %s", host, err, tail)
-		}
-		return res, fmt.Errorf("%s: %w", host, err)
+		return res, explain(host, sc, err, opts.SSH.Stderr != nil)
 	}
 	return res, nil
 }
@@ -101,7 +96,7 @@ func fromHost(ctx context.Context, sc *ssh.Conn, roots []store.Path, local store
 	br := bufio.NewReaderSize(sc, 64<<10)
 	greeting, err := readLine(br)
 	if err != nil {
-		return res, fmt.Errorf("no answer from the remote shell: %w", err)
+		return res, fmt.Errorf("%w: %w", ErrNoAnswer, err)
 	}
 	f := strings.Fields(greeting)
 	if len(f) != 4 || f[0] != "nbuild-copy-from" || f[1] != "1" {
@@ -126,6 +121,9 @@ func fromHost(ctx context.Context, sc *ssh.Conn, roots []store.Path, local store
 	missing, err := Missing(ctx, local, closure, opts.UseSubstitutes)
 	if err != nil {
 		return res, err
+	}
+	if opts.Missing != nil {
+		opts.Missing(closure, missing)
 	}
 	if len(missing) == 0 {
 		if err := sc.CloseWrite(); err != nil {
@@ -158,7 +156,7 @@ func fromHost(ctx context.Context, sc *ssh.Conn, roots []store.Path, local store
 		return res, err
 	}
 	defer zr.Close()
-	t := newTracker(missing, opts.Progress)
+	t := newTracker(missing, opts.Progress, opts.Sending)
 	err = stream(ctx, dumpStream{bufio.NewReaderSize(zr, 64<<10)}, dst, missing, t)
 	if err != nil {
 		return res, err

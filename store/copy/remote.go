@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -92,6 +93,13 @@ type HostOptions struct {
 	Source store.NarReader
 	// Progress is called as in Options.
 	Progress func(Progress)
+	// Missing, when set, is called once what the destination lacks is
+	// known and before anything is sent: closure is every path of the
+	// copy, missing those to send (possibly none), both references first.
+	Missing func(closure, missing []*store.PathInfo)
+	// Sending, when set, is called as each missing path's NAR starts to
+	// go, in order (nix-copy-closure prints "copying path ..." then).
+	Sending func(info *store.PathInfo)
 }
 
 // HostResult says what ToHost did.
@@ -115,33 +123,75 @@ var ErrNotTrusted = errors.New("copy: remote refused paths without a trusted sig
 // each path after verifying its NAR hash, so an interrupted copy leaves
 // only complete paths valid and a rerun sends the rest.
 func ToHost(ctx context.Context, host string, closure []*store.PathInfo, opts HostOptions) (*HostResult, error) {
-	sc, err := ssh.Dial(ctx, host, []string{"sh", "-c", remoteScript}, opts.SSH)
+	sc, done, err := dialScript(ctx, host, remoteScript, opts.SSH)
 	if err != nil {
 		return nil, err
 	}
-	defer sc.Close()
-	stop := context.AfterFunc(ctx, sc.Kill)
-	defer stop()
+	defer done()
 	res, err := toHost(ctx, sc, closure, opts)
 	if err != nil {
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
-		return res, explain(host, sc, err)
+		return res, explain(host, sc, err, opts.SSH.Stderr != nil)
 	}
 	return res, nil
 }
 
-func toHost(ctx context.Context, sc *ssh.Conn, closure []*store.PathInfo, opts HostOptions) (*HostResult, error) {
-	// Round trip 1: what the remote has and lacks. The query goes out
-	// before the greeting is read.
+// dialScript runs a POSIX sh script on host, ending the session at once
+// when ctx is done; done ends it cleanly.
+func dialScript(ctx context.Context, host, script string, opts ssh.Options) (sc *ssh.Conn, done func(), err error) {
+	sc, err = ssh.Dial(ctx, host, []string{"sh", "-c", script}, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, sc.Kill)
+	return sc, func() { stop(); sc.Close() }, nil
+}
+
+// HostLacks returns those of closure (order kept) that host does not
+// hold, with one ssh session and one round trip: what ToHost would send.
+// After an interrupted ToHost it tells how far the copy got.
+func HostLacks(ctx context.Context, host string, closure []*store.PathInfo, opts HostOptions) ([]*store.PathInfo, error) {
+	sc, done, err := dialScript(ctx, host, remoteScript, opts.SSH)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	q, err := queryMissing(sc, closure, false)
+	if err == nil {
+		err = sc.CloseWrite()
+	}
+	if err == nil {
+		err = sc.Wait(ctx)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, explain(host, sc, err, opts.SSH.Stderr != nil)
+	}
+	return q.missing, nil
+}
+
+// hostState is what the first round trip of remoteScript tells.
+type hostState struct {
+	br             *bufio.Reader
+	proto          string
+	hasZstd, hasXz bool
+	missing        []*store.PathInfo
+}
+
+// queryMissing runs remoteScript's first round trip: the query goes out
+// before the greeting is read.
+func queryMissing(sc *ssh.Conn, closure []*store.PathInfo, substitute bool) (*hostState, error) {
 	var list strings.Builder
 	for _, info := range closure {
 		list.WriteString(info.Path.String())
 		list.WriteByte('\n')
 	}
 	subst := 0
-	if opts.UseSubstitutes {
+	if substitute {
 		subst = 1
 	}
 	if _, err := fmt.Fprintf(sc, "%d %d\n%s", subst, list.Len(), list.String()); err != nil {
@@ -150,13 +200,13 @@ func toHost(ctx context.Context, sc *ssh.Conn, closure []*store.PathInfo, opts H
 	br := bufio.NewReaderSize(sc, 64<<10)
 	greeting, err := readLine(br)
 	if err != nil {
-		return nil, fmt.Errorf("no answer from the remote shell: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
 	}
 	f := strings.Fields(greeting)
 	if len(f) != 5 || f[0] != "nbuild-copy" || f[1] != "1" {
 		return nil, fmt.Errorf("unexpected answer from the remote shell: %q", greeting)
 	}
-	proto, hasZstd, hasXz := f[2], f[3] == "zstd", f[4] == "xz"
+	q := &hostState{br: br, proto: f[2], hasZstd: f[3] == "zstd", hasXz: f[4] == "xz"}
 	invalid := map[store.Path]bool{}
 	for {
 		line, err := readLine(br)
@@ -172,15 +222,32 @@ func toHost(ctx context.Context, sc *ssh.Conn, closure []*store.PathInfo, opts H
 		}
 		invalid[p] = true
 	}
-	res := &HostResult{Protocol: proto, Compression: "none"}
-	var missing []*store.PathInfo
 	for _, info := range closure {
 		if invalid[info.Path] {
 			// A copy is not the source's ultimate trust (2.8 copyStorePath).
 			c := *info
 			c.Ultimate = false
-			missing = append(missing, &c)
+			q.missing = append(q.missing, &c)
 		}
+	}
+	return q, nil
+}
+
+// ErrNoAnswer is wrapped when the remote command never answered: ssh did
+// not connect, or the remote could not run the command. SessionError
+// makes it a ConnectError when ssh itself failed.
+var ErrNoAnswer = errors.New("no answer from the remote shell")
+
+func toHost(ctx context.Context, sc *ssh.Conn, closure []*store.PathInfo, opts HostOptions) (*HostResult, error) {
+	// Round trip 1: what the remote has and lacks.
+	q, err := queryMissing(sc, closure, opts.UseSubstitutes)
+	if err != nil {
+		return nil, err
+	}
+	br, proto, hasZstd, hasXz, missing := q.br, q.proto, q.hasZstd, q.hasXz, q.missing
+	res := &HostResult{Protocol: proto, Compression: "none"}
+	if opts.Missing != nil {
+		opts.Missing(closure, missing)
 	}
 	if len(missing) == 0 {
 		if err := sc.CloseWrite(); err != nil {
@@ -197,8 +264,9 @@ func toHost(ctx context.Context, sc *ssh.Conn, closure []*store.PathInfo, opts H
 		return res, err
 	}
 	res.Compression = algo
-	t := newTracker(missing, opts.Progress)
+	t := newTracker(missing, opts.Progress, opts.Sending)
 	writeNar := func(info *store.PathInfo, w io.Writer) error {
+		t.pathStart(info)
 		cw := &countWriter{w: w, t: t}
 		src := opts.Source
 		if src == nil {
@@ -457,9 +525,34 @@ func padOp(p store.Path) []byte {
 
 func (s *splitConn) Close() error { return s.sc.Close() }
 
-// explain turns a failure into what the user must know: the remote's
-// stderr when the session died, and trust problems named as such.
-func explain(host string, sc *ssh.Conn, err error) error {
+// ConnectError is a session that never started because ssh itself failed
+// (exit status 255: connection refused, unknown host, host key mismatch,
+// authentication) before the remote command said anything. SSH is the
+// tail of ssh's own stderr.
+type ConnectError struct {
+	Host, SSH string
+}
+
+func (e *ConnectError) Error() string {
+	if e.SSH == "" {
+		return fmt.Sprintf("cannot connect to '%s'", e.Host)
+	}
+	return fmt.Sprintf("cannot connect to '%s'; ssh said: %s", e.Host, e.SSH)
+}
+
+// SessionError explains err, the failure of a session sc to host that the
+// caller started with ssh options opts, as ToHost explains its own: ssh's
+// failures as ssh's (a ConnectError if the remote command never answered:
+// wrap ErrNoAnswer then), the remote's stderr as the remote's.
+func SessionError(host string, sc *ssh.Conn, opts ssh.Options, err error) error {
+	return explain(host, sc, err, opts.Stderr != nil)
+}
+
+// explain turns a failure into what the user must know, attributed to
+// whoever said it: ssh's own failures (it exits 255) to ssh, the remote
+// command's stderr to the remote, and trust problems named as such. When
+// the stderr went to the user as it came (live), it is not repeated.
+func explain(host string, sc *ssh.Conn, err error, live bool) error {
 	const refused = "lacks a valid signature"
 	var msg string
 	var de *daemon.Error
@@ -484,8 +577,26 @@ func explain(host string, sc *ssh.Conn, err error) error {
 			"add the user to trusted-users there, or sign the paths with a key in its trusted-public-keys)",
 			ErrNotTrusted, host, msg, host)
 	}
-	if tail != "" && !strings.Contains(err.Error(), tail) {
+	if sc != nil && sshFailed(sc) {
+		if errors.Is(err, ErrNoAnswer) {
+			return &ConnectError{Host: host, SSH: tail}
+		}
+		if tail != "" && !live {
+			return fmt.Errorf("%s: %w\nssh said: %s", host, err, tail)
+		}
+	}
+	if tail != "" && !live && !strings.Contains(err.Error(), tail) {
 		return fmt.Errorf("%s: %w\nremote said: %s", host, err, tail)
 	}
 	return fmt.Errorf("%s: %w", host, err)
+}
+
+// sshFailed reports whether the ssh client itself failed: it exits 255 for
+// its own errors, and with the remote command's status otherwise. It waits
+// briefly for ssh to exit (the caller has seen the session end).
+func sshFailed(sc *ssh.Conn) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var ee *exec.ExitError
+	return errors.As(sc.Wait(ctx), &ee) && ee.ExitCode() == 255
 }

@@ -3,7 +3,10 @@ package copy_test
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -235,4 +238,102 @@ func paths(infos []*store.PathInfo) string {
 		b.WriteByte(' ')
 	}
 	return b.String()
+}
+
+// TestToHostPlan checks what ToHost tells as it goes (the plan, then each
+// path as it starts) and HostLacks, which a caller asks after an
+// interrupt.
+func TestToHostPlan(t *testing.T) {
+	_, infos := buildClosure(t, "plan")
+	h := testhost.New(t, testhost.Options{})
+	ctx := context.Background()
+	base := copy.HostOptions{SSH: ssh.Options{Getenv: h.Getenv}}
+	if _, err := copy.ToHost(ctx, h.Addr, infos[:2], base); err != nil {
+		t.Fatal(err)
+	}
+	lacks, err := copy.HostLacks(ctx, h.Addr, infos, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := pathList(lacks), pathList(infos[2:]); !slices.Equal(got, want) {
+		t.Errorf("HostLacks = %v, want %v", got, want)
+	}
+	var plans [][2]int
+	var sending []store.Path
+	opts := base
+	opts.Missing = func(closure, missing []*store.PathInfo) { plans = append(plans, [2]int{len(closure), len(missing)}) }
+	opts.Sending = func(info *store.PathInfo) { sending = append(sending, info.Path) }
+	if _, err := copy.ToHost(ctx, h.Addr, infos, opts); err != nil {
+		t.Fatal(err)
+	}
+	if want := [][2]int{{len(infos), len(infos) - 2}}; !slices.Equal(plans, want) {
+		t.Errorf("Missing calls (closure, missing) = %v, want %v", plans, want)
+	}
+	if want := pathList(infos[2:]); !slices.Equal(sending, want) {
+		t.Errorf("Sending order %v, want %v", sending, want)
+	}
+	// Nothing left: the plan is still told, with nothing to send.
+	plans, sending = nil, nil
+	if _, err := copy.ToHost(ctx, h.Addr, infos, opts); err != nil {
+		t.Fatal(err)
+	}
+	if want := [][2]int{{len(infos), 0}}; !slices.Equal(plans, want) || len(sending) != 0 {
+		t.Errorf("second copy: Missing calls %v, Sending %v", plans, sending)
+	}
+	if lacks, err := copy.HostLacks(ctx, h.Addr, infos, base); err != nil || len(lacks) != 0 {
+		t.Errorf("HostLacks after the copy = %v, %v", pathList(lacks), err)
+	}
+}
+
+// TestToHostSSHErrors checks that ssh's own failures are reported as
+// ssh's (a ConnectError), not as something the remote said.
+func TestToHostSSHErrors(t *testing.T) {
+	_, infos := buildClosure(t, "ssh-errors")
+	h := testhost.New(t, testhost.Options{})
+	// A port nobody listens on: bind one, then close it.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	otherKey := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(otherKey, []byte(testhost.HostKeyAlias+
+		" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, sshSays string
+		getenv        func(string) string
+	}{
+		{"refused", "Connection refused", h.GetenvPort(closed)},
+		{"host-key", "Host key verification failed", func(k string) string {
+			v := h.Getenv(k)
+			if k == "NIX_SSHOPTS" {
+				v = strings.Replace(v, "UserKnownHostsFile="+h.KnownHosts, "UserKnownHostsFile="+otherKey, 1)
+			}
+			return v
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := copy.ToHost(context.Background(), h.Addr, infos, copy.HostOptions{SSH: ssh.Options{Getenv: tc.getenv}})
+			var ce *copy.ConnectError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %v (%T), want a ConnectError", err, err)
+			}
+			msg := err.Error()
+			if ce.Host != h.Addr || !strings.Contains(msg, "cannot connect to '"+h.Addr+"'") ||
+				!strings.Contains(msg, "ssh said: ") || !strings.Contains(msg, tc.sshSays) || strings.Contains(msg, "remote said") {
+				t.Errorf("error %q", msg)
+			}
+		})
+	}
+}
+
+func pathList(infos []*store.PathInfo) []store.Path {
+	out := make([]store.Path, len(infos))
+	for i, info := range infos {
+		out[i] = info.Path
+	}
+	return out
 }
