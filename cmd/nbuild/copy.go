@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,10 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nbuild/nbuild/eval/drv"
-	"github.com/nbuild/nbuild/nar"
 	"github.com/nbuild/nbuild/store"
-	"github.com/nbuild/nbuild/store/binarycache"
 	"github.com/nbuild/nbuild/store/copy"
 	"github.com/nbuild/nbuild/store/daemon"
 	"github.com/nbuild/nbuild/store/ssh"
@@ -273,39 +269,33 @@ func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn,
 			}
 		}
 	}
-	switch {
-	case strings.HasPrefix(host, "file://") && o.from:
-		return copyFromCache(ctx, env, o, local, host, roots, pr)
-	case strings.HasPrefix(host, "file://"):
-		return copyToCache(ctx, env, o, local, host, roots, pr)
-	case strings.Contains(host, "://"):
-		return fmt.Errorf("copy: unsupported store URL '%s' (want [USER@]HOST or file:///DIR)", host)
-	case o.from && !o.includeOutputs && len(roots) > 0:
-		err := copyFromHostDump(ctx, env, o, local, host, roots, pr)
-		if !errors.Is(err, copy.ErrNoPathInfo) {
-			return err
-		}
-		// No `nix path-info --json` there: the worker protocol, uncompressed.
-		return copyFromHost(ctx, env, o, local, host, roots, pr)
+	switch cache := strings.HasPrefix(host, "file://"); {
+	case cache && o.from:
+		pr.src, pr.dest = host, "local store"
+	case cache:
+		pr.dest = host
 	case o.from:
-		return copyFromHost(ctx, env, o, local, host, roots, pr)
+		pr.src, pr.dest = "ssh://"+host, "local store"
+	default:
+		pr.dest = "ssh://" + host
 	}
-	closure, err := localClosure(ctx, local, roots, o.includeOutputs)
-	if err != nil {
+	job := copy.Job{
+		Local: local, LocalSocket: daemonSocket(env), Remote: host, From: o.from, Roots: roots,
+		IncludeOutputs: o.includeOutputs, UseSubstitutes: o.useSubstitutes, NoCheckSigs: o.noCheckSigs,
+		Host: o.hostOptions(env, pr),
+	}
+	res, err := job.Run(ctx)
+	if err != nil || !o.verbose || o.nixCompat || strings.HasPrefix(host, "file://") {
 		return err
 	}
-	pr.dest = "ssh://" + host
-	pr.closure = closure
-	res, err := copy.ToHost(ctx, host, closure, o.hostOptions(env, pr))
-	if err != nil {
-		return err
+	pr.finish()
+	how := res.Compression
+	if res.StoredChunks > 0 {
+		how = fmt.Sprintf("%s, %d of %d chunks stored: compressing them did not pay", how, res.StoredChunks, res.Chunks)
 	}
-	if o.verbose && !o.nixCompat {
-		pr.finish()
-		how := res.Compression
-		if res.StoredChunks > 0 {
-			how = fmt.Sprintf("%s, %d of %d chunks stored: compressing them did not pay", how, res.StoredChunks, res.Chunks)
-		}
+	if o.from {
+		fmt.Fprintf(env.stderr, "%d paths received (%s)\n", len(res.Sent), res.Compression)
+	} else {
 		fmt.Fprintf(env.stderr, "%d paths sent (%s, %s)\n", len(res.Sent), res.Protocol, how)
 	}
 	return nil
@@ -335,186 +325,6 @@ func copyPathArg(a string, local bool) (store.Path, error) {
 	return p, nil
 }
 
-// localClosure is the closure of roots in the local store, with the
-// valid outputs of its derivations when includeOutputs is set
-// (nix-copy-closure --include-outputs).
-func localClosure(ctx context.Context, local *daemon.Conn, roots []store.Path, includeOutputs bool) ([]*store.PathInfo, error) {
-	closure, err := copy.Closure(ctx, local, roots)
-	if err != nil || !includeOutputs {
-		return closure, err
-	}
-	outs, err := drvOutputs(closure)
-	if err != nil {
-		return nil, err
-	}
-	valid, err := local.QueryValidPaths(ctx, outs, false)
-	if err != nil || len(valid) == 0 {
-		return closure, err
-	}
-	return copy.Closure(ctx, local, append(roots, valid...))
-}
-
-// drvOutputs lists the output paths of the derivations among infos, read
-// from their .drv files.
-func drvOutputs(infos []*store.PathInfo) ([]store.Path, error) {
-	var outs []store.Path
-	for _, info := range infos {
-		if !info.Path.IsDerivation() {
-			continue
-		}
-		data, err := os.ReadFile(info.Path.String())
-		if err != nil {
-			return nil, err
-		}
-		d, err := drv.Parse(data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", info.Path, err)
-		}
-		for _, o := range d.Outputs {
-			if o.Path == "" {
-				continue // floating CA: not known before it is built
-			}
-			p, err := store.ParsePath(o.Path)
-			if err != nil {
-				return nil, fmt.Errorf("%s: output %s: %w", info.Path, o.Name, err)
-			}
-			outs = append(outs, p)
-		}
-	}
-	return outs, nil
-}
-
-// copyToCache writes the closure into a file:// binary cache, several NARs
-// at once (each compressed in parallel chunks).
-func copyToCache(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, url string, roots []store.Path, pr *copyProgress) error {
-	dir, opts, err := binarycache.ParseURL(url)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	cache, err := binarycache.Open(dir, opts)
-	if err != nil {
-		return err
-	}
-	closure, err := localClosure(ctx, local, roots, o.includeOutputs)
-	if err != nil {
-		return err
-	}
-	missing, err := copy.Missing(ctx, cache, closure, false)
-	if err != nil {
-		return err
-	}
-	pr.dest = url
-	return copyPaths(ctx, env, o, copy.FileSystem{}, cache, missing, pr)
-}
-
-// copyFromCache imports the closure of roots from a file:// cache into the
-// local store. The cache checks each NAR's size and hash as it streams, and
-// the daemon checks it again and, unless --no-check-sigs, its signatures.
-func copyFromCache(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, url string, roots []store.Path, pr *copyProgress) error {
-	dir, opts, err := binarycache.ParseURL(url)
-	if err != nil {
-		return err
-	}
-	cache, err := binarycache.Open(dir, opts)
-	if err != nil {
-		return err
-	}
-	closure, err := copy.Closure(ctx, cache, roots)
-	if err != nil {
-		return err
-	}
-	missing, err := copy.Missing(ctx, local, closure, o.useSubstitutes)
-	if err != nil {
-		return err
-	}
-	pr.dest = "local store"
-	pr.src = url
-	pool := daemon.NewPool(max(o.jobs, 2), func(ctx context.Context) (*daemon.Conn, error) {
-		return daemon.Dial(ctx, daemonSocket(env), daemon.Options{SkipSetOptions: true})
-	})
-	defer pool.Close()
-	return copyPaths(ctx, env, o, cache, &daemonAdder{pool: pool, flags: daemon.AddFlags{NoCheckSigs: o.noCheckSigs}}, missing, pr)
-}
-
-// copyFromHostDump copies the closure of roots from HOST with
-// copy.FromHost: the closure's infos in one reply, then the missing NARs
-// back to back through the remote's zstd or xz (--compress).
-func copyFromHostDump(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copyProgress) error {
-	pr.dest = "local store"
-	pr.src = "ssh://" + host
-	dst, done := hostAdder(env)
-	defer done()
-	res, err := copy.FromHost(ctx, host, roots, local, dst, o.hostOptions(env, pr))
-	if err != nil {
-		return err
-	}
-	if o.verbose && !o.nixCompat {
-		pr.finish()
-		fmt.Fprintf(env.stderr, "%d paths received (%s)\n", len(res.Sent), res.Compression)
-	}
-	return nil
-}
-
-// copyFromHost copies the closure of roots from HOST's nix-daemon --stdio
-// over ssh into the local store on the one session: every NAR is asked for
-// at once and they come back to back (copy.NarStreamer), each added to the
-// local store as it arrives, references first.
-func copyFromHost(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copyProgress) error {
-	so := o.sshOptions(env)
-	sc, err := ssh.Dial(ctx, host, []string{"nix-daemon", "--stdio"}, so)
-	if err != nil {
-		return err
-	}
-	defer sc.Close()
-	remote, err := daemon.NewConn(ctx, sc, daemon.Options{SkipSetOptions: true})
-	if err != nil {
-		return copy.SessionError(host, sc, so, fmt.Errorf("%w: %w", copy.ErrNoAnswer, err))
-	}
-	defer remote.Close()
-	closure, err := copy.Closure(ctx, remote, roots)
-	if err != nil {
-		return fmt.Errorf("%s: %w", host, err)
-	}
-	if o.includeOutputs {
-		outs, err := remoteDrvOutputs(ctx, remote, closure)
-		if err != nil {
-			return err
-		}
-		if valid, err := remote.QueryValidPaths(ctx, outs, false); err != nil {
-			return err
-		} else if len(valid) > 0 {
-			if closure, err = copy.Closure(ctx, remote, append(roots, valid...)); err != nil {
-				return err
-			}
-		}
-	}
-	missing, err := copy.Missing(ctx, local, closure, o.useSubstitutes)
-	if err != nil {
-		return err
-	}
-	pr.dest = "local store"
-	pr.src = "ssh://" + host
-	pr.closure = closure
-	dst, done := hostAdder(env)
-	defer done()
-	o.jobs = 1 // one session: the NARs stream in order
-	return copyPaths(ctx, env, o, remote, dst, missing, pr)
-}
-
-// hostAdder adds paths copied from an ssh host to the local store. As
-// nix-copy-closure: the paths come from a host the user logs into, so
-// signatures are not required (an untrusted local user still needs them:
-// the daemon ignores NoCheckSigs then).
-func hostAdder(env *cmdEnv) (*daemonAdder, func()) {
-	pool := daemon.NewPool(1, func(ctx context.Context) (*daemon.Conn, error) {
-		return daemon.Dial(ctx, daemonSocket(env), daemon.Options{SkipSetOptions: true})
-	})
-	return &daemonAdder{pool: pool, flags: daemon.AddFlags{NoCheckSigs: true}}, func() { pool.Close() }
-}
-
 // hostOptions are the options of a copy to or from an ssh host.
 func (o copyOptions) hostOptions(env *cmdEnv, pr *copyProgress) copy.HostOptions {
 	return copy.HostOptions{
@@ -538,60 +348,6 @@ func (o copyOptions) sshOptions(env *cmdEnv) ssh.Options {
 	}
 	return so
 }
-
-// remoteDrvOutputs reads the .drv files among infos through the remote
-// daemon (their NARs are the file) and lists their outputs.
-func remoteDrvOutputs(ctx context.Context, remote *daemon.Conn, infos []*store.PathInfo) ([]store.Path, error) {
-	var outs []store.Path
-	for _, info := range infos {
-		if !info.Path.IsDerivation() {
-			continue
-		}
-		var nb bytes.Buffer
-		if err := remote.NarFromPath(ctx, info.Path, &nb); err != nil {
-			return nil, err
-		}
-		data, err := narFileContents(nb.Bytes())
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", info.Path, err)
-		}
-		d, err := drv.Parse(data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", info.Path, err)
-		}
-		for _, o := range d.Outputs {
-			if p, err := store.ParsePath(o.Path); err == nil {
-				outs = append(outs, p)
-			}
-		}
-	}
-	return outs, nil
-}
-
-func copyPaths(ctx context.Context, env *cmdEnv, o copyOptions, src copy.Source, dst store.NarAdder, missing []*store.PathInfo, pr *copyProgress) error {
-	pr.planned(nil, missing)
-	if len(missing) == 0 {
-		return nil
-	}
-	return copy.Copy(ctx, src, dst, missing, copy.Options{Jobs: o.jobs, Progress: pr.update, Sending: pr.sending})
-}
-
-// daemonAdder adds paths through a pool of daemon connections with flags.
-type daemonAdder struct {
-	pool  *daemon.Pool
-	flags daemon.AddFlags
-}
-
-func (a *daemonAdder) AddToStoreNar(ctx context.Context, info *store.PathInfo, r io.Reader) error {
-	c, err := a.pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer a.pool.Release(c)
-	return c.AddToStoreNarFlags(ctx, info, r, a.flags)
-}
-
-var _ store.NarAdder = (*daemonAdder)(nil)
 
 // copyProgress reports a copy on stderr: "copying N paths..." once the
 // missing paths are known (nix-copy-closure's line; nbuild prints it only
@@ -726,20 +482,4 @@ func copyStatus(pr copy.Progress, rate float64) string {
 		}
 	}
 	return s
-}
-
-var errNotRegular = errors.New("NAR is not a single regular file")
-
-// narFileContents returns the contents of a NAR holding one regular file
-// (a .drv).
-func narFileContents(data []byte) ([]byte, error) {
-	r := nar.NewReader(bytes.NewReader(data))
-	h, err := r.Next()
-	if err != nil {
-		return nil, err
-	}
-	if h.Type != nar.TypeRegular {
-		return nil, errNotRegular
-	}
-	return io.ReadAll(r)
 }
