@@ -17,6 +17,7 @@ import (
 	"github.com/nbuild/nbuild/store"
 	"github.com/nbuild/nbuild/store/copy"
 	"github.com/nbuild/nbuild/store/daemon"
+	"github.com/nbuild/nbuild/store/location"
 	"github.com/nbuild/nbuild/store/ssh"
 )
 
@@ -301,11 +302,16 @@ func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn,
 	return nil
 }
 
+// daemonSocket is the local nix-daemon's socket: the default store
+// ($NIX_REMOTE) when it is a daemon, else the machine's daemon; store/location
+// reads NIX_DAEMON_SOCKET_PATH.
 func daemonSocket(env *cmdEnv) string {
-	if s := env.getenv("NIX_DAEMON_SOCKET_PATH"); s != "" {
-		return s
+	opts := location.Options{Getenv: env.getenv}
+	loc, err := location.Parse("", opts)
+	if err != nil || loc.Kind != location.Daemon {
+		loc, _ = location.Parse("daemon", opts)
 	}
-	return "/nix/var/nix/daemon-socket/socket"
+	return loc.Socket
 }
 
 // copyPathArg turns an argument into a store path; locally it follows
