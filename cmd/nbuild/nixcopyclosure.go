@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nbuild/nbuild/sched"
 	"github.com/nbuild/nbuild/store"
 	"github.com/nbuild/nbuild/store/copy"
 	"github.com/nbuild/nbuild/store/ssh"
@@ -268,7 +269,7 @@ func noop(*nccArgs, *cmdEnv, []string) error { return nil }
 
 var shortInheritedFlags = map[byte]inheritedFlag{
 	'v': {0, verboseFlag},
-	'j': {1, settingFlag("max-jobs", setMaxJobs)},
+	'j': {1, settingFlag("max-jobs", sched.SettingMaxJobs)},
 	'Q': {0, noop},
 	'K': {0, noop},
 	'k': {0, noop},
@@ -308,24 +309,24 @@ func lookupInheritedFlag(name string) (inheritedFlag, bool) {
 	}
 	// One flag per setting (2.8 config.cc convertToArg): --NAME VALUE,
 	// --NAME / --no-NAME for booleans, --extra-NAME VALUE for lists.
-	if s, ok := findSetting(name, false); ok {
-		switch s.kind {
-		case setBool, setSandbox:
+	if s, ok := sched.LookupSetting(name, false); ok {
+		switch s.Kind {
+		case sched.SettingBool, sched.SettingSandbox:
 			return inheritedFlag{0, noop}, true
 		}
-		return inheritedFlag{1, settingFlag(s.name, s.kind)}, true
+		return inheritedFlag{1, settingFlag(s.Name, s.Kind)}, true
 	}
 	for _, prefix := range []string{"no-", "relaxed-", "extra-"} {
-		s, ok := findSetting(strings.TrimPrefix(name, prefix), false)
+		s, ok := sched.LookupSetting(strings.TrimPrefix(name, prefix), false)
 		if !ok || !strings.HasPrefix(name, prefix) {
 			continue
 		}
 		switch {
-		case prefix == "no-" && (s.kind == setBool || s.kind == setSandbox),
-			prefix == "relaxed-" && s.kind == setSandbox:
+		case prefix == "no-" && (s.Kind == sched.SettingBool || s.Kind == sched.SettingSandbox),
+			prefix == "relaxed-" && s.Kind == sched.SettingSandbox:
 			return inheritedFlag{0, noop}, true
-		case prefix == "extra-" && s.appendable():
-			return inheritedFlag{1, settingFlag(s.name, s.kind)}, true
+		case prefix == "extra-" && s.Appendable():
+			return inheritedFlag{1, settingFlag(s.Name, s.Kind)}, true
 		}
 	}
 	return inheritedFlag{}, false
@@ -333,9 +334,9 @@ func lookupInheritedFlag(name string) (inheritedFlag, bool) {
 
 // settingFlag checks a setting's value given as a flag: a bad one is a
 // usage error.
-func settingFlag(name string, kind settingKind) func(*nccArgs, *cmdEnv, []string) error {
+func settingFlag(name string, kind sched.SettingKind) func(*nccArgs, *cmdEnv, []string) error {
 	return func(_ *nccArgs, env *cmdEnv, v []string) error {
-		warn, err := checkSetting(name, kind, v[0])
+		warn, err := sched.CheckSetting(name, kind, v[0])
 		if err != nil {
 			return &nccUsageError{err.Error()}
 		}
@@ -350,9 +351,9 @@ func settingFlag(name string, kind settingKind) func(*nccArgs, *cmdEnv, []string
 // name is warned about once the flags are processed.
 func nccOptionFlag(a *nccArgs, env *cmdEnv, v []string) error {
 	name, value := v[0], v[1]
-	s, ok := findSetting(name, true)
+	s, ok := sched.LookupSetting(name, true)
 	if !ok {
-		if base, found := findSetting(strings.TrimPrefix(name, "extra-"), true); found && strings.HasPrefix(name, "extra-") && base.appendable() {
+		if base, found := sched.LookupSetting(strings.TrimPrefix(name, "extra-"), true); found && strings.HasPrefix(name, "extra-") && base.Appendable() {
 			s, ok = base, true
 		}
 	}
@@ -360,10 +361,10 @@ func nccOptionFlag(a *nccArgs, env *cmdEnv, v []string) error {
 		a.unknownSettings = append(a.unknownSettings, name)
 		return nil
 	}
-	if s.name == "store" {
+	if s.Name == "store" {
 		a.store = value
 	}
-	warn, err := checkSetting(s.name, s.kind, value)
+	warn, err := sched.CheckSetting(s.Name, s.Kind, value)
 	switch {
 	case err != nil:
 		fmt.Fprintf(env.stderr, "warning: error: %s\n", err)
@@ -373,203 +374,10 @@ func nccOptionFlag(a *nccArgs, env *cmdEnv, v []string) error {
 	return nil
 }
 
-// checkSetting checks value for a setting as 2.8's Setting::set does; it
-// returns a warning to print, or an error.
-func checkSetting(name string, kind settingKind, value string) (string, error) {
-	switch kind {
-	case setBool:
-		switch value {
-		case "true", "yes", "1", "false", "no", "0":
-			return "", nil
-		}
-		return "", fmt.Errorf("Boolean setting '%s' has invalid value '%s'", name, value)
-	case setSandbox:
-		switch value {
-		case "true", "false", "relaxed":
-			return "", nil
-		}
-		return "", fmt.Errorf("option '%s' has invalid value '%s'", name, value)
-	case setUint, setInt:
-		if !isInteger(value, kind == setInt) {
-			return "", fmt.Errorf("setting '%s' has invalid value '%s'", name, value)
-		}
-	case setMaxJobs:
-		if value != "auto" && !isInteger(value, false) {
-			return "", fmt.Errorf("configuration setting '%s' should be 'auto' or an integer", name)
-		}
-	case setFeatures:
-		for _, f := range strings.Fields(value) {
-			if !slices.Contains(experimentalFeatures, f) {
-				return fmt.Sprintf("unknown experimental feature '%s'", f), nil
-			}
-		}
-	}
-	return "", nil
-}
-
-// experimentalFeatures are 2.8's (src/libutil/experimental-features.cc).
-var experimentalFeatures = []string{"ca-derivations", "impure-derivations", "flakes", "nix-command", "recursive-nix", "no-url-literals", "fetch-closure"}
-
-func isInteger(s string, signed bool) bool {
-	if signed {
-		s = strings.TrimPrefix(s, "-")
-	}
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// checkUnitInt checks a number with an optional K, M, G or T suffix
-// (2.8 util.hh string2IntWithUnitPrefix, for --cores, --timeout and
-// --max-silent-time).
+// checkUnitInt is sched.CheckUnitInt as a usage error.
 func checkUnitInt(s string) error {
-	if s != "" {
-		if u := s[len(s)-1]; isASCIILetter(u) {
-			u &^= 0x20 // upper case
-			if !strings.ContainsRune("KMGT", rune(u)) {
-				return &nccUsageError{fmt.Sprintf("invalid unit specifier '%c'", u)}
-			}
-			s = s[:len(s)-1]
-		}
-	}
-	if !isInteger(s, false) {
-		return &nccUsageError{fmt.Sprintf("'%s' is not an integer", s)}
+	if err := sched.CheckUnitInt(s); err != nil {
+		return &nccUsageError{err.Error()}
 	}
 	return nil
-}
-
-type settingKind int
-
-const (
-	setBool settingKind = iota
-	setUint
-	setInt
-	setString
-	setList
-	setMap
-	setSandbox
-	setMaxJobs
-	setFeatures
-)
-
-type setting struct {
-	name    string
-	kind    settingKind
-	aliases string // space-separated; --option takes them, flags do not
-}
-
-func (s setting) appendable() bool {
-	return s.kind == setList || s.kind == setMap || s.kind == setFeatures
-}
-
-func findSetting(name string, aliases bool) (setting, bool) {
-	for _, s := range nixSettings {
-		if s.name == name || aliases && slices.Contains(strings.Fields(s.aliases), name) {
-			return s, true
-		}
-	}
-	return setting{}, false
-}
-
-// nixSettings are Nix 2.8.0's settings as `nix show-config --json` lists
-// them with Debian's nix-bin 2.8.0 (the kind from each value's type and
-// globals.hh), each a flag of every legacy command.
-var nixSettings = []setting{
-	{"accept-flake-config", setBool, ""},
-	{"access-tokens", setMap, ""},
-	{"allow-dirty", setBool, ""},
-	{"allow-import-from-derivation", setBool, ""},
-	{"allow-new-privileges", setBool, ""},
-	{"allow-symlinked-store", setBool, ""},
-	{"allow-unsafe-native-code-during-evaluation", setBool, ""},
-	{"allowed-impure-host-deps", setList, ""},
-	{"allowed-uris", setList, ""},
-	{"allowed-users", setList, ""},
-	{"auto-optimise-store", setBool, ""},
-	{"bash-prompt", setString, ""},
-	{"bash-prompt-suffix", setString, ""},
-	{"build-hook", setString, ""},
-	{"build-poll-interval", setUint, ""},
-	{"build-users-group", setString, ""},
-	{"builders", setString, ""},
-	{"builders-use-substitutes", setBool, ""},
-	{"commit-lockfile-summary", setString, ""},
-	{"compress-build-log", setBool, "build-compress-log"},
-	{"connect-timeout", setUint, ""},
-	{"cores", setUint, "build-cores"},
-	{"diff-hook", setString, ""},
-	{"download-attempts", setUint, ""},
-	{"enforce-determinism", setBool, ""},
-	{"eval-cache", setBool, ""},
-	{"experimental-features", setFeatures, ""},
-	{"extra-platforms", setList, ""},
-	{"fallback", setBool, "build-fallback"},
-	{"filter-syscalls", setBool, ""},
-	{"flake-registry", setString, ""},
-	{"fsync-metadata", setBool, ""},
-	{"gc-reserved-space", setInt, ""},
-	{"hashed-mirrors", setList, ""},
-	{"http-connections", setUint, "binary-caches-parallel-connections"},
-	{"http2", setBool, ""},
-	{"ignored-acls", setList, ""},
-	{"impersonate-linux-26", setBool, "build-impersonate-linux-26"},
-	{"keep-build-log", setBool, "build-keep-log"},
-	{"keep-derivations", setBool, "gc-keep-derivations"},
-	{"keep-env-derivations", setBool, "env-keep-derivations"},
-	{"keep-failed", setBool, ""},
-	{"keep-going", setBool, ""},
-	{"keep-outputs", setBool, "gc-keep-outputs"},
-	{"log-lines", setUint, ""},
-	{"max-build-log-size", setUint, "build-max-log-size"},
-	{"max-free", setUint, ""},
-	{"max-jobs", setMaxJobs, "build-max-jobs"},
-	{"max-silent-time", setInt, "build-max-silent-time"},
-	{"min-free", setUint, ""},
-	{"min-free-check-interval", setUint, ""},
-	{"nar-buffer-size", setUint, ""},
-	{"narinfo-cache-negative-ttl", setUint, ""},
-	{"narinfo-cache-positive-ttl", setUint, ""},
-	{"netrc-file", setString, ""},
-	{"nix-path", setList, ""},
-	{"plugin-files", setList, ""},
-	{"post-build-hook", setString, ""},
-	{"pre-build-hook", setString, ""},
-	{"preallocate-contents", setBool, ""},
-	{"print-missing", setBool, ""},
-	{"pure-eval", setBool, ""},
-	{"repeat", setUint, "build-repeat"},
-	{"require-sigs", setBool, ""},
-	{"restrict-eval", setBool, ""},
-	{"run-diff-hook", setBool, ""},
-	{"sandbox", setSandbox, "build-use-chroot build-use-sandbox"},
-	{"sandbox-build-dir", setString, ""},
-	{"sandbox-dev-shm-size", setString, ""},
-	{"sandbox-fallback", setBool, ""},
-	{"sandbox-paths", setList, "build-chroot-dirs build-sandbox-paths"},
-	{"secret-key-files", setList, ""},
-	{"show-trace", setBool, ""},
-	{"stalled-download-timeout", setUint, ""},
-	{"store", setString, ""},
-	{"substitute", setBool, "build-use-substitutes"},
-	{"substituters", setList, "binary-caches"},
-	{"sync-before-registering", setBool, ""},
-	{"system", setString, ""},
-	{"system-features", setList, ""},
-	{"tarball-ttl", setUint, ""},
-	{"timeout", setInt, "build-timeout"},
-	{"trace-function-calls", setBool, ""},
-	{"trusted-public-keys", setList, "binary-cache-public-keys"},
-	{"trusted-substituters", setList, "trusted-binary-caches"},
-	{"trusted-users", setList, ""},
-	{"use-case-hack", setBool, ""},
-	{"use-registries", setBool, ""},
-	{"use-sqlite-wal", setBool, ""},
-	{"user-agent-suffix", setString, ""},
-	{"warn-dirty", setBool, ""},
 }
