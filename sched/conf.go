@@ -22,6 +22,10 @@ type ConfOptions struct {
 	Path string
 	// ReadFile reads included files. Default os.ReadFile.
 	ReadFile func(path string) ([]byte, error)
+	// Aliases stores settings under their current names, as Nix does:
+	// "build-max-jobs" as "max-jobs", "extra-binary-caches" as
+	// "extra-substituters" (LookupSetting).
+	Aliases bool
 }
 
 // Conf is a parsed nix.conf: setting name → value, in the shape Nix's
@@ -109,9 +113,27 @@ func (c Conf) apply(contents, path string, opts *ConfOptions, depth int) error {
 		if tokens[1] != "=" {
 			return fmt.Errorf("%w: illegal configuration line '%s' in '%s'", ErrBadConf, line, path)
 		}
-		c.set(tokens[0], strings.Join(tokens[2:], " "))
+		name := tokens[0]
+		if opts.Aliases {
+			name = canonicalSetting(name)
+		}
+		c.set(name, strings.Join(tokens[2:], " "))
 	}
 	return nil
+}
+
+// canonicalSetting is the current name of a setting or of its extra-
+// form; an unknown name is kept.
+func canonicalSetting(name string) string {
+	if s, ok := LookupSetting(name, true); ok {
+		return s.Name
+	}
+	if base, ok := strings.CutPrefix(name, "extra-"); ok {
+		if s, ok := LookupSetting(base, true); ok && s.Appendable() {
+			return "extra-" + s.Name
+		}
+	}
+	return name
 }
 
 // set applies one "name = value": "extra-NAME" appends to what earlier

@@ -35,7 +35,8 @@ type Option struct{ Name, Value string }
 // $XDG_CONFIG_HOME/nix/nix.conf and each $XDG_CONFIG_DIRS/nix/nix.conf),
 // read last to first so the first wins; then $NIX_CONFIG as the text of
 // a file; then --option. A later value replaces an earlier one and
-// "extra-NAME" appends to NAME (Conf.Value).
+// "extra-NAME" appends to NAME (Conf.Value); old aliases count as their
+// setting ("build-max-jobs" is "max-jobs").
 type Settings struct {
 	// Conf holds every layer.
 	Conf Conf
@@ -58,7 +59,7 @@ func LoadSettings(opts SettingsOptions) (*Settings, error) {
 		opts.ReadFile = os.ReadFile
 	}
 	s := &Settings{Conf: Conf{}, Overrides: Conf{}}
-	popts := &ConfOptions{ReadFile: opts.ReadFile}
+	popts := &ConfOptions{ReadFile: opts.ReadFile, Aliases: true}
 	readFile := func(path string, must bool, layers ...Conf) error {
 		text, err := opts.ReadFile(path)
 		if err != nil {
@@ -100,8 +101,9 @@ func LoadSettings(opts SettingsOptions) (*Settings, error) {
 		}
 	}
 	for _, o := range opts.Options {
-		s.Conf.set(o.Name, o.Value)
-		s.Overrides.set(o.Name, o.Value)
+		name := canonicalSetting(o.Name)
+		s.Conf.set(name, o.Value)
+		s.Overrides.set(name, o.Value)
 	}
 	return s, nil
 }

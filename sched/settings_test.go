@@ -142,3 +142,41 @@ func TestLoadSettingsErrors(t *testing.T) {
 		t.Errorf("empty settings: %v %v", s, err)
 	}
 }
+
+// TestLoadSettingsAliasesAgainstNix: old names count as their setting,
+// with extra- forms of them, as in Nix 2.8's `nix show-config`.
+func TestLoadSettingsAliasesAgainstNix(t *testing.T) {
+	storetest.RequireNix(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "nix.conf"), []byte("build-max-jobs = 7\nbinary-caches = file:///a\nbuild-cores = 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"NIX_CONF_DIR": dir, "HOME": dir, "NIX_USER_CONF_FILES": filepath.Join(dir, "none"),
+		"NIX_CONFIG": "extra-binary-caches = file:///b\n"}
+	opts := []Option{{"build-use-substitutes", "false"}}
+	s, err := LoadSettings(SettingsOptions{Getenv: func(k string) string { return env[k] }, Options: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("nix", "--extra-experimental-features", "nix-command", "show-config", "--option", opts[0].Name, opts[0].Value)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("nix show-config: %v", err)
+	}
+	nix, err := ParseNixConf(strings.NewReader(string(out)), ConfOptions{Path: "show-config"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"max-jobs", "substituters", "cores", "substitute"} {
+		if got, want := s.Value(name, nix[name]), nix[name]; got != want {
+			t.Errorf("%s: nbuild %q, nix show-config %q", name, got, want)
+		}
+	}
+	if s.Value("max-jobs", "") != "7" || s.Value("substituters", "") != "file:///a file:///b" {
+		t.Errorf("aliases not applied: max-jobs %q, substituters %q", s.Value("max-jobs", ""), s.Value("substituters", ""))
+	}
+}
