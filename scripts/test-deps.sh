@@ -28,6 +28,10 @@ daemon_alive() {
   [ -S "$socket" ] && nix-store --store daemon --gc --print-roots >/dev/null 2>&1
 }
 if ! daemon_alive; then
+  if [ "$(id -u)" -ne 0 ] && [ -d "$(dirname "$socket")" ] && ! [ -x "$(dirname "$socket")" ]; then
+    echo "test-deps: $socket is there but $(id -un) may not reach it: Debian's nix-bin lets the nix-users group in (sudo adduser $(id -un) nix-users, then log in again)" >&2
+    exit 1
+  fi
   if [ "$(id -u)" -ne 0 ]; then
     echo "test-deps: no nix-daemon listens on $socket; start one as root: nix-daemon &" >&2
     exit 1
