@@ -19,7 +19,7 @@ import (
 // jobs, supported and mandatory features, in file order) — with
 // ParseMachines.
 func TestParseMachinesAgainstNix(t *testing.T) {
-	storetest.RequireNix(t)
+	storetest.RequireTrusted(t) // the daemon takes --builders from trusted users only
 	dir := t.TempDir()
 	expr := filepath.Join(dir, "probe.nix")
 	write := func(name, text string) string {
@@ -172,7 +172,7 @@ func TestLocalMachineFromNixShowConfig(t *testing.T) {
 // with max-jobs 0 is left out: 2.8's hook answers "postpone" for it
 // forever, a hang; CanBuild refuses such a machine instead.)
 func TestMatchingAgainstNix(t *testing.T) {
-	storetest.RequireNix(t)
+	storetest.RequireTrusted(t) // the daemon takes --builders from trusted users only
 	dir := t.TempDir()
 	expr := filepath.Join(dir, "match.nix")
 	if err := os.WriteFile(expr, []byte(`{ feats }: derivation { name = "nbuild-sched-match"; system = "nbuild-sys"; builder = "/bin/sh"; args = ["-c" "echo > $out"]; requiredSystemFeatures = feats; }`), 0o644); err != nil {

@@ -81,7 +81,7 @@ func TestPathComparableAndOrdered(t *testing.T) {
 // nix-store --add and recomputes their paths from the NAR hash.
 func TestMakeSourcePathMatchesNix(t *testing.T) {
 	storetest.RequireNix(t)
-	dir := t.TempDir()
+	dir := storetest.TempDir(t)
 	root := filepath.Join(dir, "store")
 	tree := filepath.Join(dir, "src-tree")
 	if err := os.MkdirAll(filepath.Join(tree, "sub"), 0o755); err != nil {

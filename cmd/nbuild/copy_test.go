@@ -61,7 +61,7 @@ func TestCopyToHost(t *testing.T) {
 	root, closure := copyClosure(t, uniqueSalt(t))
 	h := testhost.New(t, testhost.Options{})
 	// ./result style: a symlink to the root, as nix-build leaves it.
-	link := filepath.Join(t.TempDir(), "result")
+	link := filepath.Join(storetest.TempDir(t), "result")
 	if err := os.Symlink(root, link); err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestCopyFromHost(t *testing.T) {
 	h := testhost.New(t, testhost.Options{})
 	// A chain of three paths only the host has, built there: the NARs
 	// come back to back on the one session, references first.
-	expr := filepath.Join(t.TempDir(), "remote.nix")
+	expr := filepath.Join(storetest.TempDir(t), "remote.nix")
 	salt := uniqueSalt(t)
 	if err := os.WriteFile(expr, []byte(fmt.Sprintf(`let
   mk = name: dep: derivation { inherit name dep; system = builtins.currentSystem; builder = "/bin/sh";
@@ -125,7 +125,7 @@ in mk "copy-from-c" b`, salt)), 0o644); err != nil {
 // paths were deleted there.
 func TestCopyFileCache(t *testing.T) {
 	root, closure := copyClosure(t, uniqueSalt(t))
-	dir := t.TempDir()
+	dir := storetest.TempDir(t)
 	sk, pk := filepath.Join(dir, "key.sec"), filepath.Join(dir, "key.pub")
 	if out, err := exec.Command("nix-store", "--generate-binary-cache-key", "nbuild-copy-test", sk, pk).CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -142,7 +142,7 @@ func TestCopyFileCache(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("exit %d\n%s", code, errOut)
 			}
-			chroot := filepath.Join(t.TempDir(), "store")
+			chroot := filepath.Join(storetest.TempDir(t), "store")
 			out, err := exec.Command("nix", "--extra-experimental-features", "nix-command", "copy",
 				"--option", "substituters", "", "--option", "trusted-public-keys", strings.TrimSpace(string(pub)),
 				"--from", "file://"+cache+comp, "--to", "local?root="+chroot, root).CombinedOutput()
@@ -172,6 +172,7 @@ func TestCopyFileCache(t *testing.T) {
 	if _, err := exec.Command("nix-store", "--check-validity", root).CombinedOutput(); err == nil {
 		t.Errorf("%s valid after a refused import", root)
 	}
+	storetest.RequireTrusted(t) // --no-check-sigs is honoured for trusted users only
 	_, errOut, code = runWithEnv(t, os.Getenv, "copy", "--from", url, "--no-check-sigs", root)
 	if code != 0 {
 		t.Fatalf("import with --no-check-sigs: exit %d\n%s", code, errOut)

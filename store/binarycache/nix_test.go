@@ -99,7 +99,7 @@ type testPaths struct {
 func makeTestPaths(t *testing.T) *testPaths {
 	t.Helper()
 	storetest.RequireDaemon(t)
-	tmp := t.TempDir()
+	tmp := storetest.TempDir(t)
 	srcRoot := filepath.Join(tmp, "src")
 	srcStore := "local?root=" + srcRoot
 
@@ -158,7 +158,7 @@ func (tp *testPaths) strings(paths ...store.Path) []string {
 
 func generateKey(t *testing.T, name string) (secretFile string, public string) {
 	t.Helper()
-	dir := t.TempDir()
+	dir := storetest.TempDir(t)
 	secretFile, pubFile := filepath.Join(dir, "sk"), filepath.Join(dir, "pk")
 	run(t, "nix-store", "--generate-binary-cache-key", name, secretFile, pubFile)
 	pub, err := os.ReadFile(pubFile)
@@ -186,7 +186,7 @@ func TestNixReadsOurCache(t *testing.T) {
 
 	for _, comp := range compressions {
 		t.Run(comp, func(t *testing.T) {
-			cacheDir := t.TempDir()
+			cacheDir := storetest.TempDir(t)
 			// Small chunks make the 1 MB NAR of tp.order[1] several
 			// concatenated xz streams or zstd frames, as a big NAR is.
 			c, err := Open(cacheDir, Options{Compression: comp, SecretKeyFile: skFile, WriteNarListing: true, ChunkSize: 256 << 10})
@@ -201,7 +201,7 @@ func TestNixReadsOurCache(t *testing.T) {
 			if comp != "none" {
 				checkMultiStream(t, c, tp.order[1], comp)
 			}
-			dst := t.TempDir()
+			dst := storetest.TempDir(t)
 			if err := nixCopyFrom(cacheDir, dst, pub, tp.strings()); err != nil {
 				t.Fatalf("nix copy --from our cache: %v", err)
 			}
@@ -218,7 +218,7 @@ func TestNixReadsOurCache(t *testing.T) {
 	}
 
 	t.Run("wrong key rejected by Nix", func(t *testing.T) {
-		cacheDir := t.TempDir()
+		cacheDir := storetest.TempDir(t)
 		c, err := Open(cacheDir, Options{Compression: "zstd", SecretKeyFile: skFile})
 		if err != nil {
 			t.Fatal(err)
@@ -229,7 +229,7 @@ func TestNixReadsOurCache(t *testing.T) {
 			}
 		}
 		_, otherPub := generateKey(t, "nbuild-test-1") // same name, other key
-		dst := t.TempDir()
+		dst := storetest.TempDir(t)
 		err = nixCopyFrom(cacheDir, dst, otherPub, tp.strings(tp.built))
 		if err == nil || !strings.Contains(err.Error(), "signature") {
 			t.Fatalf("nix copy of a path signed by an untrusted key: %v", err)
@@ -244,7 +244,7 @@ func TestNixReadsOurCache(t *testing.T) {
 	})
 
 	t.Run("corrupt NAR rejected by Nix", func(t *testing.T) {
-		cacheDir := t.TempDir()
+		cacheDir := storetest.TempDir(t)
 		c, err := Open(cacheDir, Options{Compression: "none", SecretKeyFile: skFile})
 		if err != nil {
 			t.Fatal(err)
@@ -267,7 +267,7 @@ func TestNixReadsOurCache(t *testing.T) {
 		data[i] ^= 0x20
 		os.WriteFile(narFile, data, 0o644)
 
-		dst := t.TempDir()
+		dst := storetest.TempDir(t)
 		err = nixCopyFrom(cacheDir, dst, pub, tp.strings(tp.built))
 		if err == nil || !strings.Contains(err.Error(), "hash mismatch") {
 			t.Fatalf("nix copy of a corrupt NAR: %v", err)
@@ -317,7 +317,7 @@ func TestWeReadNixCache(t *testing.T) {
 	ctx := context.Background()
 	for _, comp := range compressions {
 		t.Run(comp, func(t *testing.T) {
-			cacheDir := t.TempDir()
+			cacheDir := storetest.TempDir(t)
 			// Only the daemon-store paths: `nix copy` copies from one store.
 			paths := []store.Path{tp.order[2], tp.built}
 			url := fmt.Sprintf("file://%s?compression=%s&write-nar-listing=true&secret-key=%s", cacheDir, comp, skFile)

@@ -13,6 +13,7 @@ import (
 	"github.com/nbuild/nbuild/store"
 	"github.com/nbuild/nbuild/store/copy"
 	"github.com/nbuild/nbuild/store/ssh"
+	"github.com/nbuild/nbuild/store/storetest"
 	"github.com/nbuild/nbuild/store/testhost"
 )
 
@@ -65,6 +66,7 @@ func hasSig(sigs []string, keyName string) bool {
 // fix, and none becomes valid; the same copy of paths signed with a key
 // in the remote's trusted-public-keys succeeds, signatures included.
 func TestToHostNotTrusted(t *testing.T) {
+	storetest.RequireTrusted(t) // signing the closure (nix store sign) needs it
 	_, unsigned := buildClosure(t, "untrusted")
 	root, toSign := buildClosure(t, "untrusted-signed")
 	signed, pub := signClosure(t, root, toSign)

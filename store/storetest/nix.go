@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -157,4 +158,35 @@ func NoGoroutinesIn(t testing.TB, dir string) {
 			}
 		}
 	}
+}
+
+// RequireTrusted is RequireDaemon plus a user the local nix-daemon trusts
+// (its trusted-users: root by default), for tests that pass --builders or
+// substituters to it, sign paths, or import without signatures: the
+// daemon ignores or refuses those for other users.
+func RequireTrusted(t testing.TB) {
+	t.Helper()
+	RequireDaemon(t)
+	if os.Geteuid() != 0 {
+		missing(t, "needs a user the nix-daemon trusts (root by default)")
+	}
+}
+
+// TempDir is t.TempDir for a directory that will hold a store Nix writes
+// into (a chroot store, a restored tree): store paths are read-only, so
+// they are made writable again before the directory is removed, which
+// lets a test run by a user other than root clean up after itself.
+func TempDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	// Cleanups run last-registered first: this one before TempDir's.
+	t.Cleanup(func() {
+		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				os.Chmod(p, 0o755)
+			}
+			return nil
+		})
+	})
+	return dir
 }
