@@ -182,6 +182,9 @@ func (p *Plan) schedule() error {
 		why  string // sched.Why
 	}
 	platforms := map[platformKey]platformMatch{}
+	var lastKey platformKey
+	var last platformMatch
+	haveLast := false
 	for id := 0; id < g.Len(); id++ {
 		jobOf[id] = -1
 		if p.state[id] != Build {
@@ -193,7 +196,10 @@ func (p *Plan) schedule() error {
 		// 100,000 derivations, with a formatted reason for every node the
 		// first machine cannot build).
 		key := platformKey{node.System, featuresKey(node.RequiredFeatures), len(node.RequiredFeatures)}
-		pm, ok := platforms[key]
+		pm, ok := last, haveLast && key == lastKey // neighbours mostly share one
+		if !ok {
+			pm, ok = platforms[key]
+		}
 		if !ok {
 			pm.plat, pm.err = sched.NewPlatform(node.System, node.RequiredFeatures...)
 			if pm.err == nil {
@@ -201,6 +207,7 @@ func (p *Plan) schedule() error {
 			}
 			platforms[key] = pm
 		}
+		last, lastKey, haveLast = pm, key, true
 		if pm.err != nil {
 			return fmt.Errorf("derivation %s: %w", node.Path, pm.err)
 		}
@@ -304,44 +311,58 @@ type Counts struct {
 // CountBySystem counts the plan's derivations per system.
 func (p *Plan) CountBySystem() map[string]*Counts {
 	by := map[string]*Counts{}
-	for id, st := range p.state {
-		sys := p.Graph.Node(graph.NodeID(id)).System
-		c := by[sys]
-		if c == nil {
-			c = &Counts{}
-			by[sys] = c
-		}
-		switch st {
-		case Valid:
-			c.Valid++
-			c.ValidBytes += p.outBytes[id]
-		case Substitutable:
-			c.Substitutable++
-		case Build:
-			c.Build++
-		case Unneeded:
-			c.Unneeded++
-		case Unbuildable:
-			c.Unbuildable++
-		case Blocked:
-			c.Blocked++
+	// By the graph's per-system views: one map entry per system rather
+	// than a lookup per node.
+	for _, v := range p.Graph.BySystem() {
+		c := &Counts{}
+		by[v.System] = c
+		for _, id := range v.Nodes {
+			p.count(c, id)
 		}
 	}
 	return by
+}
+
+// count adds node id to c.
+func (p *Plan) count(c *Counts, id graph.NodeID) {
+	switch p.state[id] {
+	case Valid:
+		c.Valid++
+		c.ValidBytes += p.outBytes[id]
+	case Substitutable:
+		c.Substitutable++
+	case Build:
+		c.Build++
+	case Unneeded:
+		c.Unneeded++
+	case Unbuildable:
+		c.Unbuildable++
+	case Blocked:
+		c.Blocked++
+	}
 }
 
 // BuildsByBuilder counts the derivations assigned to each machine (by
 // index in Machines), per system.
 func (p *Plan) BuildsByBuilder() []map[string]int {
 	by := make([]map[string]int, len(p.Machines))
-	for id, b := range p.builder {
-		if b < 0 {
-			continue
+	n := make([]int, len(p.Machines))
+	for _, v := range p.Graph.BySystem() {
+		clear(n)
+		for _, id := range v.Nodes {
+			if b := p.builder[id]; b >= 0 {
+				n[b]++
+			}
 		}
-		if by[b] == nil {
-			by[b] = map[string]int{}
+		for b, k := range n {
+			if k == 0 {
+				continue
+			}
+			if by[b] == nil {
+				by[b] = map[string]int{}
+			}
+			by[b][v.System] = k
 		}
-		by[b][p.Graph.Node(graph.NodeID(id)).System]++
 	}
 	return by
 }
