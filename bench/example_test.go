@@ -19,6 +19,7 @@ func ExampleWorkloads() {
 	// DrvWrite [testdata]
 	// DrvPaths [testdata]
 	// GraphLoad [nix]
+	// Plan [nix]
 	// NarDumpHash [go]
 	// NarRead [go]
 	// NarCompress [go]

@@ -123,6 +123,8 @@ func Workloads() []Workload {
 			Doc: "every .drv path and output path of the store corpora, hashDerivationModulo from scratch"},
 		{Name: "GraphLoad", Needs: NeedsNix, Cases: graphLoadCases,
 			Doc: "graph.Load of generated closures (500 to 20,000 drvs), beside parse-only, read-only and snapshot loads"},
+		{Name: "Plan", Needs: NeedsNix, Cases: planCases,
+			Doc: "a warm nbuild graph summary in one process (snapshot, validity, plan.New, summary), whole and by phase, 3,500 to 100,001 drvs"},
 		{Name: "NarDumpHash", Needs: NeedsGo, Cases: narDumpHashCases,
 			Doc: "NAR hash of GOROOT trees (walk, read, serialise, SHA-256) against SHA-256 alone"},
 		{Name: "NarRead", Needs: NeedsGo, Cases: narReadCases,

@@ -274,7 +274,7 @@ func (s *Scheduler) Assign(now time.Time) []Assignment {
 // classes with a free slot on one of their machines, or -1.
 func (s *Scheduler) nextClass(now time.Time) int {
 	best := -1
-	var bestID int32
+	var bestE readyEntry
 	for c := range s.ready.heaps {
 		h := &s.ready.heaps[c]
 		if h.len() == 0 || s.ready.skips[c] >= s.ready.limit[c] {
@@ -290,8 +290,8 @@ func (s *Scheduler) nextClass(now time.Time) int {
 		if !free {
 			continue
 		}
-		if id := h.ids[0]; best < 0 || h.less(id, bestID) {
-			best, bestID = c, id
+		if e := h.top(); best < 0 || e.before(bestE) {
+			best, bestE = c, e
 		}
 	}
 	return best
@@ -770,11 +770,11 @@ func (s *Scheduler) Progress() (finished int, remaining time.Duration) {
 	for c := range s.ready.heaps {
 		h := &s.ready.heaps[c]
 		if h.byID {
-			for _, id := range h.ids {
-				remaining = max(remaining, s.plan.rank[id])
+			for _, e := range h.items {
+				remaining = max(remaining, s.plan.rank[e.id])
 			}
 		} else if h.len() > 0 {
-			remaining = max(remaining, s.plan.rank[h.ids[0]])
+			remaining = max(remaining, s.plan.rank[h.top().id])
 		}
 	}
 	for m := range s.machines {
@@ -861,44 +861,49 @@ func (q *readyQueues) remove(id int32) {
 }
 
 // readyHeap orders ready jobs: by rank, longest first (ties: lower id), or
-// by id alone (PolicyNix's discovery order).
+// by id alone (PolicyNix's discovery order). Each entry carries its key,
+// so comparisons read the heap alone: at 100,000 jobs the pops' lookups
+// in the rank slice were a twelfth of a plan's instructions.
 type readyHeap struct {
-	ids  []int32
-	key  []time.Duration
-	byID bool
+	items []readyEntry
+	key   []time.Duration
+	byID  bool
 }
 
-func (h *readyHeap) len() int { return len(h.ids) }
-
-func (h *readyHeap) less(a, b int32) bool {
-	if !h.byID && h.key[a] != h.key[b] {
-		return h.key[a] > h.key[b]
-	}
-	return a < b
+// readyEntry is a job in a readyHeap; key is its rank, or 0 by id.
+type readyEntry struct {
+	key time.Duration
+	id  int32
 }
+
+// before reports whether a goes before b.
+func (a readyEntry) before(b readyEntry) bool {
+	return a.key > b.key || a.key == b.key && a.id < b.id
+}
+
+func (h *readyHeap) len() int { return len(h.items) }
+
+// top is the next job, of a non-empty heap.
+func (h *readyHeap) top() readyEntry { return h.items[0] }
 
 func (h *readyHeap) push(id int32) {
-	h.ids = append(h.ids, id)
-	i := len(h.ids) - 1
-	for i > 0 {
-		p := (i - 1) / 2
-		if !h.less(h.ids[i], h.ids[p]) {
-			break
-		}
-		h.ids[i], h.ids[p] = h.ids[p], h.ids[i]
-		i = p
+	e := readyEntry{id: id}
+	if !h.byID {
+		e.key = h.key[id]
 	}
+	h.items = append(h.items, e)
+	h.up(len(h.items) - 1)
 }
 
 func (h *readyHeap) pop() int32 {
-	top := h.ids[0]
+	top := h.items[0].id
 	h.removeAt(0)
 	return top
 }
 
 func (h *readyHeap) remove(id int32) bool {
-	for i, x := range h.ids {
-		if x == id {
+	for i, x := range h.items {
+		if x.id == id {
 			h.removeAt(i)
 			return true
 		}
@@ -907,38 +912,48 @@ func (h *readyHeap) remove(id int32) bool {
 }
 
 func (h *readyHeap) removeAt(i int) {
-	last := len(h.ids) - 1
-	h.ids[i] = h.ids[last]
-	h.ids = h.ids[:last]
+	last := len(h.items) - 1
+	h.items[i] = h.items[last]
+	h.items = h.items[:last]
 	if i == last {
 		return
 	}
 	h.down(i)
+	h.up(i)
+}
+
+func (h *readyHeap) up(i int) {
+	items := h.items
+	e := items[i]
 	for i > 0 {
 		p := (i - 1) / 2
-		if !h.less(h.ids[i], h.ids[p]) {
+		if !e.before(items[p]) {
 			break
 		}
-		h.ids[i], h.ids[p] = h.ids[p], h.ids[i]
+		items[i] = items[p]
 		i = p
 	}
+	items[i] = e
 }
 
 func (h *readyHeap) down(i int) {
-	n := len(h.ids)
+	items := h.items
+	n := len(items)
+	e := items[i]
 	for {
 		l := 2*i + 1
 		if l >= n {
-			return
+			break
 		}
 		c := l
-		if r := l + 1; r < n && h.less(h.ids[r], h.ids[l]) {
+		if r := l + 1; r < n && items[r].before(items[l]) {
 			c = r
 		}
-		if !h.less(h.ids[c], h.ids[i]) {
-			return
+		if !items[c].before(e) {
+			break
 		}
-		h.ids[i], h.ids[c] = h.ids[c], h.ids[i]
+		items[i] = items[c]
 		i = c
 	}
+	items[i] = e
 }

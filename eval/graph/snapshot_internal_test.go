@@ -1,10 +1,14 @@
 package graph
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -63,4 +67,67 @@ func mustPath(t *testing.T, s string) store.Path {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestSnapshotChunks decodes a snapshot cut into chunks of 1 to 4 nodes
+// (the default is thousands) into the same graph, and rejects one whose
+// checkpoints or chunk ends do not agree with its nodes.
+func TestSnapshotChunks(t *testing.T) {
+	src := mustPath(t, "/nix/store/5yrr0dwl3dqjn4vmdb0wqbzzmrb4rh0z-builder.sh")
+	var nodes []Node
+	for i := range 7 {
+		p := mustPath(t, fmt.Sprintf("/nix/store/%032d-n%d.drv", i, i))
+		out := mustPath(t, fmt.Sprintf("/nix/store/%032d-n%d", i+10, i))
+		n := Node{Path: p, System: "x86_64-linux", Kind: drv.InputAddressed, AllowSubstitutes: true,
+			Outputs: []Output{{Name: "out", Path: out}}, Inputs: []Edge{}}
+		for j := range i {
+			if j%2 == i%2 || j == i-1 {
+				n.Inputs = append(n.Inputs, Edge{To: NodeID(j), Outputs: []string{"out"}})
+			}
+		}
+		if i%3 == 0 {
+			n.InputSrcs = []store.Path{src}
+		}
+		if i == 4 {
+			n.RequiredFeatures = []string{"big-parallel", "kvm"}
+		}
+		nodes = append(nodes, n)
+	}
+	g := &Graph{nodes: nodes, roots: []NodeID{6, 5}}
+	for chunk := 1; chunk <= 8; chunk++ {
+		data := g.appendSnapshot(nil, chunk)
+		h, err := DecodeSnapshot(data, "")
+		if err != nil {
+			t.Fatalf("chunks of %d: %v", chunk, err)
+		}
+		if !reflect.DeepEqual(h.nodes, g.nodes) || !reflect.DeepEqual(h.roots, g.roots) {
+			t.Fatalf("chunks of %d: decoded graph differs", chunk)
+		}
+	}
+	// The checkpoints follow the 8 header counts; in chunks of 3 the
+	// first is node 3. Moving it to node 2 or 4 (with its offset and
+	// counts unchanged) must fail, as must a chunk boundary off by a byte.
+	data := g.appendSnapshot(nil, 3)
+	hdr := len(snapshotMagic)
+	for range 8 {
+		for data[hdr]&0x80 != 0 {
+			hdr++
+		}
+		hdr++
+	}
+	if data[hdr] != 3 {
+		t.Fatalf("first checkpoint at node %d, want 3", data[hdr])
+	}
+	for _, edit := range []struct {
+		at   int
+		to   byte
+		what string
+	}{{hdr, 2, "node 2"}, {hdr, 4, "node 4"}, {hdr + 1, data[hdr+1] - 1, "offset - 1"}, {hdr + 1, data[hdr+1] + 1, "offset + 1"}} {
+		bad := slices.Clone(data[:len(data)-4])
+		bad[edit.at] = edit.to
+		bad = binary.LittleEndian.AppendUint32(bad, crc32.Checksum(bad, castagnoli()))
+		if _, err := DecodeSnapshot(bad, ""); !errors.Is(err, ErrSnapshot) {
+			t.Errorf("checkpoint moved to %s: %v, want ErrSnapshot", edit.what, err)
+		}
+	}
 }

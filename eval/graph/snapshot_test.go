@@ -160,7 +160,7 @@ func FuzzSnapshot(f *testing.F) {
 		data := g.AppendSnapshot(nil)
 		f.Add(data[:len(data)-4])
 	}
-	f.Add([]byte("nbuild-graph\x00\x01\x00\x00\x00\x00\x00\x00\x00"))
+	f.Add([]byte("nbuild-graph\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00"))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		data := withCRC(body)
 		g, err := graph.DecodeSnapshot(data, storeRoot)

@@ -33,11 +33,7 @@ func existingCached(cacheDir, dir string, paths []store.Path) ([]store.Path, err
 	key := append([]byte(existsMagic), dirIdentity(fi)...)
 	h := sha256.New()
 	h.Write([]byte(dir))
-	var buf []byte
-	for _, p := range paths {
-		buf = p.AppendBase(append(buf[:0], 0))
-		h.Write(buf)
-	}
+	h.Write(pathsFingerprint(paths))
 	file := filepath.Join(cacheDir, "exists-"+hex.EncodeToString(h.Sum(nil)[:16]))
 	if data, err := os.ReadFile(file); err == nil && bytes.HasPrefix(data, key) && len(data) == len(key)+(len(paths)+7)/8 {
 		bits := data[len(key):]
@@ -102,6 +98,46 @@ func saveExists(dir, file string, data []byte) {
 	for _, f := range old[maxExistsFiles:] {
 		os.Remove(f)
 	}
+}
+
+// pathsFingerprint identifies a list of store paths for the cache file's
+// name: two 64-bit multiply-xorshift lanes over every digest and name, and
+// the count. A SHA-256 of the paths' base names was a fifth of a warm
+// 100,000-derivation plan's instructions (the nix32 encoding of each digest
+// and 6 MB hashed); this reads each path's 20 digest bytes and its name
+// once, 8 bytes at a time.
+func pathsFingerprint(paths []store.Path) []byte {
+	a, b := uint64(0x243f6a8885a308d3), uint64(0x13198a2e03707344)
+	mix := func(w uint64) {
+		a = (a ^ w) * 0x9e3779b97f4a7c15
+		a ^= a >> 31
+		b = (b + w) * 0xc2b2ae3d27d4eb4f
+		b ^= b >> 29
+	}
+	for _, p := range paths {
+		d := p.Digest()
+		mix(binary.LittleEndian.Uint64(d[0:]))
+		mix(binary.LittleEndian.Uint64(d[8:]))
+		mix(uint64(binary.LittleEndian.Uint32(d[16:])))
+		name := p.Name()
+		for len(name) >= 8 {
+			mix(le64(name))
+			name = name[8:]
+		}
+		var tail uint64
+		for i := len(name) - 1; i >= 0; i-- {
+			tail = tail<<8 | uint64(name[i])
+		}
+		mix(tail ^ uint64(len(name))<<56)
+	}
+	return appendInt64s(nil, int64(a), int64(b), int64(len(paths)))
+}
+
+// le64 reads the first 8 bytes of s, little endian (one load on amd64).
+func le64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
 // appendInt64s appends vs little endian.

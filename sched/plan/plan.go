@@ -1,8 +1,11 @@
 package plan
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sort"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nbuild/nbuild/eval/graph"
@@ -48,9 +51,13 @@ type Plan struct {
 	SubstitutesUnknown string
 
 	state   []State
-	builder []int                   // machine index for nodes to build, -1 otherwise
-	reason  map[int]string          // node -> why it cannot be built
-	why     map[graph.NodeID]string // node -> why its builder (BuilderReason)
+	builder []int          // machine index for nodes to build, -1 otherwise
+	reason  map[int]string // node -> why it cannot be built
+	// why is each node's BuilderReason, worked out on first use: the
+	// summary prints none, and at 100,000 derivations they were 100,000
+	// map entries and formatted strings.
+	whyOnce sync.Once
+	why     []string
 	// outBytes is the NAR size of a node's valid outputs, when known.
 	outBytes []uint64
 	// expected is the expected build time of a node, known[node] when it
@@ -97,7 +104,7 @@ func New(g *graph.Graph, vi *Validity, opts Options) (*Plan, error) {
 	n := g.Len()
 	p := &Plan{
 		Graph: g, Roots: g.Roots(), Machines: opts.Machines, Source: vi.Source, SubstitutesUnknown: vi.SubstitutesUnknown,
-		state: make([]State, n), builder: make([]int, n), reason: map[int]string{}, why: map[graph.NodeID]string{},
+		state: make([]State, n), builder: make([]int, n), reason: map[int]string{},
 		outBytes: make([]uint64, n), expected: make([]time.Duration, n), known: make([]bool, n),
 	}
 	needed := make([]bool, n)
@@ -165,17 +172,47 @@ func (p *Plan) schedule() error {
 	jobs := make([]sched.Job, 0, n)
 	deps := make([]int, 0, edges) // every job's Deps, back to back
 	nodes := make([]graph.NodeID, 0, n)
+	type platformKey struct {
+		system, features string
+		n                int
+	}
+	type platformMatch struct {
+		plat sched.Platform
+		err  error
+		why  string // sched.Why
+	}
+	platforms := map[platformKey]platformMatch{}
+	var lastKey platformKey
+	var last platformMatch
+	haveLast := false
 	for id := 0; id < g.Len(); id++ {
 		jobOf[id] = -1
 		if p.state[id] != Build {
 			continue
 		}
 		node := g.Node(graph.NodeID(id))
-		plat, err := sched.NewPlatform(node.System, node.RequiredFeatures...)
-		if err != nil {
-			return fmt.Errorf("derivation %s: %w", node.Path, err)
+		// A closure has a handful of platforms: each is made and matched
+		// once (NewPlatform and Why per node were a tenth of plan.New at
+		// 100,000 derivations, with a formatted reason for every node the
+		// first machine cannot build).
+		key := platformKey{node.System, featuresKey(node.RequiredFeatures), len(node.RequiredFeatures)}
+		pm, ok := last, haveLast && key == lastKey // neighbours mostly share one
+		if !ok {
+			pm, ok = platforms[key]
 		}
-		if why := sched.Why(plat, p.Machines); why != "" {
+		if !ok {
+			pm.plat, pm.err = sched.NewPlatform(node.System, node.RequiredFeatures...)
+			if pm.err == nil {
+				pm.why = sched.Why(pm.plat, p.Machines)
+			}
+			platforms[key] = pm
+		}
+		last, lastKey, haveLast = pm, key, true
+		if pm.err != nil {
+			return fmt.Errorf("derivation %s: %w", node.Path, pm.err)
+		}
+		plat := pm.plat
+		if why := pm.why; why != "" {
 			p.state[id] = Unbuildable
 			p.reason[id] = why
 			continue
@@ -220,15 +257,26 @@ func (p *Plan) schedule() error {
 		return err
 	}
 	p.Timeline = tl
-	at := make(map[int][2]time.Duration, len(jobs))
 	for _, e := range tl.Entries {
 		if e.Outcome == sched.Built.String() {
 			p.builder[nodes[e.Job]] = e.Machine
-			at[e.Job] = [2]time.Duration{e.Start, e.End}
 		}
 	}
-	p.assignReasons(at)
 	return nil
+}
+
+// featuresKey identifies a list of features: the feature itself when
+// there is one (no allocation), else each length-prefixed.
+func featuresKey(fs []string) string {
+	if len(fs) <= 1 {
+		return strings.Join(fs, "")
+	}
+	var b []byte
+	for _, f := range fs {
+		b = binary.AppendUvarint(b, uint64(len(f)))
+		b = append(b, f...)
+	}
+	return string(b)
 }
 
 // Unbuildable lists the unbuildable nodes, sorted by path.
@@ -263,44 +311,58 @@ type Counts struct {
 // CountBySystem counts the plan's derivations per system.
 func (p *Plan) CountBySystem() map[string]*Counts {
 	by := map[string]*Counts{}
-	for id, st := range p.state {
-		sys := p.Graph.Node(graph.NodeID(id)).System
-		c := by[sys]
-		if c == nil {
-			c = &Counts{}
-			by[sys] = c
-		}
-		switch st {
-		case Valid:
-			c.Valid++
-			c.ValidBytes += p.outBytes[id]
-		case Substitutable:
-			c.Substitutable++
-		case Build:
-			c.Build++
-		case Unneeded:
-			c.Unneeded++
-		case Unbuildable:
-			c.Unbuildable++
-		case Blocked:
-			c.Blocked++
+	// By the graph's per-system views: one map entry per system rather
+	// than a lookup per node.
+	for _, v := range p.Graph.BySystem() {
+		c := &Counts{}
+		by[v.System] = c
+		for _, id := range v.Nodes {
+			p.count(c, id)
 		}
 	}
 	return by
+}
+
+// count adds node id to c.
+func (p *Plan) count(c *Counts, id graph.NodeID) {
+	switch p.state[id] {
+	case Valid:
+		c.Valid++
+		c.ValidBytes += p.outBytes[id]
+	case Substitutable:
+		c.Substitutable++
+	case Build:
+		c.Build++
+	case Unneeded:
+		c.Unneeded++
+	case Unbuildable:
+		c.Unbuildable++
+	case Blocked:
+		c.Blocked++
+	}
 }
 
 // BuildsByBuilder counts the derivations assigned to each machine (by
 // index in Machines), per system.
 func (p *Plan) BuildsByBuilder() []map[string]int {
 	by := make([]map[string]int, len(p.Machines))
-	for id, b := range p.builder {
-		if b < 0 {
-			continue
+	n := make([]int, len(p.Machines))
+	for _, v := range p.Graph.BySystem() {
+		clear(n)
+		for _, id := range v.Nodes {
+			if b := p.builder[id]; b >= 0 {
+				n[b]++
+			}
 		}
-		if by[b] == nil {
-			by[b] = map[string]int{}
+		for b, k := range n {
+			if k == 0 {
+				continue
+			}
+			if by[b] == nil {
+				by[b] = map[string]int{}
+			}
+			by[b][v.System] = k
 		}
-		by[b][p.Graph.Node(graph.NodeID(id)).System]++
 	}
 	return by
 }

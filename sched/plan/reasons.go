@@ -27,11 +27,27 @@ func trivial(node *graph.Node) bool {
 // with its system, a feature, or a mandatory feature; preferLocalBuild;
 // or the earliest expected finish among the capable builders, with the
 // numbers. "" for nodes not to be built.
-func (p *Plan) BuilderReason(id graph.NodeID) string { return p.why[id] }
+func (p *Plan) BuilderReason(id graph.NodeID) string {
+	p.whyOnce.Do(p.assignReasons)
+	if p.why == nil {
+		return ""
+	}
+	return p.why[id]
+}
 
-// assignReasons fills p.why for the jobs the timeline placed; at is each
+// assignReasons fills p.why for the jobs the timeline placed, from each
 // job's expected start and end on its builder.
-func (p *Plan) assignReasons(at map[int][2]time.Duration) {
+func (p *Plan) assignReasons() {
+	if p.Timeline == nil {
+		return
+	}
+	at := make([][2]time.Duration, len(p.JobNodes))
+	for _, e := range p.Timeline.Entries {
+		if e.Outcome == sched.Built.String() {
+			at[e.Job] = [2]time.Duration{e.Start, e.End}
+		}
+	}
+	p.why = make([]string, p.Graph.Len())
 	for job, id := range p.JobNodes {
 		b := p.builder[id]
 		if b < 0 {

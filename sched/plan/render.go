@@ -105,7 +105,7 @@ func (p *Plan) treeNote(ref int32) string {
 	node := p.Graph.Node(id)
 	s := fmt.Sprintf("  (%s, %s", node.System, p.state[id])
 	if b := p.builderName(id); b != "" {
-		s += " on " + b + ": " + p.why[id]
+		s += " on " + b + ": " + p.BuilderReason(id)
 	}
 	return s + ")"
 }
@@ -349,7 +349,7 @@ func (p *Plan) WriteJSON(w io.Writer) error {
 		node := g.Node(graph.NodeID(id))
 		nj := JSONNode{
 			DrvPath: node.Path.String(), Name: node.Name(), System: node.System,
-			Outputs: map[string]string{}, State: p.state[id].String(), Builder: p.builderName(graph.NodeID(id)), BuilderReason: p.why[graph.NodeID(id)],
+			Outputs: map[string]string{}, State: p.state[id].String(), Builder: p.builderName(graph.NodeID(id)), BuilderReason: p.BuilderReason(graph.NodeID(id)),
 			Reason: p.reason[id], RequiredFeatures: nonNil(node.RequiredFeatures), PreferLocalBuild: node.PreferLocalBuild,
 			InputSrcs: []string{}, Depth: g.Depth(graph.NodeID(id)), ValidBytes: p.outBytes[id],
 		}

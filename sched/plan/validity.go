@@ -173,14 +173,33 @@ func existing(dir string, paths []store.Path) ([]store.Path, error) {
 		if err != nil {
 			return nil, err
 		}
-		in := make(map[string]struct{}, len(names))
+		// Keyed by digest: decoding each entry's hash part once is far
+		// cheaper than encoding every path's (nix32, a character at a
+		// time: 1.4 µs of a 100,000-derivation cold plan per output).
+		// Entries that are not store paths are no output's. A digest can
+		// name more than one entry (a build's "<hash>-<name>.lock" beside
+		// its output): the others go to a second set.
+		in := make(map[[store.DigestSize]byte]string, len(names))
+		var more map[store.Path]struct{}
 		for _, n := range names {
-			in[n] = struct{}{}
+			p, err := store.ParseBase(n)
+			if err != nil {
+				continue
+			}
+			if _, dup := in[p.Digest()]; !dup {
+				in[p.Digest()] = p.Name()
+				continue
+			}
+			if more == nil {
+				more = map[store.Path]struct{}{}
+			}
+			more[p] = struct{}{}
 		}
-		var buf []byte
 		for i, p := range paths {
-			buf = p.AppendBase(buf[:0])
-			_, exists[i] = in[string(buf)] // no allocation for the lookup
+			name, ok := in[p.Digest()]
+			if exists[i] = ok && name == p.Name(); ok && !exists[i] && more != nil {
+				_, exists[i] = more[p]
+			}
 		}
 	} else {
 		root, err := os.OpenRoot(dir)

@@ -11,7 +11,9 @@ import (
 )
 
 // TestExisting finds which store paths exist in a directory, both by
-// looking each up (few paths) and by listing it (many).
+// looking each up (few paths) and by listing it (many). Entries that are
+// not store paths, and lock files beside paths (the same digest, another
+// name), make no path exist.
 func TestExisting(t *testing.T) {
 	dir := t.TempDir()
 	var paths, want []store.Path
@@ -24,6 +26,14 @@ func TestExisting(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		if i%3 != 2 {
+			if err := os.WriteFile(filepath.Join(dir, p.Base()+".lock"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dir, ".links"), 0o755); err != nil {
+		t.Fatal(err)
 	}
 	for _, n := range []int{3, 40} { // lookups (4096/64 > 4*3), then a listing
 		var w []store.Path
