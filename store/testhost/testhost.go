@@ -137,6 +137,15 @@ func (h *Host) start(opts Options) error {
 			return err
 		}
 	}
+	// root logs in to a home of the host's own: the machine's dotfiles
+	// (here a .bashrc running `pyenv init`, whose rehash lock outlives a
+	// session a test kills and then stalls every later login for 60 s)
+	// must not run in every session.
+	rootHome := filepath.Join(h.Dir, "root-home")
+	if err := os.MkdirAll(rootHome, 0o700); err != nil {
+		return err
+	}
+	mounts = append(mounts, rootHome, "/root")
 	if err := h.startAnchor(nixDir, etcDir, mounts); err != nil {
 		return err
 	}
