@@ -95,23 +95,7 @@ func TestLoadSettingsAgainstNix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"--extra-experimental-features", "nix-command", "show-config"}
-	for _, o := range opts {
-		args = append(args, "--option", o.Name, o.Value)
-	}
-	cmd := exec.Command("nix", args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("nix show-config: %v", err)
-	}
-	nix, err := ParseNixConf(strings.NewReader(string(out)), ConfOptions{Path: "show-config"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nix := nixShowConfig(t, env, opts)
 	for _, name := range []string{"max-jobs", "cores", "substituters", "system-features", "trusted-public-keys", "builders", "builders-use-substitutes"} {
 		if got, want := s.Value(name, ""), nix[name]; got != want {
 			t.Errorf("%s: nbuild %q, nix show-config %q", name, got, want)
@@ -158,7 +142,26 @@ func TestLoadSettingsAliasesAgainstNix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("nix", "--extra-experimental-features", "nix-command", "show-config", "--option", opts[0].Name, opts[0].Value)
+	nix := nixShowConfig(t, env, opts)
+	for _, name := range []string{"max-jobs", "substituters", "cores", "substitute"} {
+		if got, want := s.Value(name, nix[name]), nix[name]; got != want {
+			t.Errorf("%s: nbuild %q, nix show-config %q", name, got, want)
+		}
+	}
+	if s.Value("max-jobs", "") != "7" || s.Value("substituters", "") != "file:///a file:///b" {
+		t.Errorf("aliases not applied: max-jobs %q, substituters %q", s.Value("max-jobs", ""), s.Value("substituters", ""))
+	}
+}
+
+// nixShowConfig is what the real `nix show-config` says with only the
+// environment env (and PATH) and --option opts.
+func nixShowConfig(t *testing.T, env map[string]string, opts []Option) Conf {
+	t.Helper()
+	args := []string{"--extra-experimental-features", "nix-command", "show-config"}
+	for _, o := range opts {
+		args = append(args, "--option", o.Name, o.Value)
+	}
+	cmd := exec.Command("nix", args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -171,12 +174,5 @@ func TestLoadSettingsAliasesAgainstNix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"max-jobs", "substituters", "cores", "substitute"} {
-		if got, want := s.Value(name, nix[name]), nix[name]; got != want {
-			t.Errorf("%s: nbuild %q, nix show-config %q", name, got, want)
-		}
-	}
-	if s.Value("max-jobs", "") != "7" || s.Value("substituters", "") != "file:///a file:///b" {
-		t.Errorf("aliases not applied: max-jobs %q, substituters %q", s.Value("max-jobs", ""), s.Value("substituters", ""))
-	}
+	return nix
 }
