@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"maps"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -461,22 +460,8 @@ func TestGraphUsage(t *testing.T) {
 // plan is made after --substitute-timeout, says substitutes are unknown
 // and why, and the next plan (same cache) does not ask again.
 func TestGraphSilentSubstituter(t *testing.T) {
-	storetest.RequireDaemon(t)
-	storetest.RequireRoot(t) // the daemon takes substituters from trusted users only
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	storetest.RequireTrusted(t) // the daemon takes substituters from trusted users only
+	silent := storetest.SilentServer(t)
 	f := filepath.Join(t.TempDir(), "e.nix")
 	expr := `derivation { name = "nbuild-silent-` + fmt.Sprint(time.Now().UnixNano()) + `"; system = builtins.currentSystem; builder = "/bin/sh"; args = ["-c" "echo > $out"]; }`
 	if err := os.WriteFile(f, []byte(expr), 0o644); err != nil {
@@ -484,7 +469,7 @@ func TestGraphSilentSubstituter(t *testing.T) {
 	}
 	cacheDir := filepath.Join(t.TempDir(), "meta")
 	args := []string{"graph", "--cache-dir", cacheDir, "--nix-conf", "testdata/nix.conf", "--substitute-timeout", "1s",
-		"--option", "substituters", "http://" + l.Addr().String(), "--format", "json", f}
+		"--option", "substituters", silent, "--format", "json", f}
 	out, errOut, code := run(t, args...)
 	if code != 0 || !strings.Contains(errOut, "warning: substitutes unknown:") || !strings.Contains(errOut, "did not answer within 1s") {
 		t.Fatalf("exit %d, stderr %q", code, errOut)

@@ -3,7 +3,6 @@ package plan_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,30 +57,9 @@ func openCache(t *testing.T, dir string) *metacache.Cache {
 // reports substitutes as unknown with the reason, and the next plan does
 // not ask again while the failure is remembered.
 func TestSubstitutesSilentSubstituter(t *testing.T) {
-	storetest.RequireDaemon(t)
-	storetest.RequireRoot(t) // the daemon takes substituters only from trusted users
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() { // accept, read nothing, answer nothing
-		var held []net.Conn
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
+	storetest.RequireTrusted(t) // the daemon takes substituters from trusted users only
+	silent := storetest.SilentServer(t)
 	g, _ := daemonClosure(t)
-	silent := "http://" + l.Addr().String()
 	cache := openCache(t, filepath.Join(t.TempDir(), "meta"))
 	opts := plan.ValidityOptions{
 		Options:      map[string]string{"substituters": silent, "connect-timeout": "0"},
