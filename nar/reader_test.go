@@ -342,6 +342,8 @@ func TestWriterRejects(t *testing.T) {
 		{"child of a file", []nar.Header{{Type: nar.TypeDirectory}, {Path: "a", Type: nar.TypeRegular}, {Path: "a/b", Type: nar.TypeRegular}}, nar.ErrWriteOrder},
 		{"not root first", []nar.Header{{Path: "a", Type: nar.TypeRegular}}, nar.ErrWriteOrder},
 		{"second root", []nar.Header{{Type: nar.TypeRegular}, {Path: "a", Type: nar.TypeRegular}}, nar.ErrWriteOrder},
+		{"root again in a directory", []nar.Header{{Type: nar.TypeDirectory}, {Type: nar.TypeDirectory}}, nar.ErrWriteOrder},
+		{"root again as /", []nar.Header{{Type: nar.TypeDirectory}, {Path: "a", Type: nar.TypeDirectory}, {Path: "/", Type: nar.TypeRegular}}, nar.ErrWriteOrder},
 		{"invalid name", []nar.Header{{Type: nar.TypeDirectory}, {Path: "a/../b", Type: nar.TypeRegular}}, nar.ErrInvalidName},
 		{"short contents", []nar.Header{{Type: nar.TypeDirectory}, {Path: "a", Type: nar.TypeRegular, Size: 3}, {Path: "b", Type: nar.TypeRegular}}, nar.ErrShortContents},
 		{"empty target", []nar.Header{{Type: nar.TypeSymlink}}, nar.ErrInvalidTarget},

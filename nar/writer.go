@@ -87,6 +87,11 @@ func (w *Writer) WriteHeader(h *Header) error {
 		w.path = path
 		return w.fail(fmt.Errorf("%w: entry %q after the root's end", ErrWriteOrder, h.Path))
 	}
+	if path == "" {
+		// Only the first entry is the root; another would be an entry
+		// with an empty name.
+		return w.fail(fmt.Errorf("%w: a second root entry", ErrWriteOrder))
+	}
 	parent, name := "", path
 	if i := strings.LastIndexByte(path, '/'); i >= 0 {
 		parent, name = path[:i], path[i+1:]
