@@ -70,16 +70,10 @@ func (d *dumper) dump(osPath, narPath string) error {
 		if err := d.w.WriteHeader(&d.h); err != nil {
 			return err
 		}
-		f, err := os.Open(osPath)
+		names, err := DirNames(osPath)
 		if err != nil {
 			return err
 		}
-		names, err := f.Readdirnames(-1)
-		f.Close()
-		if err != nil {
-			return err
-		}
-		slices.Sort(names) // byte order, as std::map<std::string> in Nix
 		for _, name := range names {
 			child := name
 			if narPath != "" {
@@ -93,6 +87,22 @@ func (d *dumper) dump(osPath, narPath string) error {
 	default:
 		return &fs.PathError{Op: "dump", Path: osPath, Err: fmt.Errorf("%w %v", ErrUnsupported, mode.Type())}
 	}
+}
+
+// DirNames returns the names of the entries of the directory dir in the
+// order a NAR lists them: byte-wise, as std::map<std::string> in Nix.
+func DirNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(names)
+	return names, nil
 }
 
 // HashingWriter counts and SHA-256-hashes what is written through it,
