@@ -25,47 +25,95 @@ import (
 // the data flows:
 //
 //  1. It says which protocol (nix-daemon --stdio, else nix-store --serve
-//     --write) and which decompressors (zstd, xz) the remote has, then
-//     reads "SUBSTITUTE LEN" and LEN bytes of store paths, one a line, and
-//     prints those that are not valid there, then ".". With SUBSTITUTE 1
-//     it first tries to substitute each invalid path (nix-copy-closure -s).
-//  2. It reads "PROTO DECOMPRESSOR RAW" and runs PROTO with its input
-//     being RAW bytes as they are and then the rest through the
+//     --write) and which decompressors (zstd, xz) the remote has, and its
+//     machine (uname -m), then reads "SUBSTITUTE LEN HINTS" and LEN bytes
+//     of store paths, one a line, and prints those that are not valid
+//     there, then ".". With SUBSTITUTE 1 it first tries to substitute each
+//     invalid path (nix-copy-closure -s). With HINTS 1 it then prints the
+//     entries of the store directory whose names contain the name, without
+//     version, of an invalid path (candidate predecessors for a delta
+//     copy, delta.go), then ".".
+//  2. It reads commands, one a line, until one of them takes over the
+//     session:
+//     - "PROTO DECOMPRESSOR RAW" runs PROTO (daemon or serve) with its
+//     input being RAW bytes as they are and then the rest through the
 //     decompressor. The raw prefix carries the interactive part of the
 //     protocol (the daemon handshake); everything after it is one upload
 //     that the client ends by closing its side. The split is needed
 //     because `zstd -dc` and `xz -dc` read their input in full blocks and
 //     would hold back an interactive exchange.
+//     - "bin SHA256" answers "ok FILE" if the per-user cache holds an
+//     nbuild binary of that SHA-256 (checked now), else "no".
+//     - "put SHA256 LEN DECOMPRESSOR" reads LEN bytes, decompressed, into
+//     the cache (directories 0700), keeps them only if their SHA-256 is
+//     right, and answers as bin does.
+//     - "try FILE" runs `FILE __copy-receive --hello` and answers its
+//     first line, or "no".
+//     - "run FILE" runs `FILE __copy-receive` on the session (delta.go).
 //
 // `read` in sh reads a pipe one byte at a time and `head -c` never reads
 // past its count, so nothing is consumed early. Only tools every NixOS and
-// Debian host has are used (head, xargs; zstd and xz when present).
+// Debian host has are used (head, xargs, sed, grep, sha256sum; zstd and xz
+// when present).
 const remoteScript = `set -e
 have() { command -v "$1" >/dev/null 2>&1; }
 p=serve; have nix-daemon && p=daemon
 z=-; have zstd && z=zstd
 x=-; have xz && x=xz
-echo "nbuild-copy 1 $p $z $x"
-read -r s n
+echo "nbuild-copy 2 $p $z $x $(uname -m 2>/dev/null || echo unknown)"
+read -r s n h
 l=$(head -c "$n")
 if [ "$s" = 1 ] && [ -n "$l" ]; then
   for q in $(printf '%s\n' "$l" | xargs nix-store --check-validity --print-invalid); do
     nix-store --realise "$q" >/dev/null 2>&1 || true
   done
 fi
-[ -z "$l" ] || printf '%s\n' "$l" | xargs nix-store --check-validity --print-invalid
+i=
+[ -z "$l" ] || i=$(printf '%s\n' "$l" | xargs nix-store --check-validity --print-invalid)
+[ -z "$i" ] || printf '%s\n' "$i"
 echo .
-read -r proto dec raw || exit 0
-case $proto in
-  daemon) set -- nix-daemon --stdio ;;
-  serve) set -- nix-store --serve --write ;;
-  *) echo "nbuild-copy: unknown protocol $proto" >&2; exit 1 ;;
-esac
-case $dec in
-  zstd) { head -c "$raw"; exec zstd -dcq; } | "$@" ;;
-  xz) { head -c "$raw"; exec xz -dcq; } | "$@" ;;
-  *) exec "$@" ;;
-esac`
+if [ "$h" = 1 ]; then
+  if [ -n "$i" ]; then
+    d=$(printf '%s\n' "$i" | head -n 1); d=${d%/*}
+    k=$(printf '%s\n' "$i" | sed -e 's|^.*/[^/-]*-||' -e 's|-[^a-zA-Z].*||' -e 's|^.|-&|' | grep -v '^-\{0,1\}$' || true)
+    [ -z "$k" ] || ls -f "$d" 2>/dev/null | grep -F -e "$k" | grep -v '\.drv$' || true
+  fi
+  echo .
+fi
+c=${XDG_CACHE_HOME:-$HOME/.cache}/nbuild/bin
+ok() { [ -f "$1" ] && have sha256sum && [ "$(sha256sum <"$1")" = "$2  -" ]; }
+while read -r cmd a b e; do
+  case $cmd in
+  daemon|serve)
+    case $cmd in
+      daemon) set -- nix-daemon --stdio ;;
+      serve) set -- nix-store --serve --write ;;
+    esac
+    case $a in
+      zstd) { head -c "$b"; exec zstd -dcq; } | "$@" ;;
+      xz) { head -c "$b"; exec xz -dcq; } | "$@" ;;
+      *) exec "$@" ;;
+    esac
+    exit ;;
+  bin)
+    if ok "$c/$a/nbuild" "$a"; then echo "ok $c/$a/nbuild"; else echo no; fi ;;
+  put)
+    t=$c/$a/nbuild.$$
+    head -c "$b" | {
+      if (umask 077; mkdir -p "$c/$a") 2>/dev/null; then
+        if [ "$e" = zstd ]; then zstd -dcq >"$t" 2>/dev/null || cat >/dev/null
+        else cat >"$t" 2>/dev/null || cat >/dev/null; fi
+      else cat >/dev/null; fi
+    }
+    if ok "$t" "$a" && chmod 700 "$t" && mv -f "$t" "$c/$a/nbuild"; then echo "ok $c/$a/nbuild"
+    else rm -f "$t"; echo no; fi ;;
+  try)
+    v=$("$a" __copy-receive --hello </dev/null 2>/dev/null | head -n 1) || v=
+    echo "${v:-no}" ;;
+  run) exec "$a" __copy-receive ;;
+  *) echo "nbuild-copy: unknown command $cmd" >&2; exit 1 ;;
+  esac
+done`
 
 // HostOptions tune ToHost. The zero value compresses with zstd when the
 // remote can decompress it and reads NARs from the local file system.
@@ -100,6 +148,12 @@ type HostOptions struct {
 	// Sending, when set, is called as each missing path's NAR starts to
 	// go, in order (nix-copy-closure prints "copying path ..." then).
 	Sending func(info *store.PathInfo)
+	// Delta tunes delta copies: when the remote holds likely predecessors
+	// of the paths to send, only file contents it cannot make from its
+	// own files are sent (delta.go). Needs Source nil and the daemon
+	// protocol; without a usable nbuild on the remote the copy goes on the
+	// plain way.
+	Delta DeltaOptions
 }
 
 // HostResult says what ToHost did.
@@ -111,6 +165,9 @@ type HostResult struct {
 	// StoredChunks of Chunks went as stored zstd frames (--compress auto:
 	// compressing them did not pay).
 	StoredChunks, Chunks int
+	// Delta says what the delta copy did, or why there was none; nil when
+	// none was tried (nothing to send, or HostOptions.Delta.Off).
+	Delta *DeltaStats
 }
 
 // ErrNotTrusted is wrapped when the remote daemon refused paths for lack
@@ -129,6 +186,22 @@ func ToHost(ctx context.Context, host string, closure []*store.PathInfo, opts Ho
 	}
 	defer done()
 	res, err := toHost(ctx, sc, closure, opts)
+	var df *deltaFailure
+	if errors.As(err, &df) && ctx.Err() == nil {
+		// The paths the remote nbuild acknowledged are valid there; the
+		// plain way sends the rest (it asks again what is missing).
+		o := opts
+		o.Delta.Off = true
+		o.Missing = nil
+		st := res.Delta
+		st.Why = explain(host, sc, df.err, opts.SSH.Stderr != nil).Error()
+		more, err := ToHost(ctx, host, closure, o)
+		if more != nil {
+			more.Sent = append(res.Sent, more.Sent...)
+			more.Delta = st
+		}
+		return more, err
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return res, ctx.Err()
@@ -158,7 +231,7 @@ func HostLacks(ctx context.Context, host string, closure []*store.PathInfo, opts
 		return nil, err
 	}
 	defer done()
-	q, err := queryMissing(sc, closure, false)
+	q, err := queryMissing(sc, closure, false, false)
 	if err == nil {
 		err = sc.CloseWrite()
 	}
@@ -179,12 +252,17 @@ type hostState struct {
 	br             *bufio.Reader
 	proto          string
 	hasZstd, hasXz bool
+	machine        string // uname -m
 	missing        []*store.PathInfo
+	// hints are the store entries (base names) that may be predecessors
+	// of missing paths, when asked for.
+	hints []string
 }
 
 // queryMissing runs remoteScript's first round trip: the query goes out
-// before the greeting is read.
-func queryMissing(sc *ssh.Conn, closure []*store.PathInfo, substitute bool) (*hostState, error) {
+// before the greeting is read. With hints it also asks for candidate
+// predecessors of the missing paths.
+func queryMissing(sc *ssh.Conn, closure []*store.PathInfo, substitute, hints bool) (*hostState, error) {
 	var list strings.Builder
 	for _, info := range closure {
 		list.WriteString(info.Path.String())
@@ -194,7 +272,11 @@ func queryMissing(sc *ssh.Conn, closure []*store.PathInfo, substitute bool) (*ho
 	if substitute {
 		subst = 1
 	}
-	if _, err := fmt.Fprintf(sc, "%d %d\n%s", subst, list.Len(), list.String()); err != nil {
+	hint := 0
+	if hints {
+		hint = 1
+	}
+	if _, err := fmt.Fprintf(sc, "%d %d %d\n%s", subst, list.Len(), hint, list.String()); err != nil {
 		return nil, err
 	}
 	br := bufio.NewReaderSize(sc, 64<<10)
@@ -203,10 +285,10 @@ func queryMissing(sc *ssh.Conn, closure []*store.PathInfo, substitute bool) (*ho
 		return nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
 	}
 	f := strings.Fields(greeting)
-	if len(f) != 5 || f[0] != "nbuild-copy" || f[1] != "1" {
+	if len(f) != 6 || f[0] != "nbuild-copy" || f[1] != "2" {
 		return nil, fmt.Errorf("unexpected answer from the remote shell: %q", greeting)
 	}
-	q := &hostState{br: br, proto: f[2], hasZstd: f[3] == "zstd", hasXz: f[4] == "xz"}
+	q := &hostState{br: br, proto: f[2], hasZstd: f[3] == "zstd", hasXz: f[4] == "xz", machine: f[5]}
 	invalid := map[store.Path]bool{}
 	for {
 		line, err := readLine(br)
@@ -221,6 +303,16 @@ func queryMissing(sc *ssh.Conn, closure []*store.PathInfo, substitute bool) (*ho
 			return nil, fmt.Errorf("remote listed %q as invalid: %w", line, err)
 		}
 		invalid[p] = true
+	}
+	for hints {
+		line, err := readLine(br)
+		if err != nil {
+			return nil, fmt.Errorf("reading the remote's store entries: %w", err)
+		}
+		if line == "." {
+			break
+		}
+		q.hints = append(q.hints, line)
 	}
 	for _, info := range closure {
 		if invalid[info.Path] {
@@ -240,7 +332,7 @@ var ErrNoAnswer = errors.New("no answer from the remote shell")
 
 func toHost(ctx context.Context, sc *ssh.Conn, closure []*store.PathInfo, opts HostOptions) (*HostResult, error) {
 	// Round trip 1: what the remote has and lacks.
-	q, err := queryMissing(sc, closure, opts.UseSubstitutes)
+	q, err := queryMissing(sc, closure, opts.UseSubstitutes, deltaWanted(opts))
 	if err != nil {
 		return nil, err
 	}
@@ -259,6 +351,11 @@ func toHost(ctx context.Context, sc *ssh.Conn, closure []*store.PathInfo, opts H
 		proto = "serve"
 	}
 	res.Protocol = proto
+	if deltaWanted(opts) {
+		if done, err := sendDelta(ctx, sc, q, missing, opts, res); done || err != nil {
+			return res, err
+		}
+	}
 	algo, err := chooseCompression(opts.Compress, proto, hasZstd, hasXz, isLocal(sc.Host()))
 	if err != nil {
 		return res, err

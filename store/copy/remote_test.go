@@ -24,9 +24,20 @@ import (
 // returns its root and closure (references first).
 func buildClosure(t *testing.T, salt string) (store.Path, []*store.PathInfo) {
 	t.Helper()
+	return nixBuild(t, "testdata/closure.nix", "salt", salt)
+}
+
+// nixBuild builds a Nix file with the local daemon, with the given
+// --argstr name and value pairs, and returns its root and closure
+// (references first).
+func nixBuild(t *testing.T, file string, args ...string) (store.Path, []*store.PathInfo) {
+	t.Helper()
 	storetest.RequireDaemon(t)
-	out, err := exec.Command("nix-build", "--option", "substituters", "", "--no-out-link",
-		"testdata/closure.nix", "--argstr", "salt", salt).Output()
+	cmd := []string{"--option", "substituters", "", "--no-out-link", file}
+	for i := 0; i+1 < len(args); i += 2 {
+		cmd = append(cmd, "--argstr", args[i], args[i+1])
+	}
+	out, err := exec.Command("nix-build", cmd...).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -35,8 +46,7 @@ func buildClosure(t *testing.T, salt string) (store.Path, []*store.PathInfo) {
 		t.Fatalf("nix-build: %v", err)
 	}
 	root := store.MustParsePath(strings.TrimSpace(string(out)))
-	conn := localConn(t)
-	infos, err := copy.Closure(context.Background(), conn, []store.Path{root})
+	infos, err := copy.Closure(context.Background(), localConn(t), []store.Path{root})
 	if err != nil {
 		t.Fatal(err)
 	}

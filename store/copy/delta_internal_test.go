@@ -1,0 +1,280 @@
+package copy
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/nbuild/nbuild/nar"
+	"github.com/nbuild/nbuild/nar/compress"
+	"github.com/nbuild/nbuild/nar/wire"
+	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/daemon"
+	"github.com/nbuild/nbuild/store/storetest"
+)
+
+func TestPname(t *testing.T) {
+	for name, want := range map[string]string{
+		"hello-2.12":               "hello",
+		"deltatest-c-1.0":          "deltatest-c",
+		"copytest-a":               "copytest-a",
+		"perl5.36.0-Test-Foo":      "perl5.36.0-Test-Foo",
+		"0ad-0.0.26":               "0ad",
+		"nixos-system-pi-23.05pre": "nixos-system-pi",
+		"foo--bar":                 "foo",
+		"x":                        "x",
+	} {
+		if got := pname(name); got != want {
+			t.Errorf("pname(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
+func TestMatchPredecessors(t *testing.T) {
+	p := func(s string) *store.PathInfo {
+		return &store.PathInfo{Path: store.MustParsePath("/nix/store/" + s), NarSize: 100}
+	}
+	missing := []*store.PathInfo{
+		p("00000000000000000000000000000000-hello-2.13"),
+		p("11111111111111111111111111111111-libfoo-1.0"),
+		p("22222222222222222222222222222222-unrelated"),
+	}
+	hints := []string{
+		"33333333333333333333333333333333-hello-2.12",
+		"44444444444444444444444444444444-hello-2.13",
+		"55555555555555555555555555555555-hello-2.13.drv",
+		"00000000000000000000000000000000-hello-2.13", // itself (not valid there)
+		"66666666666666666666666666666666-libfoo-1.0",
+		"77777777777777777777777777777777-libfoo-1.0-dev",
+		"not a store entry",
+		"..",
+	}
+	cands, bytes := matchPredecessors(missing, hints)
+	want := [][2][]string{
+		{{"/nix/store/44444444444444444444444444444444-hello-2.13"}, {"/nix/store/33333333333333333333333333333333-hello-2.12"}},
+		{{"/nix/store/66666666666666666666666666666666-libfoo-1.0"}, {"/nix/store/77777777777777777777777777777777-libfoo-1.0-dev"}},
+		{nil, nil},
+	}
+	if bytes != 200 {
+		t.Errorf("bytes with predecessors = %d, want 200", bytes)
+	}
+	for i := range want {
+		for k := range 2 {
+			if strings.Join(cands[i][k], " ") != strings.Join(want[i][k], " ") {
+				t.Errorf("%s list %d = %v, want %v", missing[i].Path.Name(), k, cands[i][k], want[i][k])
+			}
+		}
+	}
+}
+
+// buildDeltaFixture builds testdata/delta.nix with a salt and returns its
+// closure, references first.
+func buildDeltaFixture(t *testing.T, conn *daemon.Conn, salt string) []*store.PathInfo {
+	t.Helper()
+	out, err := exec.Command("nix-build", "--option", "substituters", "", "--no-out-link",
+		"testdata/delta.nix", "--argstr", "salt", salt).Output()
+	if err != nil {
+		t.Fatalf("nix-build: %v", err)
+	}
+	infos, err := Closure(context.Background(), conn, []store.Path{store.MustParsePath(strings.TrimSpace(string(out)))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return infos
+}
+
+// TestDeltaRecordsRoundTrip sends a mass rebuild through the sender's
+// stream and the receiver's assembly in-process, with the old generation
+// as predecessors: every NAR assembled is byte for byte what
+// `nix-store --dump` of the new path gives.
+func TestDeltaRecordsRoundTrip(t *testing.T) {
+	storetest.RequireDaemon(t)
+	ctx := context.Background()
+	conn, err := daemon.Dial(ctx, storetest.DaemonSocket, daemon.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	v1 := buildDeltaFixture(t, conn, "roundtrip-1")
+	v2 := buildDeltaFixture(t, conn, "roundtrip-2")
+
+	rv := &receiver{infos: v2}
+	for _, info := range v1 {
+		rv.cands = append(rv.cands, [2][]store.Path{{info.Path}, nil})
+	}
+	if err := rv.choose(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	if len(rv.hashes) != len(v1) {
+		t.Fatalf("hash map %v, want %d entries", rv.hashes, len(v1))
+	}
+	if err := rv.index(ctx); err != nil {
+		t.Fatal(err)
+	}
+	have := map[digest]bool{}
+	for d := range rv.files {
+		have[d] = true
+	}
+	var stream bytes.Buffer
+	st := &DeltaStats{}
+	if err := writeDelta(ctx, &stream, hashPaths(ctx, v2), have, HostOptions{}, newTracker(v2, nil, nil), st); err != nil {
+		t.Fatal(err)
+	}
+	if st.LiteralBytes > st.NarBytes/100 {
+		t.Errorf("%d of %d bytes sent as they are", st.LiteralBytes, st.NarBytes)
+	}
+	zr, err := compress.NewReader(&stream, "zstd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv.r = wire.NewReader(zr)
+	for i, info := range v2 {
+		if tag, _ := rv.r.ReadUint64(); tag != tagPath {
+			t.Fatalf("record %d, want a path", tag)
+		}
+		if idx, _ := rv.r.ReadUint64(); idx != uint64(i) {
+			t.Fatalf("path %d, want %d", idx, i)
+		}
+		var got, want bytes.Buffer
+		if err := rv.writeNar(&got); err != nil {
+			t.Fatal(err)
+		}
+		if err := nar.DumpPath(&want, info.Path.String()); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Errorf("%s: assembled NAR of %d bytes differs from its dump (%d bytes)", info.Path, got.Len(), want.Len())
+		}
+	}
+	if tag, _ := rv.r.ReadUint64(); tag != tagDone {
+		t.Errorf("last record %d, want done", tag)
+	}
+	if rv.reused != st.ReusedBytes {
+		t.Errorf("receiver reused %d bytes, sender counted %d", rv.reused, st.ReusedBytes)
+	}
+}
+
+// request is a sender's step 2 and 4 for one path whose NAR is a single
+// file of the given contents, claimed to hash to narHash.
+func request(t testing.TB, info *store.PathInfo, contents string) []byte {
+	b := wire.AppendUint64(nil, 1)
+	b = appendDeltaInfo(b, info)
+	b = wire.AppendStrings(b, nil)
+	b = wire.AppendStrings(b, nil)
+	var recs []byte
+	recs = wire.AppendUint64(wire.AppendUint64(recs, tagPath), 0)
+	recs = wire.AppendString(wire.AppendUint64(recs, tagFile), "")
+	recs = wire.AppendBool(recs, false)
+	recs = wire.AppendString(recs, contents) // size, contents, padding
+	recs = wire.AppendUint64(recs, tagEnd)
+	recs = wire.AppendUint64(recs, tagDone)
+	var z bytes.Buffer
+	zw, err := compress.NewWriter(&z, "zstd", compress.Options{Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw.Write(recs)
+	zw.Close()
+	return append(b, z.Bytes()...)
+}
+
+// TestReceiveForgedHash: whatever the sender claims, the receiving daemon
+// checks the NAR hash, and a path whose assembled NAR does not match never
+// becomes valid; Receive says why.
+func TestReceiveForgedHash(t *testing.T) {
+	storetest.RequireDaemon(t)
+	storetest.RequireTrusted(t)
+	ctx := context.Background()
+	var h [20]byte
+	rand.Read(h[:])
+	p := store.MustParsePath("/nix/store/" + store.EncodeNix32(h[:]) + "-deltatest-forged")
+	const contents = "not what the hash says\n"
+	var good bytes.Buffer
+	nw := nar.NewWriter(&good)
+	nw.WriteHeader(&nar.Header{Type: nar.TypeRegular, Size: int64(len(contents))})
+	io.WriteString(nw, contents)
+	nw.Close()
+	info := &store.PathInfo{Path: p, NarSize: uint64(good.Len())} // NarHash: zero, wrong
+	var out bytes.Buffer
+	err := Receive(ctx, bytes.NewReader(request(t, info, contents)), &out, ReceiveOptions{
+		Store: func(ctx context.Context) (*daemon.Conn, error) {
+			return daemon.Dial(ctx, storetest.DaemonSocket, daemon.Options{})
+		},
+	})
+	var de *daemon.Error
+	if !errors.As(err, &de) || !strings.Contains(err.Error(), "hash mismatch") {
+		t.Fatalf("Receive = %v, want the daemon's hash mismatch", err)
+	}
+	if out, err := exec.Command("nix-store", "--check-validity", p.String()).CombinedOutput(); err == nil {
+		t.Errorf("%s is valid after a forged NAR hash (%s)", p, out)
+	}
+	// The sender hears of it: the last answer is the failure.
+	if !bytes.Contains(out.Bytes(), []byte("hash mismatch")) {
+		t.Errorf("Receive told the sender %q", out.Bytes())
+	}
+}
+
+func FuzzReceivePaths(f *testing.F) {
+	info := &store.PathInfo{Path: store.MustParsePath("/nix/store/00000000000000000000000000000000-x"), NarSize: 120,
+		References: []store.Path{store.MustParsePath("/nix/store/11111111111111111111111111111111-y")}, Sigs: []string{"k:s"}}
+	f.Add(request(f, info, "hello"))
+	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 255, 255, 255, 255})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rv := &receiver{r: wire.NewReader(bytes.NewReader(data))}
+		rv.r.MaxString = 1 << 20
+		if err := rv.readPaths(); err == nil && len(rv.infos) != len(rv.cands) {
+			t.Fatalf("%d infos, %d candidate lists", len(rv.infos), len(rv.cands))
+		}
+	})
+}
+
+func FuzzReceiveRecords(f *testing.F) {
+	var recs []byte
+	recs = wire.AppendString(wire.AppendUint64(recs, tagDir), "")
+	recs = wire.AppendString(wire.AppendUint64(recs, tagLink), "a")
+	recs = wire.AppendString(recs, "/nix/store/x")
+	recs = wire.AppendString(wire.AppendUint64(recs, tagFile), "b")
+	recs = wire.AppendBool(recs, true)
+	recs = wire.AppendString(recs, "#!/bin/sh\n")
+	recs = wire.AppendString(wire.AppendUint64(recs, tagRef), "c")
+	recs = wire.AppendBool(recs, false)
+	recs = wire.AppendUint64(recs, 100)
+	recs = wire.AppendBytes(recs, make([]byte, 32))
+	f.Add(append(bytes.Clone(recs), wire.AppendUint64(nil, tagEnd)...))
+	f.Add(recs[:40])
+	f.Add(wire.AppendUint64(nil, 99))
+	f.Add(append(wire.AppendString(wire.AppendUint64(nil, tagFile), ""), 0, 0, 0, 0, 0, 0, 0, 0x80))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rv := &receiver{r: wire.NewReader(bytes.NewReader(data)), files: map[digest]predFile{}}
+		rv.r.MaxString = 1 << 20
+		var out bytes.Buffer
+		if err := rv.writeNar(&out); err == nil {
+			// Whatever the records, what is written is a NAR.
+			if _, err := nar.Copy(io.Discard, &out); err != nil {
+				t.Fatalf("assembled an invalid NAR: %v", err)
+			}
+		}
+	})
+}
+
+func FuzzPredsReply(f *testing.F) {
+	b := wire.AppendUint64(wire.AppendUint64(nil, ackPreds), 2)
+	b = wire.AppendString(wire.AppendString(b, "/nix/store/00000000000000000000000000000000-x"), "")
+	f.Add(wire.AppendBytes(bytes.Clone(b), make([]byte, 64)), 2)
+	f.Add(wire.AppendBytes(bytes.Clone(b), make([]byte, 63)), 2)
+	f.Add(wire.AppendString(wire.AppendUint64(nil, ackFail), "no space left"), 1)
+	f.Add([]byte{4, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 255, 255, 255, 255}, 3)
+	f.Fuzz(func(t *testing.T, data []byte, n int) {
+		n = max(min(n, 1000), 0)
+		preds, have, err := readPredsReply(wire.NewReader(bytes.NewReader(data)), n)
+		if err == nil && (preds > n || have == nil) {
+			t.Fatalf("%d predecessors of %d paths, digests %v", preds, n, have)
+		}
+	})
+}
