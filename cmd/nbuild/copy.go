@@ -63,6 +63,8 @@ type copyOptions struct {
 	gzip, verbose  bool
 	noCheckSigs    bool
 	compress       string
+	delta          string // auto or off
+	remoteNbuild   string
 	level          int
 	jobs           int
 	quiet          bool
@@ -91,6 +93,8 @@ func copyCommand() command {
 			fs.BoolVarP(&o.verbose, "verbose", "v", false, "print each path as it starts and a summary, and pass -v to ssh")
 			fs.StringVar(&o.compress, "compress", "auto", "NAR compression to or from a host: auto (zstd if the remote has it; to a host, each chunk only when compressing it pays), none, zstd, xz")
 			fs.IntVar(&o.level, "compress-level", 0, "compression level (0: zstd 3, xz 6)")
+			fs.StringVar(&o.delta, "delta", "auto", "to a host: auto (send only the file contents the host cannot make from older versions of the paths it has, when it has any), off")
+			fs.StringVar(&o.remoteNbuild, "remote-nbuild", "", "the nbuild on the host that assembles delta copies (default: this nbuild, sent to a host of this architecture and kept in its ~/.cache/nbuild; else nbuild on the host's PATH)")
 			fs.IntVarP(&o.jobs, "jobs", "j", 0, "parallel compression / NAR transfers (0: number of CPUs)")
 			fs.BoolVar(&o.noCheckSigs, "no-check-sigs", false, "--from file://: do not require trusted signatures")
 			fs.BoolVarP(&o.quiet, "quiet", "Q", false, "no progress line")
@@ -99,6 +103,9 @@ func copyCommand() command {
 			}
 			if o.to && o.from {
 				return usagef("copy: --to and --from are exclusive")
+			}
+			if o.delta != "auto" && o.delta != "off" {
+				return usagef("copy: --delta %s: want auto or off", o.delta)
 			}
 			if fs.NArg() < 1 {
 				return usagef("copy: no host given (see 'nbuild copy --help')")
@@ -299,6 +306,14 @@ func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn,
 	} else {
 		fmt.Fprintf(env.stderr, "%d paths sent (%s, %s)\n", len(res.Sent), res.Protocol, how)
 	}
+	if d := res.Delta; d != nil && d.Used {
+		fmt.Fprintf(env.stderr, "delta: %d of %d paths had a predecessor on %s; %s of %s of NAR made there from its own files, %s of files sent as %s (nbuild on the host: %s; indexing %s, assembling %s)\n",
+			d.Predecessors, len(res.Sent), host, formatBytes(d.ReusedBytes), formatBytes(d.NarBytes),
+			formatBytes(d.LiteralBytes), formatBytes(d.WireBytes), d.Binary,
+			d.RemoteIndex.Round(time.Millisecond), d.RemoteAssemble.Round(time.Millisecond))
+	} else if d != nil && d.Why != "" {
+		fmt.Fprintf(env.stderr, "delta: not used: %s\n", d.Why)
+	}
 	return nil
 }
 
@@ -339,6 +354,7 @@ func (o copyOptions) hostOptions(env *cmdEnv, pr *copyProgress) copy.HostOptions
 		Level:          o.level,
 		Jobs:           o.jobs,
 		UseSubstitutes: o.useSubstitutes,
+		Delta:          copy.DeltaOptions{Off: o.delta == "off", Remote: o.remoteNbuild},
 		Progress:       pr.update,
 		Missing:        pr.planned,
 		Sending:        pr.sending,
@@ -488,4 +504,16 @@ func copyStatus(pr copy.Progress, rate float64) string {
 		}
 	}
 	return s
+}
+
+// formatBytes renders a byte count for people: "707 B", "3.2 KiB",
+// "19.5 MiB".
+func formatBytes(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }

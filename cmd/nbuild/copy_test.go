@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"fmt"
 	"net"
 	"os"
@@ -381,4 +382,75 @@ func TestCopyStatus(t *testing.T) {
 			t.Errorf("at %v: %q, want %q", step.at, got, step.want)
 		}
 	}
+}
+
+// deltaClosure builds store/copy's delta fixture (four paths whose files
+// are equal from one salt to another but for the store paths they name)
+// and returns its root and closure.
+func deltaClosure(t *testing.T, salt string) (string, []string) {
+	t.Helper()
+	storetest.RequireDaemon(t)
+	out, err := exec.Command("nix-build", "--option", "substituters", "", "--no-out-link",
+		"../../store/copy/testdata/delta.nix", "--argstr", "salt", salt).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nix-build: %v\n%s", err, out)
+	}
+	lines := strings.Fields(string(out))
+	root := lines[len(lines)-1]
+	return root, strings.Fields(nixLocal(t, "-q", "--requisites", root))
+}
+
+// TestCopyDelta runs nbuild copy as a user updating a board would: the
+// first copy finds nothing to start from; after a mass rebuild, the nbuild
+// binary the host keeps in its cache assembles every path from its
+// predecessor (-v says so); --delta off and nix-copy-closure by name
+// copy as before.
+func TestCopyDelta(t *testing.T) {
+	salt := uniqueSalt(t)
+	var roots [4]string
+	var closures [4][]string
+	for i := range roots {
+		roots[i], closures[i] = deltaClosure(t, fmt.Sprint(salt, i))
+	}
+	h := testhost.New(t, testhost.Options{})
+	nbuild, ncc := buildNbuild(t)
+	run := func(prog string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(prog, args...)
+		cmd.Env = h.Env()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", filepath.Base(prog), strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	out := run(nbuild, "copy", "-v", "--to", h.Addr, roots[0])
+	if !strings.Contains(out, "delta: not used: no likely predecessors on the remote") {
+		t.Errorf("first copy:\n%s", out)
+	}
+	sameOnHost(t, h, closures[0])
+
+	// The binary a previous copy would have left in the host's cache.
+	data, err := os.ReadFile(nbuild)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := fmt.Sprintf("$HOME/.cache/nbuild/bin/%x", sha256.Sum256(data))
+	h.MustRun("sh", "-c", "mkdir -p "+dir+" && cp "+nbuild+" "+dir+"/nbuild")
+	out = run(nbuild, "copy", "-v", h.Addr, roots[1])
+	if !strings.Contains(out, "delta: 4 of 4 paths had a predecessor on "+h.Addr) || !strings.Contains(out, "nbuild on the host: cached") {
+		t.Errorf("mass rebuild:\n%s", out)
+	}
+	sameOnHost(t, h, closures[1])
+
+	out = run(nbuild, "copy", "-v", "--delta", "off", h.Addr, roots[2])
+	if strings.Contains(out, "delta:") {
+		t.Errorf("--delta off:\n%s", out)
+	}
+	sameOnHost(t, h, closures[2])
+
+	if out = run(ncc, "--to", h.Addr, roots[3]); !strings.HasPrefix(out, "copying 4 paths...\n") || strings.Count(out, "copying path ") != 4 {
+		t.Errorf("nix-copy-closure:\n%s", out)
+	}
+	sameOnHost(t, h, closures[3])
 }

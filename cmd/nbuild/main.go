@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"github.com/nbuild/nbuild/store/copy"
 )
 
 // command is one subcommand. run receives the arguments after the
@@ -62,7 +64,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	env := &cmdEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
 	var code int
-	if filepath.Base(os.Args[0]) == nixCopyClosureName {
+	if len(os.Args) > 1 && os.Args[1] == copy.ReceiveCommand {
+		// The remote end of a delta copy, run by another nbuild over ssh.
+		code = copy.ReceiveMain(ctx, os.Args[2:], os.Stdin, os.Stdout, os.Stderr)
+	} else if filepath.Base(os.Args[0]) == nixCopyClosureName {
 		code = runNixCopyClosure(ctx, env, os.Args[0], os.Args[1:]) // a symlink of that name: nixcopyclosure.go
 	} else {
 		code = runMain(ctx, env, os.Args[1:])
