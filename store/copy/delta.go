@@ -18,20 +18,22 @@ package copy
 //     of the first non-empty list), rewrites the predecessors' hash parts
 //     into their successors' (the map old → new, as Nix rewrites hashes)
 //     and indexes every regular file of at least minRefSize bytes of every
-//     predecessor by the SHA-256 of its rewritten contents. It answers:
+//     predecessor by the SHA-256 of its rewritten contents (from its digest
+//     cache when it can). It answers:
 //     u64 4, the predecessors (u64 count, strings, "" for none) and the
 //     digests (one string of 32-byte digests). Any answer of Receive may
 //     instead be u64 2 and a message: it failed.
 //  4. The sender streams, zstd-compressed, each path's NAR entries in NAR
 //     order: directories, symlinks, and regular files either with their
 //     contents or, when the remote indexed a file of that digest, with the
-//     digest alone.
+//     digest's number in the answer of step 3.
 //  5. Receive assembles each path's NAR from what arrived and its own
-//     rewritten files (checking each against its digest as it goes) and
-//     adds it to its own Nix store through `nix-daemon --stdio`, which
-//     checks the NAR's hash as for any import: a wrong assembly can never
-//     become a valid path. It acknowledges each path as the daemon accepts
-//     it, and ends with statistics.
+//     rewritten files and adds it to its own Nix store through
+//     `nix-daemon --stdio`, which checks the NAR's hash as for any import:
+//     a wrong assembly can never become a valid path. It acknowledges each
+//     path as the daemon accepts it, and ends with statistics. It keeps
+//     the digests of the files of what it added (digestcache.go), so the
+//     next update finds its predecessors indexed.
 //
 // Numbers are u64 little-endian and strings are u64 length, bytes and
 // zero padding to 8, as in Nix's protocols (nar/wire).
@@ -72,7 +74,7 @@ const (
 	tagDir  = 1 // string path
 	tagLink = 2 // string path, string target
 	tagFile = 3 // string path, bool executable, u64 size, contents padded
-	tagRef  = 4 // string path, bool executable, u64 size, string digest
+	tagRef  = 4 // string path, bool executable, u64 size, u64 number of the digest in step 3's answer
 	tagPath = 5 // u64 index: the next path starts
 	tagDone = 6 // every path was sent
 )

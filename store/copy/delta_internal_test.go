@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -113,12 +114,15 @@ func TestDeltaRecordsRoundTrip(t *testing.T) {
 	if len(rv.hashes) != len(v1) {
 		t.Fatalf("hash map %v, want %d entries", rv.hashes, len(v1))
 	}
+	rv.cache = openDigestCache(t.TempDir())
 	if err := rv.index(ctx); err != nil {
 		t.Fatal(err)
 	}
-	have := map[digest]bool{}
-	for d := range rv.files {
-		have[d] = true
+	have := map[digest]uint64{}
+	for i, f := range rv.files {
+		if _, dup := have[f.digest]; !dup {
+			have[f.digest] = uint64(i)
+		}
 	}
 	var stream bytes.Buffer
 	st := &DeltaStats{}
@@ -141,8 +145,20 @@ func TestDeltaRecordsRoundTrip(t *testing.T) {
 			t.Fatalf("path %d, want %d", idx, i)
 		}
 		var got, want bytes.Buffer
-		if err := rv.writeNar(&got); err != nil {
+		files, err := rv.writeNar(&got, info)
+		if err != nil {
 			t.Fatal(err)
+		}
+		// What the assembly tells the cache is what reading the new path
+		// gives: it is the next update's index.
+		for _, c := range files {
+			f := &predFile{pred: &predIndex{path: info.Path, refs: hashSet(info)}, path: info.Path.String() + "/" + c.rel, size: c.size}
+			if err := f.read(); err != nil {
+				t.Fatal(err)
+			}
+			if f.raw != c.digest || !slices.Equal(f.found, c.found) {
+				t.Errorf("%s/%s: assembly cached digest %x found %v; the file has %x, %v", info.Path, c.rel, c.digest[:4], c.found, f.raw[:4], f.found)
+			}
 		}
 		if err := nar.DumpPath(&want, info.Path.String()); err != nil {
 			t.Fatal(err)
@@ -153,6 +169,22 @@ func TestDeltaRecordsRoundTrip(t *testing.T) {
 	}
 	if tag, _ := rv.r.ReadUint64(); tag != tagDone {
 		t.Errorf("last record %d, want done", tag)
+	}
+	// Indexed again with the cache the first index filled: the same digests.
+	again := &receiver{infos: v2, cands: rv.cands, cache: rv.cache}
+	if err := again.choose(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.index(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(again.files) != len(rv.files) {
+		t.Fatalf("second index: %d files, first %d", len(again.files), len(rv.files))
+	}
+	for i, f := range again.files {
+		if f.path != rv.files[i].path || f.digest != rv.files[i].digest {
+			t.Errorf("second index: %s %x, first %s %x", f.path, f.digest[:4], rv.files[i].path, rv.files[i].digest[:4])
+		}
 	}
 	if rv.reused != st.ReusedBytes {
 		t.Errorf("receiver reused %d bytes, sender counted %d", rv.reused, st.ReusedBytes)
@@ -235,6 +267,7 @@ func FuzzReceivePaths(f *testing.F) {
 }
 
 func FuzzReceiveRecords(f *testing.F) {
+	info := &store.PathInfo{Path: store.MustParsePath("/nix/store/00000000000000000000000000000000-x")}
 	var recs []byte
 	recs = wire.AppendString(wire.AppendUint64(recs, tagDir), "")
 	recs = wire.AppendString(wire.AppendUint64(recs, tagLink), "a")
@@ -245,16 +278,16 @@ func FuzzReceiveRecords(f *testing.F) {
 	recs = wire.AppendString(wire.AppendUint64(recs, tagRef), "c")
 	recs = wire.AppendBool(recs, false)
 	recs = wire.AppendUint64(recs, 100)
-	recs = wire.AppendBytes(recs, make([]byte, 32))
+	recs = wire.AppendUint64(recs, 0)
 	f.Add(append(bytes.Clone(recs), wire.AppendUint64(nil, tagEnd)...))
 	f.Add(recs[:40])
 	f.Add(wire.AppendUint64(nil, 99))
 	f.Add(append(wire.AppendString(wire.AppendUint64(nil, tagFile), ""), 0, 0, 0, 0, 0, 0, 0, 0x80))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		rv := &receiver{r: wire.NewReader(bytes.NewReader(data)), files: map[digest]predFile{}}
+		rv := &receiver{r: wire.NewReader(bytes.NewReader(data))}
 		rv.r.MaxString = 1 << 20
 		var out bytes.Buffer
-		if err := rv.writeNar(&out); err == nil {
+		if _, err := rv.writeNar(&out, info); err == nil {
 			// Whatever the records, what is written is a NAR.
 			if _, err := nar.Copy(io.Discard, &out); err != nil {
 				t.Fatalf("assembled an invalid NAR: %v", err)
@@ -267,13 +300,14 @@ func FuzzPredsReply(f *testing.F) {
 	b := wire.AppendUint64(wire.AppendUint64(nil, ackPreds), 2)
 	b = wire.AppendString(wire.AppendString(b, "/nix/store/00000000000000000000000000000000-x"), "")
 	f.Add(wire.AppendBytes(bytes.Clone(b), make([]byte, 64)), 2)
+	f.Add(wire.AppendBytes(bytes.Clone(b), bytes.Repeat([]byte{7}, 64)), 2)
 	f.Add(wire.AppendBytes(bytes.Clone(b), make([]byte, 63)), 2)
 	f.Add(wire.AppendString(wire.AppendUint64(nil, ackFail), "no space left"), 1)
 	f.Add([]byte{4, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 255, 255, 255, 255}, 3)
 	f.Fuzz(func(t *testing.T, data []byte, n int) {
 		n = max(min(n, 1000), 0)
 		preds, have, err := readPredsReply(wire.NewReader(bytes.NewReader(data)), n)
-		if err == nil && (preds > n || have == nil) {
+		if err == nil && (preds > n || have == nil || len(have) > len(data)/32) {
 			t.Fatalf("%d predecessors of %d paths, digests %v", preds, n, have)
 		}
 	})

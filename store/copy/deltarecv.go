@@ -2,18 +2,18 @@ package copy
 
 import (
 	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"os/exec"
 	"runtime"
 	"slices"
-	"sync"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -31,6 +31,10 @@ type ReceiveOptions struct {
 	// `nix-daemon --stdio`, as the plain copy does, so the ssh user's
 	// trust is the same either way.
 	Store func(ctx context.Context) (*daemon.Conn, error)
+	// CacheDir keeps the digests of store paths' files (digestcache.go);
+	// "" means nbuild/digests in the user's cache directory, "none" no
+	// cache.
+	CacheDir string
 }
 
 // Receive is the remote end of a delta copy (see delta.go): it reads the
@@ -41,7 +45,7 @@ type ReceiveOptions struct {
 func Receive(ctx context.Context, in io.Reader, out io.Writer, opts ReceiveOptions) (err error) {
 	br := bufio.NewReaderSize(in, 64<<10)
 	bw := bufio.NewWriterSize(out, 64<<10)
-	rv := &receiver{r: wire.NewReader(br), w: bw}
+	rv := &receiver{r: wire.NewReader(br), w: bw, cache: openDigestCache(opts.CacheDir)}
 	rv.r.MaxString = 1 << 20
 	defer func() {
 		if err != nil {
@@ -76,8 +80,8 @@ func Receive(ctx context.Context, in io.Reader, out io.Writer, opts ReceiveOptio
 		b = wire.AppendString(b, p.String())
 	}
 	digests := make([]byte, 0, len(rv.files)*sha256.Size)
-	for d := range rv.files {
-		digests = append(digests, d[:]...)
+	for _, f := range rv.files {
+		digests = append(digests, f.digest[:]...)
 	}
 	if err := rv.send(wire.AppendBytes(b, digests)); err != nil {
 		return err
@@ -91,6 +95,10 @@ func Receive(ctx context.Context, in io.Reader, out io.Writer, opts ReceiveOptio
 	rv.r.MaxString = 1 << 20
 	start = time.Now()
 	if err := rv.assemble(ctx, conn); err != nil {
+		// A cached digest may be what went wrong: index afresh next time.
+		for _, pi := range rv.predIdx {
+			rv.cache.drop(pi.path)
+		}
 		return err
 	}
 	b = wire.AppendUint64(nil, ackDone)
@@ -100,20 +108,36 @@ func Receive(ctx context.Context, in io.Reader, out io.Writer, opts ReceiveOptio
 }
 
 type receiver struct {
-	r      *wire.Reader
-	w      *bufio.Writer
-	infos  []*store.PathInfo
-	cands  [][2][]store.Path // same name, same name without version
-	preds  []store.Path      // zero for none
-	hashes map[string]string // predecessor's hash part → successor's
-	files  map[digest]predFile
-	reused int64
+	r       *wire.Reader
+	w       *bufio.Writer
+	infos   []*store.PathInfo
+	cands   [][2][]store.Path // same name, same name without version
+	preds   []store.Path      // zero for none
+	predIdx map[store.Path]*predIndex
+	hashes  map[string]string // predecessor's hash part → successor's
+	files   []*predFile       // in the order of the digests sent
+	cache   *digestCache
+	reused  int64
+}
+
+// predIndex is a predecessor being indexed: its info, and the part of the
+// hash map that applies to its files (the hash parts of its references
+// and its own; a file of a store path can name only those).
+type predIndex struct {
+	path store.Path
+	m    map[string]string
+	refs map[string]string // identity map of those hash parts, for scanning
 }
 
 // predFile is an indexed file of a predecessor.
 type predFile struct {
-	path string
-	size int64
+	pred   *predIndex
+	path   string // on disk
+	rel    string // in the store path's NAR
+	size   int64
+	digest digest // of the rewritten contents
+	raw    digest // of the contents as they are
+	found  []string
 }
 
 func (rv *receiver) send(b []byte) error {
@@ -177,6 +201,7 @@ func (rv *receiver) choose(ctx context.Context, conn *daemon.Conn) error {
 	}
 	rv.preds = make([]store.Path, len(rv.infos))
 	rv.hashes = map[string]string{}
+	rv.predIdx = map[store.Path]*predIndex{}
 	for i, c := range rv.cands {
 		for _, list := range c {
 			var best *store.PathInfo
@@ -188,6 +213,9 @@ func (rv *receiver) choose(ctx context.Context, conn *daemon.Conn) error {
 			}
 			if best != nil {
 				rv.preds[i] = best.Path
+				if rv.predIdx[best.Path] == nil {
+					rv.predIdx[best.Path] = &predIndex{path: best.Path, refs: hashSet(best)}
+				}
 				if _, dup := rv.hashes[best.Path.HashPart()]; !dup && best.Path != rv.infos[i].Path {
 					rv.hashes[best.Path.HashPart()] = rv.infos[i].Path.HashPart()
 				}
@@ -195,70 +223,148 @@ func (rv *receiver) choose(ctx context.Context, conn *daemon.Conn) error {
 			}
 		}
 	}
+	for _, pi := range rv.predIdx {
+		pi.m = map[string]string{}
+		for h := range pi.refs {
+			if v, ok := rv.hashes[h]; ok {
+				pi.m[h] = v
+			}
+		}
+	}
 	return nil
 }
 
-// index hashes the rewritten contents of every predecessor's regular
-// files of at least minRefSize bytes, on all cores.
+// hashSet is the identity map of the hash parts of info's references and
+// its own.
+func hashSet(info *store.PathInfo) map[string]string {
+	set := map[string]string{info.Path.HashPart(): info.Path.HashPart()}
+	for _, r := range info.References {
+		set[r.HashPart()] = r.HashPart()
+	}
+	return set
+}
+
+// index finds the digest of the rewritten contents of every
+// predecessor's regular files of at least minRefSize bytes: from the
+// digest cache when it knows the file and none of the hash parts in it
+// change, else by reading it, on all cores. It then caches what it read.
 func (rv *receiver) index(ctx context.Context) error {
-	var todo []predFile
-	seen := map[store.Path]bool{}
+	var todo []*predFile
+	var order []*predIndex
 	for _, p := range rv.preds {
-		if p.IsZero() || seen[p] {
-			continue
-		}
-		seen[p] = true
-		err := walkFiles(p.String(), func(path string, size int64) {
-			if size >= minRefSize {
-				todo = append(todo, predFile{path, size})
-			}
-		})
-		if err != nil {
-			return fmt.Errorf("reading predecessor %s: %w", p, err)
+		if pi := rv.predIdx[p]; pi != nil && !slices.Contains(order, pi) {
+			order = append(order, pi)
 		}
 	}
-	rv.files = make(map[digest]predFile, len(todo))
-	var mu sync.Mutex
+	fresh := map[*predIndex]bool{}
+	for _, pi := range order {
+		cached := rv.cache.load(pi.path)
+		root := pi.path.String()
+		err := walkFiles(root, func(path string, size int64) {
+			if size < minRefSize {
+				return
+			}
+			f := &predFile{pred: pi, path: path, rel: strings.TrimPrefix(strings.TrimPrefix(path, root), "/"), size: size}
+			rv.files = append(rv.files, f)
+			if c, ok := cached[f.rel]; ok && c.size == size {
+				f.raw, f.found = c.digest, c.found
+				if !changes(f.found, pi.m) {
+					f.digest = f.raw
+					return
+				}
+			} else {
+				fresh[pi] = true
+			}
+			todo = append(todo, f)
+		})
+		if err != nil {
+			return fmt.Errorf("reading predecessor %s: %w", pi.path, err)
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
-	for _, f := range todo {
+	unreadable := make([]bool, len(todo))
+	for i, f := range todo {
 		g.Go(func() error {
 			if gctx.Err() != nil {
 				return gctx.Err()
 			}
-			d, err := rv.digest(f)
-			if err != nil {
-				// An unreadable file is simply not offered.
-				return nil
-			}
-			mu.Lock()
-			rv.files[d] = f
-			mu.Unlock()
+			// An unreadable file is simply not offered.
+			unreadable[i] = f.read() != nil
 			return nil
 		})
 	}
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	bad := map[*predFile]bool{}
+	for i, f := range todo {
+		if unreadable[i] {
+			bad[f] = true
+		}
+	}
+	rv.files = slices.DeleteFunc(rv.files, func(f *predFile) bool { return bad[f] })
+	for _, pi := range order {
+		if fresh[pi] {
+			rv.cache.store(pi.path, rv.files, pi)
+		}
+	}
+	return nil
 }
 
-// digest is the SHA-256 of f's contents with hash parts rewritten.
-func (rv *receiver) digest(f predFile) (digest, error) {
+// changes reports whether m rewrites any of the hash parts found.
+func changes(found []string, m map[string]string) bool {
+	for _, h := range found {
+		if _, ok := m[h]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// read hashes f as it is, noting the hash parts of its predecessor's
+// references in it (unless the cache told them), and, when any of those
+// change, hashes it again rewritten.
+func (f *predFile) read() error {
+	if f.found == nil {
+		file, err := os.Open(f.path)
+		if err != nil {
+			return err
+		}
+		h, sc := sha256.New(), newScanner(f.pred.refs)
+		n, err := io.Copy(io.MultiWriter(h, sc), file)
+		file.Close()
+		if err != nil {
+			return err
+		}
+		if n != f.size {
+			return fmt.Errorf("%s: read %d bytes, expected %d", f.path, n, f.size)
+		}
+		h.Sum(f.raw[:0])
+		f.found = sc.Found()
+		if !changes(f.found, f.pred.m) {
+			f.digest = f.raw
+			return nil
+		}
+	}
 	h := sha256.New()
-	n, err := rv.copyRewritten(h, f)
+	n, err := f.copyRewritten(h)
 	if err == nil && n != f.size {
 		err = fmt.Errorf("%s: read %d bytes, expected %d", f.path, n, f.size)
 	}
-	var d digest
-	h.Sum(d[:0])
-	return d, err
+	h.Sum(f.digest[:0])
+	return err
 }
 
-func (rv *receiver) copyRewritten(w io.Writer, f predFile) (int64, error) {
+// copyRewritten writes f's contents with its predecessor's hash parts
+// rewritten.
+func (f *predFile) copyRewritten(w io.Writer) (int64, error) {
 	file, err := os.Open(f.path)
 	if err != nil {
 		return 0, err
 	}
 	defer file.Close()
-	rw := newRewriter(w, rv.hashes)
+	rw := newRewriter(w, f.pred.m)
 	n, err := io.Copy(rw, file)
 	if err == nil {
 		err = rw.Close()
@@ -335,11 +441,15 @@ func (rv *receiver) addPath(ctx context.Context, conn *daemon.Conn, info *store.
 		pr.CloseWithError(cmp.Or(err, errNarUnread))
 		added <- err
 	}()
-	err := rv.writeNar(pw)
+	files, err := rv.writeNar(pw, info)
 	pw.CloseWithError(err)
 	addErr := <-added
 	if addErr != nil {
 		return addErr // the daemon's refusal says more than a broken pipe
+	}
+	if err == nil {
+		// The next update's predecessor is indexed already.
+		rv.cache.put(info.Path, files)
 	}
 	return err
 }
@@ -347,16 +457,22 @@ func (rv *receiver) addPath(ctx context.Context, conn *daemon.Conn, info *store.
 // errNarUnread ends a NAR the daemon stopped reading.
 var errNarUnread = errors.New("the daemon stopped reading the NAR")
 
-func (rv *receiver) writeNar(w io.Writer) error {
+// writeNar writes the NAR of info's path from its records, and returns
+// the digests of its files of at least minRefSize bytes, for the cache:
+// a reused file's is the digest the sender matched, the others' are
+// computed as they pass.
+func (rv *receiver) writeNar(w io.Writer, info *store.PathInfo) ([]cachedFile, error) {
 	nw := nar.NewWriter(w)
 	d := &wire.Decoder{R: rv.r}
+	var files []cachedFile
+	var set map[string]string
 	for {
 		tag := d.U64()
 		if d.Err != nil {
-			return d.Err
+			return nil, d.Err
 		}
 		if tag == tagEnd {
-			return nw.Close()
+			return files, nw.Close()
 		}
 		h := nar.Header{Path: d.Str()}
 		switch tag {
@@ -370,59 +486,77 @@ func (rv *receiver) writeNar(w io.Writer) error {
 			h.Executable = d.Bool()
 			h.Size = int64(d.U64())
 		default:
-			return fmt.Errorf("unknown record %d in a NAR", tag)
+			return nil, fmt.Errorf("unknown record %d in a NAR", tag)
 		}
 		if d.Err != nil {
-			return d.Err
+			return nil, d.Err
 		}
 		if h.Size < 0 {
-			return fmt.Errorf("%s: size out of range", h.Path)
+			return nil, fmt.Errorf("%s: size out of range", h.Path)
 		}
 		if err := nw.WriteHeader(&h); err != nil {
-			return err
+			return nil, err
 		}
 		switch tag {
 		case tagFile:
-			if _, err := io.CopyN(nw, rv.r.Underlying(), h.Size); err != nil {
-				return fmt.Errorf("%s: %w", h.Path, unexpectedEOF(err))
+			var dst io.Writer = nw
+			var hw hash.Hash
+			var sc *scanner
+			if h.Size >= minRefSize {
+				if set == nil {
+					set = hashSet(info)
+				}
+				hw, sc = sha256.New(), newScanner(set)
+				dst = io.MultiWriter(nw, hw, sc)
+			}
+			if _, err := io.CopyN(dst, rv.r.Underlying(), h.Size); err != nil {
+				return nil, fmt.Errorf("%s: %w", h.Path, unexpectedEOF(err))
 			}
 			if err := rv.r.ReadPadding(uint64(h.Size)); err != nil {
-				return err
+				return nil, err
+			}
+			if hw != nil {
+				c := cachedFile{rel: h.Path, size: h.Size, found: sc.Found()}
+				hw.Sum(c.digest[:0])
+				files = append(files, c)
 			}
 		case tagRef:
-			if err := rv.writeRef(nw, &h); err != nil {
-				return err
+			f, err := rv.writeRef(nw, &h)
+			if err != nil {
+				return nil, err
 			}
+			// Rewriting turned the hash parts found into their successors'.
+			c := cachedFile{rel: h.Path, size: h.Size, digest: f.digest}
+			for _, x := range f.found {
+				c.found = append(c.found, cmp.Or(f.pred.m[x], x))
+			}
+			slices.Sort(c.found)
+			files = append(files, c)
 		}
 	}
 }
 
-// writeRef writes the contents of the indexed file whose rewritten digest
-// the sender named, checking the digest again as it goes.
-func (rv *receiver) writeRef(w io.Writer, h *nar.Header) error {
-	b, err := rv.r.ReadBytesLimit(sha256.Size, "digest")
+// writeRef writes the contents of the indexed file the sender named by
+// its number in the digests sent. They are not hashed again: the daemon
+// checks the whole NAR's hash.
+func (rv *receiver) writeRef(w io.Writer, h *nar.Header) (*predFile, error) {
+	i, err := rv.r.ReadUint64()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var d digest
-	if len(b) != len(d) {
-		return fmt.Errorf("%s: digest of %d bytes", h.Path, len(b))
+	if i >= uint64(len(rv.files)) || rv.files[i].size != h.Size {
+		return nil, fmt.Errorf("%s: no file %d of that size here", h.Path, i)
 	}
-	copy(d[:], b)
-	f, ok := rv.files[d]
-	if !ok || f.size != h.Size {
-		return fmt.Errorf("%s: no file of that digest and size here", h.Path)
-	}
-	hw := sha256.New()
-	n, err := rv.copyRewritten(io.MultiWriter(w, hw), f)
+	f := rv.files[i]
+	n, err := f.copyRewritten(w)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if n != h.Size || !bytes.Equal(hw.Sum(nil), d[:]) {
-		return fmt.Errorf("%s: %s changed since it was indexed", h.Path, f.path)
+	if n != h.Size {
+		return nil, fmt.Errorf("%s: %s changed since it was indexed", h.Path, f.path)
 	}
 	rv.reused += n
-	return nil
+	return f, nil
 }
 
 func unexpectedEOF(err error) error {

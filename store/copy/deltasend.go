@@ -406,8 +406,9 @@ func walkNar(osPath, narPath string, out *[]sendEntry) error {
 
 // readPredsReply reads Receive's answer to the paths (step 3): how many
 // of the n paths have a predecessor, and the digests of the files the
-// remote can make.
-func readPredsReply(wr *wire.Reader, n int) (int, map[digest]bool, error) {
+// remote can make, each with its number in the reply (what a file sent by
+// reference names).
+func readPredsReply(wr *wire.Reader, n int) (int, map[digest]uint64, error) {
 	d := &wire.Decoder{R: wr}
 	switch tag := d.U64(); tag {
 	case ackFail:
@@ -437,9 +438,11 @@ func readPredsReply(wr *wire.Reader, n int) (int, map[digest]bool, error) {
 	if len(digs)%sha256.Size != 0 {
 		return 0, nil, fmt.Errorf("the remote nbuild sent %d bytes of digests", len(digs))
 	}
-	have := make(map[digest]bool, len(digs)/sha256.Size)
+	have := make(map[digest]uint64, len(digs)/sha256.Size)
 	for i := 0; i < len(digs); i += sha256.Size {
-		have[digest(digs[i:i+sha256.Size])] = true
+		if _, dup := have[digest(digs[i:i+sha256.Size])]; !dup {
+			have[digest(digs[i:i+sha256.Size])] = uint64(i / sha256.Size)
+		}
 	}
 	return preds, have, nil
 }
@@ -554,7 +557,7 @@ func runDelta(ctx context.Context, sc *ssh.Conn, br *bufio.Reader, missing []*st
 }
 
 // writeDelta streams the records of every path, compressed.
-func writeDelta(ctx context.Context, w io.Writer, paths []*sendPath, have map[digest]bool,
+func writeDelta(ctx context.Context, w io.Writer, paths []*sendPath, have map[digest]uint64,
 	opts HostOptions, t *tracker, st *DeltaStats) error {
 	zw, err := compress.NewWriter(w, "zstd", compress.Options{Level: opts.Level, Concurrency: opts.Jobs, Context: ctx, Adaptive: true})
 	if err != nil {
@@ -582,7 +585,8 @@ func writeDelta(ctx context.Context, w io.Writer, paths []*sendPath, have map[di
 				b = wire.AppendString(wire.AppendUint64(b, tagLink), e.narPath)
 				b = wire.AppendString(b, e.target)
 			case nar.TypeRegular:
-				ref := e.size >= minRefSize && have[e.digest]
+				idx, ref := have[e.digest]
+				ref = ref && e.size >= minRefSize
 				tag := uint64(tagFile)
 				if ref {
 					tag = tagRef
@@ -591,7 +595,7 @@ func writeDelta(ctx context.Context, w io.Writer, paths []*sendPath, have map[di
 				b = wire.AppendBool(b, e.exec)
 				b = wire.AppendUint64(b, uint64(e.size))
 				if ref {
-					b = wire.AppendBytes(b, e.digest[:])
+					b = wire.AppendUint64(b, idx)
 					st.ReusedBytes += e.size
 				} else {
 					if _, err := bw.Write(b); err != nil {

@@ -1,6 +1,9 @@
 package copy
 
-import "io"
+import (
+	"io"
+	"slices"
+)
 
 // isNix32 marks the bytes of Nix's base-32 alphabet, the characters of a
 // store path's hash part.
@@ -40,7 +43,7 @@ func (r *rewriter) Write(p []byte) (int, error) {
 		return r.w.Write(p)
 	}
 	r.buf = append(r.buf, p...)
-	i := rewriteHashes(r.buf, r.m, &r.ok)
+	i := rewriteHashes(r.buf, r.m, &r.ok, nil)
 	if _, err := r.w.Write(r.buf[:i]); err != nil {
 		return 0, err
 	}
@@ -65,8 +68,8 @@ func (r *rewriter) Close() error {
 // how many leading bytes of b are final: no window starting there or later
 // was looked at, so the rest must be scanned again with more bytes after
 // it. *ok carries how far b is known to be alphabet from one call to the
-// next.
-func rewriteHashes(b []byte, m map[string]string, ok *int) int {
+// next. Each key found is added to hits, if not nil.
+func rewriteHashes(b []byte, m map[string]string, ok *int, hits map[string]bool) int {
 	i, good := 0, *ok
 	for i+hashLen <= len(b) {
 		if !isNix32[b[i+hashLen-1]] {
@@ -83,6 +86,9 @@ func rewriteHashes(b []byte, m map[string]string, ok *int) int {
 		}
 		good = i + hashLen
 		if v, hit := m[string(b[i:i+hashLen])]; hit {
+			if hits != nil {
+				hits[v] = true
+			}
 			copy(b[i:], v)
 			i += hashLen
 			continue
@@ -91,4 +97,42 @@ func rewriteHashes(b []byte, m map[string]string, ok *int) int {
 	}
 	*ok = good
 	return i
+}
+
+// scanner records which keys of a set of hash parts occur in the bytes
+// written through it, as Nix's reference scanner does; Close scans the
+// held-back tail.
+type scanner struct {
+	set  map[string]string // identity: each hash part maps to itself
+	hits map[string]bool
+	buf  []byte
+	ok   int
+}
+
+func newScanner(set map[string]string) *scanner {
+	return &scanner{set: set, hits: map[string]bool{}}
+}
+
+func (s *scanner) Write(p []byte) (int, error) {
+	if len(s.set) == 0 {
+		return len(p), nil
+	}
+	s.buf = append(s.buf, p...)
+	i := rewriteHashes(s.buf, s.set, &s.ok, s.hits)
+	s.buf = append(s.buf[:0], s.buf[i:]...)
+	s.ok = max(s.ok-i, 0)
+	return len(p), nil
+}
+
+// Found returns the hash parts seen, sorted; it first scans what is held
+// back.
+func (s *scanner) Found() []string {
+	rewriteHashes(s.buf, s.set, new(int), s.hits)
+	s.buf = s.buf[:0]
+	found := make([]string, 0, len(s.hits))
+	for h := range s.hits {
+		found = append(found, h)
+	}
+	slices.Sort(found)
+	return found
 }

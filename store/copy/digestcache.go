@@ -1,0 +1,138 @@
+package copy
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+
+	"github.com/nbuild/nbuild/nar/wire"
+	"github.com/nbuild/nbuild/store"
+)
+
+// digestCache keeps, per store path, the SHA-256 of each of its regular
+// files of at least minRefSize bytes and the hash parts of its references
+// (and its own) that each names, so that a predecessor indexed once, or
+// assembled by an earlier delta copy, is indexed again without reading
+// the files whose hash parts do not change. Store paths never change, so
+// entries never expire. An entry never decides validity: a wrong one makes
+// a NAR whose hash the daemon refuses, Receive then drops the entries it
+// used, and the copy goes the plain way.
+//
+// One file per store path, named by its base name, in a directory only
+// its owner can read: "nbuild-digests 1", the base name, then per file its
+// path in the NAR, size, digest and hash parts, in nar/wire encoding.
+type digestCache struct {
+	dir string
+}
+
+type cachedFile struct {
+	rel    string
+	size   int64
+	digest digest
+	found  []string
+}
+
+const digestCacheMagic = "nbuild-digests 1"
+
+// openDigestCache opens the cache in dir: "" is nbuild/digests in the
+// user's cache directory, "none" (or no cache directory) is no cache, a
+// nil *digestCache, which every method takes.
+func openDigestCache(dir string) *digestCache {
+	if dir == "none" {
+		return nil
+	}
+	if dir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return nil
+		}
+		dir = filepath.Join(base, "nbuild", "digests")
+	}
+	return &digestCache{dir: dir}
+}
+
+func (c *digestCache) file(p store.Path) string { return filepath.Join(c.dir, p.Base()) }
+
+// load returns p's entries by NAR path; nil when there are none or they
+// cannot be read.
+func (c *digestCache) load(p store.Path) map[string]cachedFile {
+	if c == nil {
+		return nil
+	}
+	f, err := os.Open(c.file(p))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	r := wire.NewReader(bufio.NewReader(f))
+	r.MaxString = 1 << 16
+	d := &wire.Decoder{R: r}
+	if d.Str() != digestCacheMagic || d.Str() != p.Base() {
+		return nil
+	}
+	n := d.Count("files", 1<<24)
+	out := make(map[string]cachedFile, n)
+	for range n {
+		e := cachedFile{rel: d.Str(), size: int64(d.U64())}
+		b := d.Str()
+		e.found = d.Strs()
+		if d.Err != nil || len(b) != len(e.digest) || e.found == nil {
+			return nil
+		}
+		copy(e.digest[:], b)
+		out[e.rel] = e
+	}
+	return out
+}
+
+// store saves the raw digests of pi's files among files.
+func (c *digestCache) store(p store.Path, files []*predFile, pi *predIndex) {
+	var out []cachedFile
+	for _, f := range files {
+		if f.pred == pi {
+			out = append(out, cachedFile{rel: f.rel, size: f.size, digest: f.raw, found: f.found})
+		}
+	}
+	c.put(p, out)
+}
+
+// put saves p's entries, replacing any, atomically; failures only cost a
+// later read.
+func (c *digestCache) put(p store.Path, files []cachedFile) {
+	if c == nil {
+		return
+	}
+	if err := os.MkdirAll(c.dir, 0o700); err != nil {
+		return
+	}
+	b := wire.AppendString(nil, digestCacheMagic)
+	b = wire.AppendString(b, p.Base())
+	b = wire.AppendUint64(b, uint64(len(files)))
+	for _, f := range files {
+		b = wire.AppendString(b, f.rel)
+		b = wire.AppendUint64(b, uint64(f.size))
+		b = wire.AppendBytes(b, f.digest[:])
+		b = wire.AppendStrings(b, f.found)
+	}
+	tmp, err := os.CreateTemp(c.dir, ".tmp-*")
+	if err != nil {
+		return
+	}
+	_, err = tmp.Write(b)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), c.file(p))
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+	}
+}
+
+// drop forgets p's entries.
+func (c *digestCache) drop(p store.Path) {
+	if c != nil {
+		os.Remove(c.file(p))
+	}
+}
