@@ -3,7 +3,10 @@
 # system closures hold: a big tree of many small files (Go's source), big
 # binaries and archives (Go's pkg and bin, shared libraries) and 96 small
 # paths (documentation and generated text), chained by references.
-{ salt ? "" }:
+# A new salt is a mass rebuild (every path new, files equal but for the
+# store paths they name); tweak changes one file of bench-go-bin (a small
+# update: that path and the root are new).
+{ salt ? "", tweak ? "" }:
 let
   sh = "/bin/sh";
   mk = name: script: refs: derivation {
@@ -14,7 +17,8 @@ let
   };
   goSrc = mk "bench-go-src" "/bin/cp -r /usr/local/go/src $out/src" [ ];
   goPkg = mk "bench-go-pkg" "/bin/cp -r /usr/local/go/pkg $out/pkg" [ goSrc ];
-  goBin = mk "bench-go-bin" "/bin/cp -r /usr/local/go/bin $out/bin" [ ];
+  goBin = mk "bench-go-bin" ("/bin/cp -r /usr/local/go/bin $out/bin"
+    + (if tweak == "" then "" else "; echo ${tweak} > $out/bin/tweak")) [ ];
   libs = mk "bench-libs" ''
     /bin/mkdir $out/lib
     for f in /usr/lib/x86_64-linux-gnu/lib[a-g]*.so*; do
