@@ -126,8 +126,22 @@ func TestDeltaRecordsRoundTrip(t *testing.T) {
 	}
 	var stream bytes.Buffer
 	st := &DeltaStats{}
-	if err := writeDelta(ctx, &stream, hashPaths(ctx, v2), have, HostOptions{}, newTracker(v2, nil, nil), st); err != nil {
+	sendCache := openDigestCache(t.TempDir())
+	sent := hashPaths(ctx, v2, sendCache)
+	if err := writeDelta(ctx, &stream, sent, have, HostOptions{}, newTracker(v2, nil, nil), st); err != nil {
 		t.Fatal(err)
+	}
+	// The sender's cache gives what hashing gave.
+	for i, sp := range hashPaths(ctx, v2, sendCache) {
+		<-sp.ready
+		if sp.err != nil || len(sp.entries) != len(sent[i].entries) {
+			t.Fatalf("%s: hashed again from the cache: %v, %d entries, want %d", sp.info.Path, sp.err, len(sp.entries), len(sent[i].entries))
+		}
+		for j, e := range sp.entries {
+			if w := sent[i].entries[j]; e.digest != w.digest || !slices.Equal(e.found, w.found) {
+				t.Errorf("%s: cached %x %v, hashed %x %v", e.osPath, e.digest[:4], e.found, w.digest[:4], w.found)
+			}
+		}
 	}
 	if st.LiteralBytes > st.NarBytes/100 {
 		t.Errorf("%d of %d bytes sent as they are", st.LiteralBytes, st.NarBytes)
@@ -152,7 +166,7 @@ func TestDeltaRecordsRoundTrip(t *testing.T) {
 		// What the assembly tells the cache is what reading the new path
 		// gives: it is the next update's index.
 		for _, c := range files {
-			f := &predFile{pred: &predIndex{path: info.Path, refs: hashSet(info)}, path: info.Path.String() + "/" + c.rel, size: c.size}
+			f := &predFile{pred: &predIndex{info: info, refs: hashSet(info)}, path: info.Path.String() + "/" + c.rel, size: c.size}
 			if err := f.read(); err != nil {
 				t.Fatal(err)
 			}

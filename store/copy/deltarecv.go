@@ -97,7 +97,7 @@ func Receive(ctx context.Context, in io.Reader, out io.Writer, opts ReceiveOptio
 	if err := rv.assemble(ctx, conn); err != nil {
 		// A cached digest may be what went wrong: index afresh next time.
 		for _, pi := range rv.predIdx {
-			rv.cache.drop(pi.path)
+			rv.cache.drop(pi.info.Path)
 		}
 		return err
 	}
@@ -124,7 +124,7 @@ type receiver struct {
 // hash map that applies to its files (the hash parts of its references
 // and its own; a file of a store path can name only those).
 type predIndex struct {
-	path store.Path
+	info *store.PathInfo
 	m    map[string]string
 	refs map[string]string // identity map of those hash parts, for scanning
 }
@@ -214,7 +214,7 @@ func (rv *receiver) choose(ctx context.Context, conn *daemon.Conn) error {
 			if best != nil {
 				rv.preds[i] = best.Path
 				if rv.predIdx[best.Path] == nil {
-					rv.predIdx[best.Path] = &predIndex{path: best.Path, refs: hashSet(best)}
+					rv.predIdx[best.Path] = &predIndex{info: best, refs: hashSet(best)}
 				}
 				if _, dup := rv.hashes[best.Path.HashPart()]; !dup && best.Path != rv.infos[i].Path {
 					rv.hashes[best.Path.HashPart()] = rv.infos[i].Path.HashPart()
@@ -258,8 +258,8 @@ func (rv *receiver) index(ctx context.Context) error {
 	}
 	fresh := map[*predIndex]bool{}
 	for _, pi := range order {
-		cached := rv.cache.load(pi.path)
-		root := pi.path.String()
+		cached := rv.cache.load(pi.info)
+		root := pi.info.Path.String()
 		err := walkFiles(root, func(path string, size int64) {
 			if size < minRefSize {
 				return
@@ -278,7 +278,7 @@ func (rv *receiver) index(ctx context.Context) error {
 			todo = append(todo, f)
 		})
 		if err != nil {
-			return fmt.Errorf("reading predecessor %s: %w", pi.path, err)
+			return fmt.Errorf("reading predecessor %s: %w", pi.info.Path, err)
 		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -306,7 +306,7 @@ func (rv *receiver) index(ctx context.Context) error {
 	rv.files = slices.DeleteFunc(rv.files, func(f *predFile) bool { return bad[f] })
 	for _, pi := range order {
 		if fresh[pi] {
-			rv.cache.store(pi.path, rv.files, pi)
+			rv.cache.store(rv.files, pi)
 		}
 	}
 	return nil
@@ -449,7 +449,7 @@ func (rv *receiver) addPath(ctx context.Context, conn *daemon.Conn, info *store.
 	}
 	if err == nil {
 		// The next update's predecessor is indexed already.
-		rv.cache.put(info.Path, files)
+		rv.cache.put(info, files)
 	}
 	return err
 }

@@ -45,6 +45,11 @@ type DeltaOptions struct {
 	// 0 means the binary's own size. A binary already in the remote's
 	// cache is used whatever the size.
 	MinBytes int64
+	// CacheDir keeps the digests of the files sent (digestcache.go), so
+	// that sending a path again, or a path whose files were sent before,
+	// does not read them to find what the remote has; "" means
+	// nbuild/digests in the user's cache directory, "none" no cache.
+	CacheDir string
 }
 
 // deltaWanted reports whether ToHost should look for predecessors.
@@ -77,7 +82,7 @@ func sendDelta(ctx context.Context, sc *ssh.Conn, q *hostState, missing []*store
 	}
 	hctx, stopHashing := context.WithCancel(ctx)
 	defer stopHashing()
-	paths := hashPaths(hctx, missing)
+	paths := hashPaths(hctx, missing, openDigestCache(opts.Delta.CacheDir))
 	exe, err := remoteReceiver(sc, q, withPred, opts.Delta, st)
 	if err != nil || exe == "" {
 		return false, err
@@ -310,38 +315,48 @@ type sendEntry struct {
 	exec                    bool
 	size                    int64
 	digest                  digest
+	found                   []string // hash parts of the path's references (and its own) in the file
 }
 
 // hashPaths walks and hashes the paths to send in the background, one
-// path after another, each path's files on all cores.
-func hashPaths(ctx context.Context, missing []*store.PathInfo) []*sendPath {
+// path after another, each path's files on all cores, those the cache
+// knows from the cache.
+func hashPaths(ctx context.Context, missing []*store.PathInfo, cache *digestCache) []*sendPath {
 	paths := make([]*sendPath, len(missing))
 	for i, info := range missing {
 		paths[i] = &sendPath{info: info, ready: make(chan struct{})}
 	}
 	go func() {
 		for _, sp := range paths {
-			sp.err = sp.hash(ctx)
+			sp.err = sp.hash(ctx, cache)
 			close(sp.ready)
 		}
 	}()
 	return paths
 }
 
-func (sp *sendPath) hash(ctx context.Context) error {
+func (sp *sendPath) hash(ctx context.Context, cache *digestCache) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if err := walkNar(sp.info.Path.String(), "", &sp.entries); err != nil {
 		return err
 	}
+	cached := cache.load(sp.info)
+	set := hashSet(sp.info)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
+	fresh := false
 	for i := range sp.entries {
 		e := &sp.entries[i]
 		if e.typ != nar.TypeRegular || e.size < minRefSize {
 			continue
 		}
+		if c, ok := cached[e.narPath]; ok && c.size == e.size {
+			e.digest, e.found = c.digest, c.found
+			continue
+		}
+		fresh = true
 		g.Go(func() error {
 			if err := gctx.Err(); err != nil {
 				return err
@@ -351,17 +366,30 @@ func (sp *sendPath) hash(ctx context.Context) error {
 				return err
 			}
 			defer f.Close()
-			h := sha256.New()
-			if n, err := io.Copy(h, f); err != nil {
+			h, sc := sha256.New(), newScanner(set)
+			if n, err := io.Copy(io.MultiWriter(h, sc), f); err != nil {
 				return err
 			} else if n != e.size {
 				return fmt.Errorf("%s: read %d bytes, expected %d", e.osPath, n, e.size)
 			}
 			h.Sum(e.digest[:0])
+			e.found = sc.Found()
 			return nil
 		})
 	}
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if fresh {
+		var files []cachedFile
+		for _, e := range sp.entries {
+			if e.typ == nar.TypeRegular && e.size >= minRefSize {
+				files = append(files, cachedFile{rel: e.narPath, size: e.size, digest: e.digest, found: e.found})
+			}
+		}
+		cache.put(sp.info, files)
+	}
+	return nil
 }
 
 // walkNar appends the entries of the file system object at osPath in NAR

@@ -18,9 +18,14 @@ import (
 // a NAR whose hash the daemon refuses, Receive then drops the entries it
 // used, and the copy goes the plain way.
 //
+// A path deleted and built again with other contents gets the same name:
+// entries are for a NAR hash, and one for another is not used. Both ends
+// of a delta copy keep one (the sender for the paths it sends).
+//
 // One file per store path, named by its base name, in a directory only
-// its owner can read: "nbuild-digests 1", the base name, then per file its
-// path in the NAR, size, digest and hash parts, in nar/wire encoding.
+// its owner can read: "nbuild-digests 1", the base name, the NAR hash,
+// then per file its path in the NAR, size, digest and hash parts, in
+// nar/wire encoding.
 type digestCache struct {
 	dir string
 }
@@ -53,13 +58,13 @@ func openDigestCache(dir string) *digestCache {
 
 func (c *digestCache) file(p store.Path) string { return filepath.Join(c.dir, p.Base()) }
 
-// load returns p's entries by NAR path; nil when there are none or they
-// cannot be read.
-func (c *digestCache) load(p store.Path) map[string]cachedFile {
+// load returns the entries of info's path by NAR path; nil when there are
+// none for its NAR hash or they cannot be read.
+func (c *digestCache) load(info *store.PathInfo) map[string]cachedFile {
 	if c == nil {
 		return nil
 	}
-	f, err := os.Open(c.file(p))
+	f, err := os.Open(c.file(info.Path))
 	if err != nil {
 		return nil
 	}
@@ -67,7 +72,7 @@ func (c *digestCache) load(p store.Path) map[string]cachedFile {
 	r := wire.NewReader(bufio.NewReader(f))
 	r.MaxString = 1 << 16
 	d := &wire.Decoder{R: r}
-	if d.Str() != digestCacheMagic || d.Str() != p.Base() {
+	if d.Str() != digestCacheMagic || d.Str() != info.Path.Base() || d.Str() != string(info.NarHash[:]) {
 		return nil
 	}
 	n := d.Count("files", 1<<24)
@@ -86,19 +91,19 @@ func (c *digestCache) load(p store.Path) map[string]cachedFile {
 }
 
 // store saves the raw digests of pi's files among files.
-func (c *digestCache) store(p store.Path, files []*predFile, pi *predIndex) {
+func (c *digestCache) store(files []*predFile, pi *predIndex) {
 	var out []cachedFile
 	for _, f := range files {
 		if f.pred == pi {
 			out = append(out, cachedFile{rel: f.rel, size: f.size, digest: f.raw, found: f.found})
 		}
 	}
-	c.put(p, out)
+	c.put(pi.info, out)
 }
 
-// put saves p's entries, replacing any, atomically; failures only cost a
-// later read.
-func (c *digestCache) put(p store.Path, files []cachedFile) {
+// put saves the entries of info's path, replacing any, atomically;
+// failures only cost a later read.
+func (c *digestCache) put(info *store.PathInfo, files []cachedFile) {
 	if c == nil {
 		return
 	}
@@ -106,7 +111,8 @@ func (c *digestCache) put(p store.Path, files []cachedFile) {
 		return
 	}
 	b := wire.AppendString(nil, digestCacheMagic)
-	b = wire.AppendString(b, p.Base())
+	b = wire.AppendString(b, info.Path.Base())
+	b = wire.AppendBytes(b, info.NarHash[:])
 	b = wire.AppendUint64(b, uint64(len(files)))
 	for _, f := range files {
 		b = wire.AppendString(b, f.rel)
@@ -123,7 +129,7 @@ func (c *digestCache) put(p store.Path, files []cachedFile) {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), c.file(p))
+		err = os.Rename(tmp.Name(), c.file(info.Path))
 	}
 	if err != nil {
 		os.Remove(tmp.Name())
