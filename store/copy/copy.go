@@ -14,6 +14,16 @@
 // cache, a remote daemon), several NARs at once; ToHost is the fast way to
 // a remote machine over ssh, one session whose NAR stream is compressed and
 // never waits for a per-path reply (see remote.go).
+//
+// A delta copy is how ToHost sends paths that have a predecessor on the
+// remote: a path of the same name (or the same name without version), as
+// the previous generation of a system has. The remote's nbuild (Receive,
+// run as `nbuild __copy-receive`) makes each new path from its
+// predecessor's files, with the predecessor's store hashes rewritten to
+// the new ones (a mass rebuild changes little else), and only the files it
+// cannot make cross the link; its daemon checks each NAR's hash as for any
+// import. See delta.go for the protocol, HostOptions.Delta and
+// HostResult.Delta for the knobs and the account.
 package copy
 
 import (
