@@ -311,6 +311,10 @@ func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn,
 			d.Predecessors, len(res.Sent), host, formatBytes(d.ReusedBytes), formatBytes(d.NarBytes),
 			formatBytes(d.LiteralBytes), formatBytes(d.WireBytes), d.Binary,
 			d.RemoteIndex.Round(time.Millisecond), d.RemoteAssemble.Round(time.Millisecond))
+		if d.PatchedFiles > 0 {
+			fmt.Fprintf(env.stderr, "delta: %d changed files (%s) went as %s of patches against their predecessors\n",
+				d.PatchedFiles, formatBytes(d.PatchedBytes), formatBytes(d.PatchBytes))
+		}
 	} else if d != nil && d.Why != "" {
 		fmt.Fprintf(env.stderr, "delta: not used: %s\n", d.Why)
 	}

@@ -25,8 +25,11 @@ package copy
 //     instead be u64 2 and a message: it failed.
 //  4. The sender streams, zstd-compressed, each path's NAR entries in NAR
 //     order: directories, symlinks, and regular files either with their
-//     contents or, when the remote indexed a file of that digest, with the
-//     digest's number in the answer of step 3.
+//     contents, or, when the remote indexed a file of that digest, with the
+//     digest's number in the answer of step 3, or, for a changed file whose
+//     predecessor's file of the same name the sender has too, as a zstd
+//     frame with that file (rewritten) as its dictionary, when that is
+//     less than half the file.
 //  5. Receive assembles each path's NAR from what arrived and its own
 //     rewritten files and adds it to its own Nix store through
 //     `nix-daemon --stdio`, which checks the NAR's hash as for any import:
@@ -77,6 +80,10 @@ const (
 	tagRef  = 4 // string path, bool executable, u64 size, u64 number of the digest in step 3's answer
 	tagPath = 5 // u64 index: the next path starts
 	tagDone = 6 // every path was sent
+	// tagPatch: string path, bool executable, u64 size, u64 number of a
+	// digest, string zstd frame: the file's contents compressed with the
+	// remote's file of that digest (rewritten) as a raw dictionary.
+	tagPatch = 7
 )
 
 // Replies of Receive after step 3.
@@ -103,6 +110,10 @@ type DeltaStats struct {
 	// (before compression); WireBytes is what the stream of step 4 took
 	// on the link after compression.
 	NarBytes, ReusedBytes, LiteralBytes, WireBytes int64
+	// PatchedFiles changed files of PatchedBytes went as PatchBytes of
+	// zstd with the remote's file of the same name as the dictionary.
+	PatchedFiles             int
+	PatchedBytes, PatchBytes int64
 	// RemoteIndex is the time the remote spent indexing its
 	// predecessors' files; RemoteAssemble the time from the first record
 	// to the last path accepted by its daemon.

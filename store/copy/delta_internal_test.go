@@ -73,12 +73,15 @@ func TestMatchPredecessors(t *testing.T) {
 	}
 }
 
-// buildDeltaFixture builds testdata/delta.nix with a salt and returns its
-// closure, references first.
-func buildDeltaFixture(t *testing.T, conn *daemon.Conn, salt string) []*store.PathInfo {
+// buildDeltaFixture builds testdata/delta.nix with the given --argstr
+// pairs and returns its closure, references first.
+func buildDeltaFixture(t *testing.T, conn *daemon.Conn, args ...string) []*store.PathInfo {
 	t.Helper()
-	out, err := exec.Command("nix-build", "--option", "substituters", "", "--no-out-link",
-		"testdata/delta.nix", "--argstr", "salt", salt).Output()
+	cmd := []string{"--option", "substituters", "", "--no-out-link", "testdata/delta.nix"}
+	for i := 0; i+1 < len(args); i += 2 {
+		cmd = append(cmd, "--argstr", args[i], args[i+1])
+	}
+	out, err := exec.Command("nix-build", cmd...).Output()
 	if err != nil {
 		t.Fatalf("nix-build: %v", err)
 	}
@@ -101,8 +104,10 @@ func TestDeltaRecordsRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	v1 := buildDeltaFixture(t, conn, "roundtrip-1")
-	v2 := buildDeltaFixture(t, conn, "roundtrip-2")
+	v1 := buildDeltaFixture(t, conn, "salt", "roundtrip-1")
+	// A mass rebuild with a line added to every path's big file: that
+	// file goes as a patch against its predecessor's.
+	v2 := buildDeltaFixture(t, conn, "salt", "roundtrip-2", "edit", "an added line")
 
 	rv := &receiver{infos: v2}
 	for _, info := range v1 {
@@ -128,8 +133,16 @@ func TestDeltaRecordsRoundTrip(t *testing.T) {
 	st := &DeltaStats{}
 	sendCache := openDigestCache(t.TempDir())
 	sent := hashPaths(ctx, v2, sendCache)
-	if err := writeDelta(ctx, &stream, sent, have, HostOptions{}, newTracker(v2, nil, nil), st); err != nil {
+	preds := make([]string, len(rv.preds))
+	for i, p := range rv.preds {
+		preds[i] = p.String()
+	}
+	ri := newRemoteIndex(v2, preds, have)
+	if err := writeDelta(ctx, &stream, sent, ri, HostOptions{}, newTracker(v2, nil, nil), st); err != nil {
 		t.Fatal(err)
+	}
+	if st.PatchedFiles != len(v2) || st.PatchBytes > st.PatchedBytes/100 {
+		t.Errorf("%d files of %d bytes patched with %d bytes; want one per path, under 1 %%", st.PatchedFiles, st.PatchedBytes, st.PatchBytes)
 	}
 	// The sender's cache gives what hashing gave.
 	for i, sp := range hashPaths(ctx, v2, sendCache) {
@@ -294,6 +307,13 @@ func FuzzReceiveRecords(f *testing.F) {
 	recs = wire.AppendUint64(recs, 100)
 	recs = wire.AppendUint64(recs, 0)
 	f.Add(append(bytes.Clone(recs), wire.AppendUint64(nil, tagEnd)...))
+	patch := wire.AppendString(wire.AppendUint64(nil, tagDir), "")
+	patch = wire.AppendString(wire.AppendUint64(patch, tagPatch), "p")
+	patch = wire.AppendBool(patch, false)
+	patch = wire.AppendUint64(patch, 5000)
+	patch = wire.AppendUint64(patch, 0)
+	patch = wire.AppendBytes(patch, []byte{0x28, 0xb5, 0x2f, 0xfd, 0, 0x58, 0, 0})
+	f.Add(patch)
 	f.Add(recs[:40])
 	f.Add(wire.AppendUint64(nil, 99))
 	f.Add(append(wire.AppendString(wire.AppendUint64(nil, tagFile), ""), 0, 0, 0, 0, 0, 0, 0, 0x80))
@@ -321,8 +341,8 @@ func FuzzPredsReply(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, n int) {
 		n = max(min(n, 1000), 0)
 		preds, have, err := readPredsReply(wire.NewReader(bytes.NewReader(data)), n)
-		if err == nil && (preds > n || have == nil || len(have) > len(data)/32) {
-			t.Fatalf("%d predecessors of %d paths, digests %v", preds, n, have)
+		if err == nil && (len(preds) != n || have == nil || len(have) > len(data)/32) {
+			t.Fatalf("%d predecessors of %d paths, digests %v", len(preds), n, have)
 		}
 	})
 }

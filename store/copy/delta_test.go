@@ -93,12 +93,13 @@ func TestDeltaMassRebuild(t *testing.T) {
 }
 
 // TestDeltaSmallUpdate sends one changed path (a changed file in the
-// root) and a renamed one (a version bump, matched by name without
-// version).
+// root), a renamed one (a version bump, matched by name without
+// version), and edited ones (a line added to a big file: a patch).
 func TestDeltaSmallUpdate(t *testing.T) {
 	v1 := buildDelta(t, "salt", "small")
 	tweak := buildDelta(t, "salt", "small", "tweak", "changed")
 	bump := buildDelta(t, "salt", "small", "cversion", "1.1")
+	edit := buildDelta(t, "salt", "small", "edit", "a line rewriting cannot make")
 	h := testhost.New(t, testhost.Options{})
 	opts := deltaOptions(h)
 	toHost(t, h, v1, opts)
@@ -106,7 +107,7 @@ func TestDeltaSmallUpdate(t *testing.T) {
 		name string
 		gen  []*store.PathInfo
 		want int
-	}{{"tweak", tweak, 1}, {"bump", bump, 2}} {
+	}{{"tweak", tweak, 1}, {"bump", bump, 2}, {"edit", edit, 4}} {
 		res := toHost(t, h, c.gen, opts)
 		d := res.Delta
 		if d == nil || !d.Used || len(res.Sent) != c.want || d.Predecessors != c.want {
@@ -115,8 +116,12 @@ func TestDeltaSmallUpdate(t *testing.T) {
 		if d.LiteralBytes == 0 && c.name == "tweak" {
 			t.Errorf("%s: the changed file was not sent", c.name)
 		}
-		if d.ReusedBytes < d.NarBytes/2 {
-			t.Errorf("%s: %d of %d bytes reused", c.name, d.ReusedBytes, d.NarBytes)
+		// An edited big file goes as a patch against its predecessor's.
+		if c.name == "edit" && (d.PatchedFiles != 4 || d.PatchBytes > d.PatchedBytes/100) {
+			t.Errorf("%s: %d files of %d bytes patched with %d bytes, want 4 in under 1 %%", c.name, d.PatchedFiles, d.PatchedBytes, d.PatchBytes)
+		}
+		if d.ReusedBytes+d.PatchedBytes < d.NarBytes/2 {
+			t.Errorf("%s: %d of %d bytes reused, %d patched", c.name, d.ReusedBytes, d.NarBytes, d.PatchedBytes)
 		}
 		checkSame(t, h, c.gen)
 	}

@@ -2,6 +2,7 @@ package copy
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -481,7 +482,7 @@ func (rv *receiver) writeNar(w io.Writer, info *store.PathInfo) ([]cachedFile, e
 		case tagLink:
 			h.Type = nar.TypeSymlink
 			h.LinkTarget = d.Str()
-		case tagFile, tagRef:
+		case tagFile, tagRef, tagPatch:
 			h.Type = nar.TypeRegular
 			h.Executable = d.Bool()
 			h.Size = int64(d.U64())
@@ -520,6 +521,21 @@ func (rv *receiver) writeNar(w io.Writer, info *store.PathInfo) ([]cachedFile, e
 				hw.Sum(c.digest[:0])
 				files = append(files, c)
 			}
+		case tagPatch:
+			out, err := rv.readPatch(&h)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := nw.Write(out); err != nil {
+				return nil, err
+			}
+			if set == nil {
+				set = hashSet(info)
+			}
+			sc := newScanner(set)
+			sc.Write(out)
+			c := cachedFile{rel: h.Path, size: h.Size, digest: sha256.Sum256(out), found: sc.Found()}
+			files = append(files, c)
 		case tagRef:
 			f, err := rv.writeRef(nw, &h)
 			if err != nil {
@@ -557,6 +573,31 @@ func (rv *receiver) writeRef(w io.Writer, h *nar.Header) (*predFile, error) {
 	}
 	rv.reused += n
 	return f, nil
+}
+
+// readPatch reads a patch record's digest number and frame and decodes
+// it with the indexed file of that number, rewritten, as the dictionary.
+func (rv *receiver) readPatch(h *nar.Header) ([]byte, error) {
+	i, err := rv.r.ReadUint64()
+	if err != nil {
+		return nil, err
+	}
+	frame, err := rv.r.ReadBytesLimit(maxPatchSize, "patch")
+	if err != nil {
+		return nil, err
+	}
+	if i >= uint64(len(rv.files)) || h.Size > maxPatchSize {
+		return nil, fmt.Errorf("%s: no file %d here to patch", h.Path, i)
+	}
+	var dict bytes.Buffer
+	if _, err := rv.files[i].copyRewritten(&dict); err != nil {
+		return nil, err
+	}
+	out, err := unpatch(frame, dict.Bytes(), h.Size)
+	if err != nil {
+		return nil, fmt.Errorf("%s: patch: %w", h.Path, err)
+	}
+	return out, nil
 }
 
 func unexpectedEOF(err error) error {

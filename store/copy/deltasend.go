@@ -432,39 +432,41 @@ func walkNar(osPath, narPath string, out *[]sendEntry) error {
 	return nil
 }
 
-// readPredsReply reads Receive's answer to the paths (step 3): how many
-// of the n paths have a predecessor, and the digests of the files the
+// readPredsReply reads Receive's answer to the paths (step 3): each of
+// the n paths' predecessor ("" for none), and the digests of the files the
 // remote can make, each with its number in the reply (what a file sent by
 // reference names).
-func readPredsReply(wr *wire.Reader, n int) (int, map[digest]uint64, error) {
+func readPredsReply(wr *wire.Reader, n int) ([]string, map[digest]uint64, error) {
 	d := &wire.Decoder{R: wr}
 	switch tag := d.U64(); tag {
 	case ackFail:
-		return 0, nil, errors.New(d.Str())
+		return nil, nil, errors.New(d.Str())
 	case ackPreds:
 	default:
 		if d.Err == nil {
-			return 0, nil, fmt.Errorf("the remote nbuild answered %d", tag)
+			return nil, nil, fmt.Errorf("the remote nbuild answered %d", tag)
 		}
 	}
 	if k := d.U64(); d.Err == nil && k != uint64(n) {
-		return 0, nil, fmt.Errorf("the remote nbuild answered %d predecessors for %d paths", k, n)
+		return nil, nil, fmt.Errorf("the remote nbuild answered %d predecessors for %d paths", k, n)
 	}
-	preds := 0
-	for range n {
-		if d.Str() != "" {
-			preds++
+	preds := make([]string, n)
+	for i := range preds {
+		if preds[i] = d.Str(); preds[i] != "" && d.Err == nil {
+			if _, err := store.ParsePath(preds[i]); err != nil {
+				return nil, nil, fmt.Errorf("the remote nbuild named a predecessor %q: %w", preds[i], err)
+			}
 		}
 	}
 	if d.Err != nil {
-		return 0, nil, d.Err
+		return nil, nil, d.Err
 	}
 	digs, err := wr.ReadBytesLimit(64<<20, "digests")
 	if err != nil {
-		return 0, nil, err
+		return nil, nil, err
 	}
 	if len(digs)%sha256.Size != 0 {
-		return 0, nil, fmt.Errorf("the remote nbuild sent %d bytes of digests", len(digs))
+		return nil, nil, fmt.Errorf("the remote nbuild sent %d bytes of digests", len(digs))
 	}
 	have := make(map[digest]uint64, len(digs)/sha256.Size)
 	for i := 0; i < len(digs); i += sha256.Size {
@@ -512,7 +514,12 @@ func runDelta(ctx context.Context, sc *ssh.Conn, br *bufio.Reader, missing []*st
 	if err != nil {
 		return err
 	}
-	st.Predecessors = preds
+	ri := newRemoteIndex(missing, preds, have)
+	for _, p := range preds {
+		if p != "" {
+			st.Predecessors++
+		}
+	}
 
 	acks := make(chan ackResult, 1)
 	var ackedMu sync.Mutex
@@ -557,7 +564,7 @@ func runDelta(ctx context.Context, sc *ssh.Conn, br *bufio.Reader, missing []*st
 
 	t := newTracker(missing, opts.Progress, opts.Sending)
 	cw := &byteCounter{w: sc}
-	werr := writeDelta(ctx, cw, paths, have, opts, t, st)
+	werr := writeDelta(ctx, cw, paths, ri, opts, t, st)
 	r := <-acks
 	st.WireBytes = cw.n
 	st.RemoteIndex, st.RemoteAssemble = r.index, r.assem
@@ -585,7 +592,7 @@ func runDelta(ctx context.Context, sc *ssh.Conn, br *bufio.Reader, missing []*st
 }
 
 // writeDelta streams the records of every path, compressed.
-func writeDelta(ctx context.Context, w io.Writer, paths []*sendPath, have map[digest]uint64,
+func writeDelta(ctx context.Context, w io.Writer, paths []*sendPath, ri *remoteIndex,
 	opts HostOptions, t *tracker, st *DeltaStats) error {
 	zw, err := compress.NewWriter(w, "zstd", compress.Options{Level: opts.Level, Concurrency: opts.Jobs, Context: ctx, Adaptive: true})
 	if err != nil {
@@ -613,8 +620,22 @@ func writeDelta(ctx context.Context, w io.Writer, paths []*sendPath, have map[di
 				b = wire.AppendString(wire.AppendUint64(b, tagLink), e.narPath)
 				b = wire.AppendString(b, e.target)
 			case nar.TypeRegular:
-				idx, ref := have[e.digest]
+				idx, ref := ri.have[e.digest]
 				ref = ref && e.size >= minRefSize
+				if !ref {
+					if idx, patch, ok := ri.patch(i, &e); ok {
+						b = wire.AppendString(wire.AppendUint64(b, tagPatch), e.narPath)
+						b = wire.AppendBool(b, e.exec)
+						b = wire.AppendUint64(b, uint64(e.size))
+						b = wire.AppendUint64(b, idx)
+						b = wire.AppendBytes(b, patch)
+						st.PatchedFiles++
+						st.PatchedBytes += e.size
+						st.PatchBytes += int64(len(patch))
+						t.add(int(e.size))
+						continue
+					}
+				}
 				tag := uint64(tagFile)
 				if ref {
 					tag = tagRef

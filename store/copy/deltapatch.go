@@ -1,0 +1,121 @@
+package copy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"io"
+	"math/bits"
+	"os"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/nbuild/nbuild/store"
+)
+
+// Patches: a changed file sent as zstd with the predecessor's file of the
+// same name as a raw dictionary, as `zstd --patch-from` does. The sender
+// has the predecessor too when it built or copied the last generation; it
+// rewrites its copy of the old file as the remote does and names the
+// remote's file by the digest both compute, so a predecessor that differs
+// between the two ends only loses the patch.
+const (
+	minPatchSize = 4 << 10  // smaller changed files go as they are
+	maxPatchSize = 64 << 20 // file and dictionary are held in memory
+	patchDictID  = 1
+)
+
+// remoteIndex is what the sender knows of the remote after step 3.
+type remoteIndex struct {
+	have   map[digest]uint64 // digest → its number in the answer
+	preds  []string          // per path, "" for none
+	hashes map[string]string // predecessor's hash part → successor's, as Receive maps them
+}
+
+func newRemoteIndex(missing []*store.PathInfo, preds []string, have map[digest]uint64) *remoteIndex {
+	ri := &remoteIndex{have: have, preds: preds, hashes: map[string]string{}}
+	for i, p := range preds {
+		if p == "" {
+			continue
+		}
+		pp, err := store.ParsePath(p)
+		if err != nil || pp == missing[i].Path {
+			continue
+		}
+		if _, dup := ri.hashes[pp.HashPart()]; !dup {
+			ri.hashes[pp.HashPart()] = missing[i].Path.HashPart()
+		}
+	}
+	return ri
+}
+
+// patch returns file e of path i as a zstd frame whose dictionary is the
+// remote's file number idx, when the sender has the path's predecessor,
+// the remote indexed its file of the same name, and the frame is less
+// than half the file.
+func (ri *remoteIndex) patch(i int, e *sendEntry) (idx uint64, frame []byte, ok bool) {
+	if ri == nil || i >= len(ri.preds) || ri.preds[i] == "" || e.size < minPatchSize || e.size > maxPatchSize {
+		return 0, nil, false
+	}
+	old := ri.preds[i] + "/" + e.narPath
+	if e.narPath == "" {
+		old = ri.preds[i]
+	}
+	fi, err := os.Lstat(old)
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() > maxPatchSize || fi.Size() < minRefSize {
+		return 0, nil, false
+	}
+	raw, err := os.ReadFile(old)
+	if err != nil {
+		return 0, nil, false
+	}
+	var dict bytes.Buffer
+	rw := newRewriter(&dict, ri.hashes)
+	rw.Write(raw)
+	rw.Close()
+	idx, ok = ri.have[sha256.Sum256(dict.Bytes())]
+	if !ok {
+		return 0, nil, false
+	}
+	content, err := os.ReadFile(e.osPath)
+	if err != nil || int64(len(content)) != e.size {
+		return 0, nil, false
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderDictRaw(patchDictID, dict.Bytes()),
+		zstd.WithWindowSize(patchWindow(dict.Len(), len(content))), zstd.WithEncoderCRC(false))
+	if err != nil {
+		return 0, nil, false
+	}
+	frame = enc.EncodeAll(content, nil)
+	enc.Close()
+	if int64(len(frame)) >= e.size/2 {
+		return 0, nil, false
+	}
+	return idx, frame, true
+}
+
+// patchWindow is a window that reaches from the end of a file back over
+// it and its dictionary: the next power of two, at least zstd's minimum.
+func patchWindow(dict, file int) int {
+	n := dict + file
+	w := 1 << bits.Len(uint(max(n-1, 1)))
+	return max(w, zstd.MinWindowSize)
+}
+
+// unpatch decodes a patch frame for a file of size bytes with dict as its
+// dictionary.
+func unpatch(frame, dict []byte, size int64) ([]byte, error) {
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderDictRaw(patchDictID, dict),
+		zstd.WithDecoderMaxWindow(1<<30), zstd.WithDecoderMaxMemory(uint64(size)+1))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	out, err := dec.DecodeAll(frame, make([]byte, 0, size))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(out)) != size {
+		return nil, io.ErrUnexpectedEOF
+	}
+	return out, nil
+}
