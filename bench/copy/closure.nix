@@ -18,7 +18,7 @@ let
   goSrc = mk "bench-go-src" "/bin/cp -r /usr/local/go/src $out/src" [ ];
   goPkg = mk "bench-go-pkg" "/bin/cp -r /usr/local/go/pkg $out/pkg" [ goSrc ];
   goBin = mk "bench-go-bin" ("/bin/cp -r /usr/local/go/bin $out/bin"
-    + (if tweak == "" then "" else "; echo ${tweak} > $out/bin/tweak")) [ ];
+    + (if tweak == "" then "" else "; echo ${tweak} >> $out/bin/gofmt")) [ ];
   libs = mk "bench-libs" ''
     /bin/mkdir $out/lib
     for f in /usr/lib/x86_64-linux-gnu/lib[a-g]*.so*; do

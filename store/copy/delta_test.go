@@ -223,3 +223,34 @@ func TestDeltaInterrupted(t *testing.T) {
 	}
 	checkSame(t, h, v2)
 }
+
+// TestDeltaCorruptPredecessor: a predecessor's file changed on the host
+// after the host cached its digest (a disk error, a hand edit). The delta
+// assembles a NAR whose hash the host's Nix refuses, the copy goes on the
+// plain way, and every path ends up valid and intact; the host no longer
+// trusts its cache for that predecessor.
+func TestDeltaCorruptPredecessor(t *testing.T) {
+	v1 := buildDelta(t, "salt", "corrupt-1")
+	v2 := buildDelta(t, "salt", "corrupt-2")
+	v3 := buildDelta(t, "salt", "corrupt-3")
+	h := testhost.New(t, testhost.Options{})
+	opts := deltaOptions(h)
+	toHost(t, h, v1, opts)
+	if res := toHost(t, h, v2, opts); res.Delta == nil || !res.Delta.Used {
+		t.Fatalf("v2: delta %+v, want used", res.Delta)
+	}
+	// share/plain names no store path: its cached digest is used as is.
+	plain := v2[0].Path.String() + "/share/plain"
+	h.MustRun("sh", "-c", "chmod u+w "+plain+" && printf X | dd of="+plain+" bs=1 seek=100 conv=notrunc status=none")
+	res := toHost(t, h, v3, opts)
+	if d := res.Delta; d == nil || !d.Used || !strings.Contains(d.Why, "hash mismatch") {
+		t.Errorf("delta %+v, want used, then the plain way after the host's Nix refused a NAR", d)
+	}
+	if len(res.Sent) != len(v3) {
+		t.Errorf("sent %d of %d paths", len(res.Sent), len(v3))
+	}
+	checkSame(t, h, v3)
+	if out := h.MustRun("sh", "-c", "ls $HOME/.cache/nbuild/digests"); strings.Contains(out, v2[0].Path.Base()) {
+		t.Errorf("the host still caches %s:\n%s", v2[0].Path.Base(), out)
+	}
+}

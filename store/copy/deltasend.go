@@ -481,6 +481,7 @@ func readPredsReply(wr *wire.Reader, n int) ([]string, map[digest]uint64, error)
 type ackResult struct {
 	acked  int
 	err    error
+	said   bool // err is the remote's message
 	done   bool
 	index  time.Duration
 	assem  time.Duration
@@ -546,7 +547,7 @@ func runDelta(ctx context.Context, sc *ssh.Conn, br *bufio.Reader, missing []*st
 				ackedMu.Unlock()
 			case ackFail:
 				msg, _ := wr.ReadString()
-				r.err = errors.New(msg)
+				r.err, r.said = errors.New(msg), true
 				sc.Kill()
 				return
 			case ackDone:
@@ -565,17 +566,24 @@ func runDelta(ctx context.Context, sc *ssh.Conn, br *bufio.Reader, missing []*st
 	t := newTracker(missing, opts.Progress, opts.Sending)
 	cw := &byteCounter{w: sc}
 	werr := writeDelta(ctx, cw, paths, ri, opts, t, st)
+	if werr != nil {
+		// The remote waits for the rest of the stream: end the session
+		// so that the ack reader returns.
+		sc.Kill()
+	}
 	r := <-acks
 	st.WireBytes = cw.n
 	st.RemoteIndex, st.RemoteAssemble = r.index, r.assem
 	ackedMu.Lock()
 	res.Sent = missing[:acked]
 	ackedMu.Unlock()
-	if r.err != nil {
+	switch {
+	case r.said:
+		return r.err // the remote's own words say most
+	case werr != nil:
+		return werr // the session's end, which the ack reader saw, follows from it
+	case r.err != nil:
 		return r.err
-	}
-	if werr != nil {
-		return werr
 	}
 	if !r.done {
 		return errors.New("the remote nbuild did not finish")
