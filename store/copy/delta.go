@@ -19,10 +19,13 @@ package copy
 //     into their successors' (the map old → new, as Nix rewrites hashes)
 //     and indexes every regular file of at least minRefSize bytes of every
 //     predecessor by the SHA-256 of its rewritten contents (from its digest
-//     cache when it can). It answers:
-//     u64 4, the predecessors (u64 count, strings, "" for none) and the
-//     digests (one string of 32-byte digests). Any answer of Receive may
-//     instead be u64 2 and a message: it failed.
+//     cache when it can). It answers at once u64 4, the predecessors
+//     (u64 count, strings, "" for none) and a string of 32-byte digests
+//     (empty), then, as it indexes them in the order of the paths, for
+//     each path u64 5, the path's number and a string of the digests its
+//     predecessor adds (steps 3 and 5 overlap: path i goes once its
+//     digests arrived). Any answer of Receive may instead be u64 2 and a
+//     message: it failed.
 //  4. The sender streams, zstd-compressed, each path's NAR entries in NAR
 //     order: directories, symlinks, and regular files either with their
 //     contents, or, when the remote indexed a file of that digest, with the
@@ -88,10 +91,11 @@ const (
 
 // Replies of Receive after step 3.
 const (
-	ackPath  = 1 // u64 index: the daemon accepted the path
-	ackFail  = 2 // string message: Receive failed
-	ackDone  = 3 // u64 index ns, u64 assembly ns, u64 reused bytes
-	ackPreds = 4 // the answer of step 3
+	ackPath    = 1 // u64 index: the daemon accepted the path
+	ackFail    = 2 // string message: Receive failed
+	ackDone    = 3 // u64 index ns, u64 assembly ns, u64 reused bytes
+	ackPreds   = 4 // the answer of step 3
+	ackDigests = 5 // u64 path index, string digests: more of step 3's answer
 )
 
 // DeltaStats says what a delta copy did (HostResult.Delta).

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/bits"
 	"os"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -24,15 +25,28 @@ const (
 	patchDictID  = 1
 )
 
-// remoteIndex is what the sender knows of the remote after step 3.
+// remoteIndex is what the sender knows of the remote's index (step 3):
+// it grows as the remote's answers arrive, path by path.
 type remoteIndex struct {
-	have   map[digest]uint64 // digest → its number in the answer
 	preds  []string          // per path, "" for none
 	hashes map[string]string // predecessor's hash part → successor's, as Receive maps them
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	have    map[digest]uint64 // digest → its number in the answers
+	n       uint64            // digests numbered so far
+	covered int               // paths whose predecessors are indexed
+	ended   bool              // no more answers will come
 }
 
+// newRemoteIndex is the index the remote answered: preds and have cover
+// every path; for an answer to come path by path, set covered to 0.
 func newRemoteIndex(missing []*store.PathInfo, preds []string, have map[digest]uint64) *remoteIndex {
-	ri := &remoteIndex{have: have, preds: preds, hashes: map[string]string{}}
+	ri := &remoteIndex{have: have, preds: preds, hashes: map[string]string{}, covered: len(missing)}
+	ri.cond = sync.NewCond(&ri.mu)
+	for _, i := range have {
+		ri.n = max(ri.n, i+1)
+	}
 	for i, p := range preds {
 		if p == "" {
 			continue
@@ -46,6 +60,48 @@ func newRemoteIndex(missing []*store.PathInfo, preds []string, have map[digest]u
 		}
 	}
 	return ri
+}
+
+// add numbers the digests of path i's predecessor's files, in order:
+// path i and those before it are covered.
+func (ri *remoteIndex) add(i int, digs []byte) {
+	ri.mu.Lock()
+	defer ri.mu.Unlock()
+	for k := 0; k+sha256.Size <= len(digs); k += sha256.Size {
+		d := digest(digs[k : k+sha256.Size])
+		if _, dup := ri.have[d]; !dup {
+			ri.have[d] = ri.n
+		}
+		ri.n++
+	}
+	ri.covered = max(ri.covered, i+1)
+	ri.cond.Broadcast()
+}
+
+// end says no more answers will come.
+func (ri *remoteIndex) end() {
+	ri.mu.Lock()
+	ri.ended = true
+	ri.mu.Unlock()
+	ri.cond.Broadcast()
+}
+
+// wait blocks until path i is covered; false if the answers ended first.
+func (ri *remoteIndex) wait(i int) bool {
+	ri.mu.Lock()
+	defer ri.mu.Unlock()
+	for ri.covered <= i && !ri.ended {
+		ri.cond.Wait()
+	}
+	return ri.covered > i
+}
+
+// lookup returns the number of digest d, if the remote has it.
+func (ri *remoteIndex) lookup(d digest) (uint64, bool) {
+	ri.mu.Lock()
+	defer ri.mu.Unlock()
+	i, ok := ri.have[d]
+	return i, ok
 }
 
 // patch returns file e of path i as a zstd frame whose dictionary is the
@@ -72,7 +128,7 @@ func (ri *remoteIndex) patch(i int, e *sendEntry) (idx uint64, frame []byte, ok 
 	rw := newRewriter(&dict, ri.hashes)
 	rw.Write(raw)
 	rw.Close()
-	idx, ok = ri.have[sha256.Sum256(dict.Bytes())]
+	idx, ok = ri.lookup(sha256.Sum256(dict.Bytes()))
 	if !ok {
 		return 0, nil, false
 	}

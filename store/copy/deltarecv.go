@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -68,25 +69,30 @@ func Receive(ctx context.Context, in io.Reader, out io.Writer, opts ReceiveOptio
 		return err
 	}
 	defer conn.Close()
-	start := time.Now()
 	if err := rv.choose(ctx, conn); err != nil {
 		return err
 	}
-	if err := rv.index(ctx); err != nil {
-		return err
-	}
-	indexTime := time.Since(start)
 	b := wire.AppendUint64(wire.AppendUint64(nil, ackPreds), uint64(len(rv.infos)))
 	for _, p := range rv.preds {
 		b = wire.AppendString(b, p.String())
 	}
-	digests := make([]byte, 0, len(rv.files)*sha256.Size)
-	for _, f := range rv.files {
-		digests = append(digests, f.digest[:]...)
-	}
-	if err := rv.send(wire.AppendBytes(b, digests)); err != nil {
+	if err := rv.send(wire.AppendString(b, "")); err != nil {
 		return err
 	}
+	// The predecessors are indexed while the paths are assembled: path i
+	// can go once its predecessor's digests have been sent (ackDigests).
+	var indexTime time.Duration
+	indexed := make(chan error, 1)
+	go func() {
+		start := time.Now()
+		err := rv.indexInOrder(ctx)
+		indexTime = time.Since(start)
+		if err != nil {
+			// The sender ends the session, which ends the assembly.
+			rv.send(wire.AppendString(wire.AppendUint64(nil, ackFail), err.Error()))
+		}
+		indexed <- err
+	}()
 	zr, err := compress.NewReader(br, "zstd")
 	if err != nil {
 		return err
@@ -94,8 +100,12 @@ func Receive(ctx context.Context, in io.Reader, out io.Writer, opts ReceiveOptio
 	defer zr.Close()
 	rv.r = wire.NewReader(zr)
 	rv.r.MaxString = 1 << 20
-	start = time.Now()
-	if err := rv.assemble(ctx, conn); err != nil {
+	start := time.Now()
+	err = rv.assemble(ctx, conn)
+	if ierr := <-indexed; err == nil {
+		err = ierr
+	}
+	if err != nil {
 		// A cached digest may be what went wrong: index afresh next time.
 		for _, pi := range rv.predIdx {
 			rv.cache.drop(pi.info.Path)
@@ -116,9 +126,12 @@ type receiver struct {
 	preds   []store.Path      // zero for none
 	predIdx map[store.Path]*predIndex
 	hashes  map[string]string // predecessor's hash part → successor's
-	files   []*predFile       // in the order of the digests sent
 	cache   *digestCache
 	reused  int64
+
+	mu     sync.Mutex  // guards files, which the indexer appends to while paths are assembled
+	files  []*predFile // in the order of the digests sent
+	sendMu sync.Mutex  // the indexer's and the assembly's answers share the output
 }
 
 // predIndex is a predecessor being indexed: its info, and the part of the
@@ -142,6 +155,8 @@ type predFile struct {
 }
 
 func (rv *receiver) send(b []byte) error {
+	rv.sendMu.Lock()
+	defer rv.sendMu.Unlock()
 	if _, err := rv.w.Write(b); err != nil {
 		return err
 	}
@@ -245,72 +260,115 @@ func hashSet(info *store.PathInfo) map[string]string {
 	return set
 }
 
-// index finds the digest of the rewritten contents of every
-// predecessor's regular files of at least minRefSize bytes: from the
-// digest cache when it knows the file and none of the hash parts in it
-// change, else by reading it, on all cores. It then caches what it read.
-func (rv *receiver) index(ctx context.Context) error {
-	var todo []*predFile
+// predOrder lists the predecessors in the order of the paths that first
+// use them.
+func (rv *receiver) predOrder() []*predIndex {
 	var order []*predIndex
 	for _, p := range rv.preds {
 		if pi := rv.predIdx[p]; pi != nil && !slices.Contains(order, pi) {
 			order = append(order, pi)
 		}
 	}
-	fresh := map[*predIndex]bool{}
-	for _, pi := range order {
-		cached := rv.cache.load(pi.info)
-		root := pi.info.Path.String()
-		err := walkFiles(root, func(path string, size int64) {
-			if size < minRefSize {
+	return order
+}
+
+// index indexes every predecessor at once (indexInOrder without the
+// answers).
+func (rv *receiver) index(ctx context.Context) error {
+	for _, pi := range rv.predOrder() {
+		files, err := rv.indexPred(ctx, pi)
+		if err != nil {
+			return err
+		}
+		rv.files = append(rv.files, files...)
+	}
+	return nil
+}
+
+// indexInOrder indexes the predecessors path by path and answers, for
+// each path, ackDigests with the digests of the files its predecessor
+// adds to the index (none when it has none, or an earlier path's).
+func (rv *receiver) indexInOrder(ctx context.Context) error {
+	done := map[*predIndex]bool{}
+	for i, p := range rv.preds {
+		var files []*predFile
+		if pi := rv.predIdx[p]; pi != nil && !done[pi] {
+			done[pi] = true
+			var err error
+			if files, err = rv.indexPred(ctx, pi); err != nil {
+				return err
+			}
+		}
+		digests := make([]byte, 0, len(files)*sha256.Size)
+		for _, f := range files {
+			digests = append(digests, f.digest[:]...)
+		}
+		rv.mu.Lock()
+		rv.files = append(rv.files, files...)
+		rv.mu.Unlock()
+		b := wire.AppendUint64(wire.AppendUint64(nil, ackDigests), uint64(i))
+		if err := rv.send(wire.AppendBytes(b, digests)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// indexPred finds the digest of the rewritten contents of each of pi's
+// regular files of at least minRefSize bytes: from the digest cache when
+// it knows the file and none of the hash parts in it change, else by
+// reading it, on all cores. It then caches what it read. Unreadable files
+// are left out.
+func (rv *receiver) indexPred(ctx context.Context, pi *predIndex) ([]*predFile, error) {
+	var files, todo []*predFile
+	fresh := false
+	cached := rv.cache.load(pi.info)
+	root := pi.info.Path.String()
+	err := walkFiles(root, func(path string, size int64) {
+		if size < minRefSize {
+			return
+		}
+		f := &predFile{pred: pi, path: path, rel: strings.TrimPrefix(strings.TrimPrefix(path, root), "/"), size: size}
+		files = append(files, f)
+		if c, ok := cached[f.rel]; ok && c.size == size {
+			f.raw, f.found = c.digest, c.found
+			if !changes(f.found, pi.m) {
+				f.digest = f.raw
 				return
 			}
-			f := &predFile{pred: pi, path: path, rel: strings.TrimPrefix(strings.TrimPrefix(path, root), "/"), size: size}
-			rv.files = append(rv.files, f)
-			if c, ok := cached[f.rel]; ok && c.size == size {
-				f.raw, f.found = c.digest, c.found
-				if !changes(f.found, pi.m) {
-					f.digest = f.raw
-					return
-				}
-			} else {
-				fresh[pi] = true
-			}
-			todo = append(todo, f)
-		})
-		if err != nil {
-			return fmt.Errorf("reading predecessor %s: %w", pi.info.Path, err)
+		} else {
+			fresh = true
 		}
+		todo = append(todo, f)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading predecessor %s: %w", pi.info.Path, err)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
-	unreadable := make([]bool, len(todo))
-	for i, f := range todo {
+	bad := make(map[*predFile]bool)
+	var mu sync.Mutex
+	for _, f := range todo {
 		g.Go(func() error {
 			if gctx.Err() != nil {
 				return gctx.Err()
 			}
-			// An unreadable file is simply not offered.
-			unreadable[i] = f.read() != nil
+			if f.read() != nil {
+				mu.Lock()
+				bad[f] = true
+				mu.Unlock()
+			}
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return err
+		return nil, err
 	}
-	bad := map[*predFile]bool{}
-	for i, f := range todo {
-		if unreadable[i] {
-			bad[f] = true
-		}
+	files = slices.DeleteFunc(files, func(f *predFile) bool { return bad[f] })
+	if fresh {
+		rv.cache.store(files, pi)
 	}
-	rv.files = slices.DeleteFunc(rv.files, func(f *predFile) bool { return bad[f] })
-	for _, pi := range order {
-		if fresh[pi] {
-			rv.cache.store(rv.files, pi)
-		}
-	}
-	return nil
+	return files, nil
 }
 
 // changes reports whether m rewrites any of the hash parts found.
@@ -560,10 +618,10 @@ func (rv *receiver) writeRef(w io.Writer, h *nar.Header) (*predFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	if i >= uint64(len(rv.files)) || rv.files[i].size != h.Size {
+	f := rv.file(i)
+	if f == nil || f.size != h.Size {
 		return nil, fmt.Errorf("%s: no file %d of that size here", h.Path, i)
 	}
-	f := rv.files[i]
 	n, err := f.copyRewritten(w)
 	if err != nil {
 		return nil, err
@@ -573,6 +631,16 @@ func (rv *receiver) writeRef(w io.Writer, h *nar.Header) (*predFile, error) {
 	}
 	rv.reused += n
 	return f, nil
+}
+
+// file returns indexed file number i, nil if there is none (yet).
+func (rv *receiver) file(i uint64) *predFile {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	if i >= uint64(len(rv.files)) {
+		return nil
+	}
+	return rv.files[i]
 }
 
 // readPatch reads a patch record's digest number and frame and decodes
@@ -586,11 +654,12 @@ func (rv *receiver) readPatch(h *nar.Header) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if i >= uint64(len(rv.files)) || h.Size > maxPatchSize {
+	f := rv.file(i)
+	if f == nil || h.Size > maxPatchSize {
 		return nil, fmt.Errorf("%s: no file %d here to patch", h.Path, i)
 	}
 	var dict bytes.Buffer
-	if _, err := rv.files[i].copyRewritten(&dict); err != nil {
+	if _, err := f.copyRewritten(&dict); err != nil {
 		return nil, err
 	}
 	out, err := unpatch(frame, dict.Bytes(), h.Size)

@@ -516,6 +516,7 @@ func runDelta(ctx context.Context, sc *ssh.Conn, br *bufio.Reader, missing []*st
 		return err
 	}
 	ri := newRemoteIndex(missing, preds, have)
+	ri.covered = 0 // the digests come path by path
 	for _, p := range preds {
 		if p != "" {
 			st.Predecessors++
@@ -527,7 +528,7 @@ func runDelta(ctx context.Context, sc *ssh.Conn, br *bufio.Reader, missing []*st
 	acked := 0
 	go func() {
 		r := ackResult{}
-		defer func() { acks <- r }()
+		defer func() { ri.end(); acks <- r }()
 		for {
 			tag, err := wr.ReadUint64()
 			if err != nil {
@@ -550,6 +551,19 @@ func runDelta(ctx context.Context, sc *ssh.Conn, br *bufio.Reader, missing []*st
 				r.err, r.said = errors.New(msg), true
 				sc.Kill()
 				return
+			case ackDigests:
+				k, err := wr.ReadUint64()
+				if err != nil {
+					r.err = err
+					return
+				}
+				digs, err := wr.ReadBytesLimit(64<<20, "digests")
+				if err != nil || k >= uint64(len(missing)) || len(digs)%sha256.Size != 0 {
+					r.err = fmt.Errorf("the remote nbuild sent digests for path %d of %d: %v", k, len(missing), err)
+					sc.Kill()
+					return
+				}
+				ri.add(int(k), digs)
 			case ackDone:
 				dd := &wire.Decoder{R: wr}
 				r.index, r.assem, r.reused = time.Duration(dd.U64()), time.Duration(dd.U64()), int64(dd.U64())
@@ -617,6 +631,9 @@ func writeDelta(ctx context.Context, w io.Writer, paths []*sendPath, ri *remoteI
 		if sp.err != nil {
 			return sp.err
 		}
+		if !ri.wait(i) {
+			return errors.New("the remote nbuild stopped answering")
+		}
 		t.pathStart(sp.info)
 		st.NarBytes += int64(sp.info.NarSize)
 		b = wire.AppendUint64(wire.AppendUint64(b[:0], tagPath), uint64(i))
@@ -628,7 +645,7 @@ func writeDelta(ctx context.Context, w io.Writer, paths []*sendPath, ri *remoteI
 				b = wire.AppendString(wire.AppendUint64(b, tagLink), e.narPath)
 				b = wire.AppendString(b, e.target)
 			case nar.TypeRegular:
-				idx, ref := ri.have[e.digest]
+				idx, ref := ri.lookup(e.digest)
 				ref = ref && e.size >= minRefSize
 				if !ref {
 					if idx, patch, ok := ri.patch(i, &e); ok {
