@@ -37,6 +37,16 @@ the missing NARs back to back, compressed by the remote's own zstd or xz,
 each added locally as it arrives (through its nix-daemon --stdio when the
 remote has no nix path-info, or with --include-outputs).
 
+Updates go as deltas: when HOST holds paths named like those to send (the
+last generation of a system), nbuild on HOST makes each new path from its
+predecessor's files, with the old store hashes rewritten to the new ones,
+and only what it cannot make crosses the link (changed files as zstd
+patches against the old ones); HOST's Nix checks every NAR's hash as for
+any import. nbuild sends itself to a HOST of this architecture once, into
+~/.cache/nbuild/bin there (--remote-nbuild names one for another); both
+ends keep file digests in ~/.cache/nbuild/digests. --delta off sends whole
+NARs.
+
 With file:///DIR the other side is a binary cache Nix reads (nix-cache-info,
 nar/*.nar.xz|zst, *.narinfo, signed with secret-key); --from verifies each
 NAR's hash and lets the local daemon check signatures (trusted-public-keys).
