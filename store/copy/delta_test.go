@@ -254,3 +254,44 @@ func TestDeltaCorruptPredecessor(t *testing.T) {
 		t.Errorf("the host still caches %s:\n%s", v2[0].Path.Base(), out)
 	}
 }
+
+// TestDeltaUsers: a delta copy as an ordinary ssh user, whose nix-daemon
+// --stdio reaches the host's daemon. In trusted-users, the update is made
+// on the host as for root (nbuild in that user's own cache); not trusted,
+// the daemon refuses the unsigned paths whichever way they come, and the
+// error says why.
+func TestDeltaUsers(t *testing.T) {
+	v1 := buildDelta(t, "salt", "users-1")
+	v2 := buildDelta(t, "salt", "users-2")
+	for _, trusted := range []bool{true, false} {
+		t.Run(fmt.Sprint("trusted=", trusted), func(t *testing.T) {
+			conf := ""
+			if trusted {
+				conf = "trusted-users = root nbuilddelta\n"
+			}
+			h := testhost.New(t, testhost.Options{User: "nbuilddelta", NixConf: conf})
+			opts := deltaOptions(h)
+			// The first generation arrives as root, as an installer would leave it.
+			if _, err := copy.ToHost(context.Background(), h.Addr, v1, opts); err != nil {
+				t.Fatal(err)
+			}
+			res, err := copy.ToHost(context.Background(), h.UserAddr, v2, opts)
+			if !trusted {
+				if !errors.Is(err, copy.ErrNotTrusted) {
+					t.Fatalf("untrusted user: %v, want ErrNotTrusted", err)
+				}
+				if v := remoteValid(t, h, v2); len(v) != 0 {
+					t.Errorf("untrusted user: %v valid on the host", v)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := res.Delta; d == nil || !d.Used || d.Binary != "sent" || d.Predecessors != len(v2) || len(res.Sent) != len(v2) {
+				t.Errorf("trusted user: sent %d, delta %+v", len(res.Sent), d)
+			}
+			checkSame(t, h, v2)
+		})
+	}
+}
