@@ -152,9 +152,14 @@ func TestDeltaBadRemoteBinary(t *testing.T) {
 	marker := filepath.Join(t.TempDir(), "ran")
 	h.MustRun("test", "-d", filepath.Dir(marker)) // the host would see the marker
 	h.MustRun("sh", "-c", `d=$HOME/.cache/nbuild/bin/`+sum+` && mkdir -p $d && printf '#!/bin/sh\ntouch `+marker+`\n' >$d/nbuild && chmod +x $d/nbuild`)
+	// Binaries of other versions: one unused for 40 days, one recent.
+	h.MustRun("sh", "-c", `c=$HOME/.cache/nbuild/bin && mkdir -p $c/old $c/recent && touch -d '40 days ago' $c/old`)
 	res := toHost(t, h, v2, opts)
 	if d := res.Delta; d == nil || !d.Used || d.Binary != "sent" {
 		t.Errorf("corrupt cache: delta %+v, want used with a binary sent", d)
+	}
+	if got := h.MustRun("sh", "-c", "ls $HOME/.cache/nbuild/bin | sort | tr '\n' ' '"); got != sum+" recent " {
+		t.Errorf("binaries kept on the host: %q, want this one and the recent one", got)
 	}
 	if _, err := os.Stat(marker); err == nil {
 		t.Error("the corrupt cached binary ran")

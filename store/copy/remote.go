@@ -46,7 +46,8 @@ import (
 //     nbuild binary of that SHA-256 (checked now), else "no".
 //     - "put SHA256 LEN DECOMPRESSOR" reads LEN bytes, decompressed, into
 //     the cache (directories 0700), keeps them only if their SHA-256 is
-//     right, and answers as bin does.
+//     right, and answers as bin does. Binaries no copy used for 30 days
+//     (bin touches the one it finds) are removed then.
 //     - "try FILE" runs `FILE __copy-receive --hello` and answers its
 //     first line, or "no".
 //     - "run FILE" runs `FILE __copy-receive` on the session (delta.go).
@@ -96,7 +97,7 @@ while read -r cmd a b e; do
     esac
     exit ;;
   bin)
-    if ok "$c/$a/nbuild" "$a"; then echo "ok $c/$a/nbuild"; else echo no; fi ;;
+    if ok "$c/$a/nbuild" "$a"; then touch "$c/$a"; echo "ok $c/$a/nbuild"; else echo no; fi ;;
   put)
     t=$c/$a/nbuild.$$
     head -c "$b" | {
@@ -105,7 +106,9 @@ while read -r cmd a b e; do
         else cat >"$t" 2>/dev/null || cat >/dev/null; fi
       else cat >/dev/null; fi
     }
-    if ok "$t" "$a" && chmod 700 "$t" && mv -f "$t" "$c/$a/nbuild"; then echo "ok $c/$a/nbuild"
+    if ok "$t" "$a" && chmod 700 "$t" && mv -f "$t" "$c/$a/nbuild"; then
+      find "$c" -mindepth 1 -maxdepth 1 -type d -mtime +30 ! -name "$a" -exec rm -rf {} + 2>/dev/null || true
+      echo "ok $c/$a/nbuild"
     else rm -f "$t"; echo no; fi ;;
   try)
     v=$("$a" __copy-receive --hello </dev/null 2>/dev/null | head -n 1) || v=
