@@ -262,27 +262,7 @@ func TestCopyInterrupted(t *testing.T) {
 			relay := testhost.NewRelay(t, h.HostAddr(), testhost.RelayOptions{RateBytesPerSec: 2 << 20})
 			cmd := exec.Command(tc.prog, tc.args...)
 			cmd.Env = h.EnvPort(relay.Port)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-			stderr, err := cmd.StderrPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			pgid := cmd.Process.Pid
-			var lines []string
-			started := 0
-			sc := bufio.NewScanner(stderr)
-			for sc.Scan() {
-				lines = append(lines, sc.Text())
-				if strings.HasPrefix(sc.Text(), "copying path ") {
-					if started++; started == 3 {
-						syscall.Kill(-pgid, tc.sig)
-					}
-				}
-			}
-			cmd.Wait()
+			lines := signalAtThirdPath(t, cmd, tc.sig)
 			out := strings.Join(lines, "\n")
 			if code := cmd.ProcessState.ExitCode(); code != tc.code {
 				t.Fatalf("exit %d, want %d\n%s", code, tc.code, out)
@@ -325,6 +305,95 @@ func TestCopyInterrupted(t *testing.T) {
 			t.Logf("%s: %d of %d paths were on the host\n%s", tc.name, valid, len(closure), out)
 		})
 	}
+}
+
+// signalAtThirdPath runs cmd in a process group of its own and sends the
+// group sig as the third "copying path" line arrives on its stderr, as
+// Ctrl-C in a terminal would; it returns the stderr lines once cmd ended.
+func signalAtThirdPath(t *testing.T, cmd *exec.Cmd, sig syscall.Signal) []string {
+	t.Helper()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pgid := cmd.Process.Pid
+	var lines []string
+	started := 0
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if strings.HasPrefix(sc.Text(), "copying path ") {
+			if started++; started == 3 {
+				syscall.Kill(-pgid, sig)
+			}
+		}
+	}
+	cmd.Wait()
+	return lines
+}
+
+// TestCopyDeltaInterrupted presses Ctrl-C in the middle of a delta update
+// (the host holds the last generation and the nbuild binary): nbuild says
+// how many paths are on the host and exits 130; those are valid and
+// intact; the rerun sends the rest, again as a delta.
+func TestCopyDeltaInterrupted(t *testing.T) {
+	_, old := copyClosure(t, uniqueSalt(t)+"-old")
+	root, closure := copyClosure(t, uniqueSalt(t))
+	h := testhost.New(t, testhost.Options{})
+	nbuild, _ := buildNbuild(t)
+	fill := exec.Command(nbuild, "copy", "--to", h.Addr, old[len(old)-1])
+	fill.Env = h.Env()
+	if out, err := fill.CombinedOutput(); err != nil {
+		t.Fatalf("first generation: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(nbuild)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := fmt.Sprintf("$HOME/.cache/nbuild/bin/%x", sha256.Sum256(data))
+	h.MustRun("sh", "-c", "mkdir -p "+dir+" && cp "+nbuild+" "+dir+"/nbuild")
+
+	// The last path's 12 MiB of random bytes differ between builds: over
+	// 2 MiB/s they keep the copy going long enough to be interrupted.
+	relay := testhost.NewRelay(t, h.HostAddr(), testhost.RelayOptions{RateBytesPerSec: 2 << 20})
+	cmd := exec.Command(nbuild, "copy", "-v", h.Addr, root)
+	cmd.Env = h.EnvPort(relay.Port)
+	lines := signalAtThirdPath(t, cmd, syscall.SIGINT)
+	out := strings.Join(lines, "\n")
+	if code := cmd.ProcessState.ExitCode(); code != 130 {
+		t.Fatalf("exit %d, want 130\n%s", code, out)
+	}
+	said := regexp.MustCompile(`^interrupted: (\d+) of 5 paths are on root@127\.0\.0\.1; run the same command again to send the rest$`)
+	m := said.FindStringSubmatch(lines[len(lines)-1])
+	if m == nil {
+		t.Fatalf("last line %q, want %s\n%s", lines[len(lines)-1], said, out)
+	}
+	h.KillSessions()
+	invalid := strings.Fields(h.MustRun(append([]string{"nix-store", "--check-validity", "--print-invalid"}, closure...)...))
+	if len(invalid) == 0 {
+		t.Fatalf("the copy completed before the signal\n%s", out)
+	}
+	if n, _ := strconv.Atoi(m[1]); n > len(closure)-len(invalid) {
+		t.Errorf("said %d paths are on the host, %d are", n, len(closure)-len(invalid))
+	}
+	for _, p := range closure {
+		if !slices.Contains(invalid, p) {
+			h.MustRun("nix-store", "--verify-path", p)
+		}
+	}
+	_, errOut, code := runWithEnv(t, h.Getenv, "copy", "-v", h.Addr, root)
+	if code != 0 {
+		t.Fatalf("rerun: exit %d\n%s", code, errOut)
+	}
+	if sent := strings.Count(errOut, "copying path "); sent != len(invalid) || !strings.Contains(errOut, "delta: ") {
+		t.Errorf("rerun sent %d paths; the host lacked %d:\n%s", sent, len(invalid), errOut)
+	}
+	sameOnHost(t, h, closure)
+	t.Logf("%d of %d paths were on the host\n%s", len(closure)-len(invalid), len(closure), out)
 }
 
 // TestCopySSHErrors checks that ssh's own failure (nobody listens on the
