@@ -119,15 +119,22 @@ var ErrBuildFailed = errors.New("sched: build failed")
 // Scheduler runs a Plan: an event-driven state machine with no goroutines
 // and no clock of its own. Assign says what to start now; Done and
 // MachineDown report what happened. It is not safe for concurrent use.
+//
+// Inside, a time is an offset from base, the first time it was given:
+// comparing and adding time.Time values was a fifth of a 100,000-job
+// simulation.
 type Scheduler struct {
 	plan *Plan
 	opts Options
+
+	base     time.Time
+	haveBase bool
 
 	state   []JobState
 	pending []int32 // dependencies not yet built
 	redos   []uint8 // times a job's inputs were lost (InputsLost)
 	attempt []int32
-	startAt []time.Time
+	startAt []time.Duration
 	reason  []string // why a job failed
 	ready   readyQueues
 	held    []uint64 // per job, a bitset of machines holding its outputs
@@ -141,17 +148,17 @@ type Scheduler struct {
 
 	out     []Assignment
 	skipped []int32
-	booked  [][]time.Time // per machine: this round's slot ends with bookings, or nil
-	bookBuf [][]time.Time
-	scratch []time.Time
+	booked  [][]time.Duration // per machine: this round's slot ends with bookings, or nil
+	bookBuf [][]time.Duration
+	scratch []time.Duration
 }
 
 type machineState struct {
-	slots     []int32     // job per slot, -1 free
-	slotEnd   []time.Time // expected end per slot
+	slots     []int32         // job per slot, -1 free
+	slotEnd   []time.Duration // expected end per slot
 	free      int
 	failures  int
-	downUntil time.Time
+	downUntil time.Duration // up from then on; never is math.MinInt64
 	dead      bool
 	why       string  // why a refusing machine is out of the run
 	invBW     float64 // seconds per byte to copy to/from it
@@ -176,7 +183,7 @@ func NewScheduler(plan *Plan, opts Options) *Scheduler {
 		pending: make([]int32, n),
 		redos:   make([]uint8, n),
 		attempt: make([]int32, n),
-		startAt: make([]time.Time, n),
+		startAt: make([]time.Duration, n),
 		reason:  make([]string, n),
 		words:   (len(plan.Machines) + 63) / 64,
 		atHub:   make([]bool, n),
@@ -191,8 +198,9 @@ func NewScheduler(plan *Plan, opts Options) *Scheduler {
 		for k := range ms.slots {
 			ms.slots[k] = -1
 		}
-		ms.slotEnd = make([]time.Time, m.MaxJobs)
+		ms.slotEnd = make([]time.Duration, m.MaxJobs)
 		ms.free = int(m.MaxJobs)
+		ms.downUntil = math.MinInt64
 		if !m.Local {
 			bw := 12.5e6
 			if opts.Bandwidth != nil {
@@ -203,8 +211,8 @@ func NewScheduler(plan *Plan, opts Options) *Scheduler {
 			}
 		}
 	}
-	s.booked = make([][]time.Time, len(s.machines))
-	s.bookBuf = make([][]time.Time, len(s.machines))
+	s.booked = make([][]time.Duration, len(s.machines))
+	s.bookBuf = make([][]time.Duration, len(s.machines))
 	for id := range plan.Jobs {
 		s.pending[id] = int32(len(plan.Jobs[id].Deps))
 		if s.pending[id] == 0 {
@@ -215,9 +223,26 @@ func NewScheduler(plan *Plan, opts Options) *Scheduler {
 	return s
 }
 
+// clock is t as an offset from the scheduler's base time, which is the
+// first time it is given.
+func (s *Scheduler) clock(t time.Time) time.Duration {
+	if !s.haveBase {
+		s.base, s.haveBase = t, true
+	}
+	return t.Sub(s.base)
+}
+
 // Assign returns the assignments to start at time now, each on a free slot
 // of an up machine. The slice is reused by the next call.
 func (s *Scheduler) Assign(now time.Time) []Assignment {
+	out := s.assign(s.clock(now))
+	for i := range out {
+		out[i].Start = now
+	}
+	return out
+}
+
+func (s *Scheduler) assign(now time.Duration) []Assignment {
 	s.out = s.out[:0]
 	if s.stopped || s.ready.len() == 0 {
 		return s.out
@@ -272,7 +297,7 @@ func (s *Scheduler) Assign(now time.Time) []Assignment {
 
 // nextClass returns the class whose best ready job goes next, among the
 // classes with a free slot on one of their machines, or -1.
-func (s *Scheduler) nextClass(now time.Time) int {
+func (s *Scheduler) nextClass(now time.Duration) int {
 	best := -1
 	var bestE readyEntry
 	for c := range s.ready.heaps {
@@ -297,26 +322,26 @@ func (s *Scheduler) nextClass(now time.Time) int {
 	return best
 }
 
-func (s *Scheduler) up(m int, now time.Time) bool {
+func (s *Scheduler) up(m int, now time.Duration) bool {
 	ms := &s.machines[m]
-	return !ms.dead && !now.Before(ms.downUntil)
+	return !ms.dead && now >= ms.downUntil
 }
 
 // pickEFT returns the machine where job id is expected to finish first if
 // that machine has a free slot now, or -1 (having booked the machine's
 // earliest slot for it, so lower-priority jobs of this round see it taken).
-func (s *Scheduler) pickEFT(id int, now time.Time) int {
+func (s *Scheduler) pickEFT(id int, now time.Duration) int {
 	best, bestFree := -1, false
-	var bestEnd time.Time
+	var bestEnd time.Duration
 	for _, m32 := range s.plan.capable[id] {
 		m := int(m32)
 		if s.machines[m].dead {
 			continue
 		}
 		at, free := s.availableAt(m, now)
-		end := at.Add(s.transfer(id, m) + s.buildTime(id, m))
-		better := best < 0 || end.Before(bestEnd) ||
-			end.Equal(bestEnd) && (free && !bestFree ||
+		end := at + s.transfer(id, m) + s.buildTime(id, m)
+		better := best < 0 || end < bestEnd ||
+			end == bestEnd && (free && !bestFree ||
 				free == bestFree && s.plan.Machines[m].SpeedFactor > s.plan.Machines[best].SpeedFactor)
 		if better {
 			best, bestFree, bestEnd = m, free, end
@@ -335,14 +360,14 @@ func (s *Scheduler) pickEFT(id int, now time.Time) int {
 // availableAt is when machine m can next start a job: now when it has a
 // free slot, else when its earliest running or booked slot is expected to
 // end, or when it comes back up.
-func (s *Scheduler) availableAt(m int, now time.Time) (time.Time, bool) {
+func (s *Scheduler) availableAt(m int, now time.Duration) (time.Duration, bool) {
 	ms := &s.machines[m]
 	if s.booked[m] == nil && ms.free > 0 && s.up(m, now) {
 		return now, true
 	}
-	var at time.Time
+	var at time.Duration
 	for k, end := range s.slotEnds(m, now) {
-		if k == 0 || end.Before(at) {
+		if k == 0 || end < at {
 			at = end
 		}
 	}
@@ -351,7 +376,7 @@ func (s *Scheduler) availableAt(m int, now time.Time) (time.Time, bool) {
 
 // slotEnds is when each slot of machine m is expected to be free, with
 // this round's bookings.
-func (s *Scheduler) slotEnds(m int, now time.Time) []time.Time {
+func (s *Scheduler) slotEnds(m int, now time.Duration) []time.Duration {
 	if s.booked[m] != nil {
 		return s.booked[m]
 	}
@@ -364,7 +389,7 @@ func (s *Scheduler) slotEnds(m int, now time.Time) []time.Time {
 		case j < 0:
 			ends = append(ends, now)
 		default:
-			ends = append(ends, maxTime(ms.slotEnd[k], now))
+			ends = append(ends, max(ms.slotEnd[k], now))
 		}
 	}
 	s.scratch = ends
@@ -372,7 +397,7 @@ func (s *Scheduler) slotEnds(m int, now time.Time) []time.Time {
 }
 
 // book reserves machine m's earliest slot until end for this round.
-func (s *Scheduler) book(m int, now, end time.Time) {
+func (s *Scheduler) book(m int, now, end time.Duration) {
 	ends := s.booked[m]
 	if ends == nil {
 		ends = append(s.bookBuf[m][:0], s.slotEnds(m, now)...)
@@ -381,23 +406,16 @@ func (s *Scheduler) book(m int, now, end time.Time) {
 	}
 	k := 0
 	for i := range ends {
-		if ends[i].Before(ends[k]) {
+		if ends[i] < ends[k] {
 			k = i
 		}
 	}
 	ends[k] = end
 }
 
-func maxTime(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
 // pickNix is Nix 2.8 build-remote's choice, or -1 when no capable machine
 // has a free slot.
-func (s *Scheduler) pickNix(id int, now time.Time) int {
+func (s *Scheduler) pickNix(id int, now time.Duration) int {
 	best := -1
 	var bestLoad uint
 	for _, m32 := range s.plan.capable[id] {
@@ -489,7 +507,7 @@ func (s *Scheduler) sourceInvBW(d int) float64 {
 	return best
 }
 
-func (s *Scheduler) start(id, m int, now time.Time) {
+func (s *Scheduler) start(id, m int, now time.Duration) {
 	ms := &s.machines[m]
 	slot := 0
 	for ms.slots[slot] >= 0 {
@@ -498,7 +516,7 @@ func (s *Scheduler) start(id, m int, now time.Time) {
 	tr := s.transfer(id, m)
 	exp := tr + s.buildTime(id, m)
 	ms.slots[slot] = int32(id)
-	ms.slotEnd[slot] = now.Add(exp)
+	ms.slotEnd[slot] = now + exp
 	ms.free--
 	s.running++
 	s.state[id] = Running
@@ -513,7 +531,7 @@ func (s *Scheduler) start(id, m int, now time.Time) {
 		}
 	}
 	s.out = append(s.out, Assignment{Job: id, Machine: m, Slot: slot, Attempt: int(s.attempt[id]),
-		Start: now, Transfer: tr, Expected: exp})
+		Start: s.base.Add(now), Transfer: tr, Expected: exp})
 }
 
 // current reports whether a is the job's live assignment.
@@ -535,6 +553,10 @@ func (s *Scheduler) release(a Assignment) {
 // that are no longer current (see MachineDown) are ignored. reason
 // describes a failure for Err.
 func (s *Scheduler) Done(a Assignment, o Outcome, reason string, now time.Time) {
+	s.done(a, o, reason, s.clock(now))
+}
+
+func (s *Scheduler) done(a Assignment, o Outcome, reason string, now time.Duration) {
 	if !s.current(a) {
 		return
 	}
@@ -645,13 +667,17 @@ func (s *Scheduler) abandon(a Assignment) {
 // and reschedules every job running on it. It returns their assignments,
 // which the caller should cancel; later reports for them are ignored.
 func (s *Scheduler) MachineDown(m int, now time.Time) []Assignment {
+	return s.machineDown(m, s.clock(now))
+}
+
+func (s *Scheduler) machineDown(m int, now time.Duration) []Assignment {
 	var lost []Assignment
 	ms := &s.machines[m]
 	for slot, j := range ms.slots {
 		if j < 0 {
 			continue
 		}
-		a := Assignment{Job: int(j), Machine: m, Slot: slot, Attempt: int(s.attempt[j]), Start: s.startAt[j]}
+		a := Assignment{Job: int(j), Machine: m, Slot: slot, Attempt: int(s.attempt[j]), Start: s.base.Add(s.startAt[j])}
 		lost = append(lost, a)
 		s.release(a)
 		s.state[j] = Ready
@@ -661,7 +687,7 @@ func (s *Scheduler) MachineDown(m int, now time.Time) []Assignment {
 	return lost
 }
 
-func (s *Scheduler) machineFailed(m int, now time.Time) {
+func (s *Scheduler) machineFailed(m int, now time.Duration) {
 	ms := &s.machines[m]
 	ms.failures++
 	if ms.failures >= s.opts.MaxMachineFailures {
@@ -673,7 +699,7 @@ func (s *Scheduler) machineFailed(m int, now time.Time) {
 	if backoff > s.opts.MaxBackoff || backoff <= 0 {
 		backoff = s.opts.MaxBackoff
 	}
-	ms.downUntil = now.Add(backoff)
+	ms.downUntil = now + backoff
 }
 
 // failOrphans fails the unfinished jobs every capable machine of which is
@@ -744,17 +770,26 @@ func (s *Scheduler) Running() int { return s.running }
 // while jobs are ready, or false: when nothing runs, the caller should
 // call Assign again then.
 func (s *Scheduler) Wake(now time.Time) (time.Time, bool) {
-	var at time.Time
+	at, ok := s.wake(s.clock(now))
+	if !ok {
+		return time.Time{}, false
+	}
+	return s.base.Add(at), true
+}
+
+func (s *Scheduler) wake(now time.Duration) (time.Duration, bool) {
+	var at time.Duration
+	found := false
 	if s.stopped || s.ready.len() == 0 {
 		return at, false
 	}
 	for m := range s.machines {
 		ms := &s.machines[m]
-		if !ms.dead && ms.downUntil.After(now) && (at.IsZero() || ms.downUntil.Before(at)) {
-			at = ms.downUntil
+		if !ms.dead && ms.downUntil > now && (!found || ms.downUntil < at) {
+			at, found = ms.downUntil, true
 		}
 	}
-	return at, !at.IsZero()
+	return at, found
 }
 
 // State is job id's state.

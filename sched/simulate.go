@@ -46,7 +46,10 @@ func Simulate(jobs []Job, machines []Machine, dur []time.Duration, opts SimOptio
 func SimulatePlan(plan *Plan, dur []time.Duration, opts SimOptions) (*Timeline, error) {
 	s := NewScheduler(plan, opts.Options)
 	tl := newTimeline(plan, opts.Policy)
+	// The scheduler's clock is offsets from the epoch, so the simulation
+	// calls its methods on offsets, without time.Time arithmetic.
 	epoch := time.Unix(0, 0).UTC()
+	s.base, s.haveBase = epoch, true
 	var q simQueue
 	seq := 0
 	for _, o := range opts.Outages {
@@ -55,7 +58,7 @@ func SimulatePlan(plan *Plan, dur []time.Duration, opts SimOptions) (*Timeline, 
 	}
 	var now time.Duration
 	for {
-		for _, a := range s.Assign(epoch.Add(now)) {
+		for _, a := range s.assign(now) {
 			m := &plan.Machines[a.Machine]
 			ev := simEvent{at: now + a.Transfer + dur[a.Job]/time.Duration(m.SpeedFactor), seq: seq, a: a}
 			if opts.Fail != nil && opts.Fail(a.Job) {
@@ -68,21 +71,21 @@ func SimulatePlan(plan *Plan, dur []time.Duration, opts SimOptions) (*Timeline, 
 			break
 		}
 		if len(q) == 0 {
-			at, ok := s.Wake(epoch.Add(now))
+			at, ok := s.wake(now)
 			if !ok {
 				return tl, fmt.Errorf("%w at %v with %d running", ErrStuck, now, s.Running())
 			}
-			now = at.Sub(epoch)
+			now = at
 			continue
 		}
-		if w, ok := s.Wake(epoch.Add(now)); ok && w.Sub(epoch) < q[0].at {
-			now = w.Sub(epoch)
+		if w, ok := s.wake(now); ok && w < q[0].at {
+			now = w
 			continue
 		}
 		ev := q.pop()
 		now = ev.at
 		if ev.down {
-			for _, a := range s.MachineDown(ev.a.Machine, epoch.Add(now)) {
+			for _, a := range s.machineDown(ev.a.Machine, now) {
 				tl.add(plan, a.Job, a.Machine, a.Slot, a.Start.Sub(epoch), now, MachineLost)
 			}
 			continue
@@ -90,7 +93,7 @@ func SimulatePlan(plan *Plan, dur []time.Duration, opts SimOptions) (*Timeline, 
 		if s.current(ev.a) {
 			tl.add(plan, ev.a.Job, ev.a.Machine, ev.a.Slot, ev.a.Start.Sub(epoch), now, ev.outcome)
 		}
-		s.Done(ev.a, ev.outcome, "", epoch.Add(now))
+		s.done(ev.a, ev.outcome, "", now)
 	}
 	tl.LowerBound = plan.LowerBound(dur)
 	return tl, s.Err()
