@@ -140,6 +140,12 @@ type Scheduler struct {
 	held    []uint64 // per job, a bitset of machines holding its outputs
 	words   int      // uint64 words per job in held
 	atHub   []bool   // outputs (or sources) are on the coordinating host
+	// Per job, for transfer: the output size, and the least cost per byte
+	// of fetching the outputs from a machine (not the host) holding them,
+	// +Inf for none. Looking these up in the jobs and over the machines
+	// was most of transfer's time.
+	outBytes []float64
+	srcInv   []float64
 
 	machines []machineState
 	running  int
@@ -189,6 +195,12 @@ func NewScheduler(plan *Plan, opts Options) *Scheduler {
 		atHub:   make([]bool, n),
 	}
 	s.held = make([]uint64, n*s.words)
+	s.outBytes = make([]float64, n)
+	s.srcInv = make([]float64, n)
+	for id := range plan.Jobs {
+		s.outBytes[id] = float64(plan.Jobs[id].OutputBytes)
+		s.srcInv[id] = math.Inf(1)
+	}
 	s.ready.init(plan, opts.Policy == PolicyNix)
 	s.machines = make([]machineState, len(plan.Machines))
 	for i := range s.machines {
@@ -464,6 +476,7 @@ func (s *Scheduler) setHeld(id, m int) {
 		return
 	}
 	s.held[id*s.words+m/64] |= 1 << (m % 64)
+	s.srcInv[id] = min(s.srcInv[id], s.machines[m].invBW)
 }
 
 // transfer estimates the time to bring job id's inputs to machine m: its
@@ -478,10 +491,11 @@ func (s *Scheduler) transfer(id, m int) time.Duration {
 		if s.holds(d, m) {
 			continue
 		}
-		bytes := float64(s.plan.Jobs[d].OutputBytes)
+		bytes := s.outBytes[d]
 		secs += bytes * inv
-		if !s.atHub[d] {
-			secs += bytes * s.sourceInvBW(d)
+		// Held by no machine, the outputs cost nothing more (adding 0).
+		if src := s.srcInv[d]; !s.atHub[d] && !math.IsInf(src, 1) {
+			secs += bytes * src
 		}
 	}
 	// Outputs come back at once under Nix's policy; otherwise only a
@@ -491,21 +505,6 @@ func (s *Scheduler) transfer(id, m int) time.Duration {
 		secs += float64(j.OutputBytes) * inv
 	}
 	return time.Duration(secs * float64(time.Second))
-}
-
-// sourceInvBW is the cost per byte of fetching job d's outputs from the
-// cheapest machine holding them.
-func (s *Scheduler) sourceInvBW(d int) float64 {
-	best := math.Inf(1)
-	for m := range s.machines {
-		if s.holds(d, m) {
-			best = min(best, s.machines[m].invBW)
-		}
-	}
-	if math.IsInf(best, 1) {
-		return 0
-	}
-	return best
 }
 
 func (s *Scheduler) start(id, m int, now time.Duration) {
@@ -623,6 +622,7 @@ func (s *Scheduler) Redo(jobs []int) {
 			s.held[id*s.words+w] = 0
 		}
 		s.atHub[id] = false
+		s.srcInv[id] = math.Inf(1)
 		s.state[id] = Ready
 		s.ready.push(int32(id))
 		for _, k := range s.plan.dependents[id] {
