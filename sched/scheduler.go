@@ -146,6 +146,17 @@ type Scheduler struct {
 	// was most of transfer's time.
 	outBytes []float64
 	srcInv   []float64
+	// Per job, transfer plus build time on each capable machine (in the
+	// order of plan.capable), valid while no dependency's holdings changed
+	// since costAt: a job waiting for a busy machine is weighed again at
+	// every event, and its inputs seldom moved meanwhile. heldAt is when
+	// a job's holdings last changed, counted in changes (uint32: they are
+	// bounded by jobs × machines and redos).
+	cost    []time.Duration
+	costOff []int32
+	costAt  []uint32
+	heldAt  []uint32
+	changes uint32
 
 	machines []machineState
 	running  int
@@ -197,10 +208,16 @@ func NewScheduler(plan *Plan, opts Options) *Scheduler {
 	s.held = make([]uint64, n*s.words)
 	s.outBytes = make([]float64, n)
 	s.srcInv = make([]float64, n)
+	s.costOff = make([]int32, n+1)
 	for id := range plan.Jobs {
 		s.outBytes[id] = float64(plan.Jobs[id].OutputBytes)
 		s.srcInv[id] = math.Inf(1)
+		s.costOff[id+1] = s.costOff[id] + int32(len(plan.capable[id]))
 	}
+	s.cost = make([]time.Duration, s.costOff[n])
+	s.costAt = make([]uint32, n)
+	s.heldAt = make([]uint32, n)
+	s.changes = 1 // costAt 0 is never computed
 	s.ready.init(plan, opts.Policy == PolicyNix)
 	s.machines = make([]machineState, len(plan.Machines))
 	for i := range s.machines {
@@ -346,13 +363,14 @@ func (s *Scheduler) up(m int, now time.Duration) bool {
 func (s *Scheduler) pickEFT(id int, now time.Duration) int {
 	best, bestFree := -1, false
 	var bestEnd time.Duration
-	for _, m32 := range s.plan.capable[id] {
+	cost := s.costs(id)
+	for k, m32 := range s.plan.capable[id] {
 		m := int(m32)
 		if s.machines[m].dead {
 			continue
 		}
 		at, free := s.availableAt(m, now)
-		end := at + s.transfer(id, m) + s.buildTime(id, m)
+		end := at + cost[k]
 		better := best < 0 || end < bestEnd ||
 			end == bestEnd && (free && !bestFree ||
 				free == bestFree && s.plan.Machines[m].SpeedFactor > s.plan.Machines[best].SpeedFactor)
@@ -459,6 +477,36 @@ func (s *Scheduler) pickNix(id int, now time.Duration) int {
 	return best
 }
 
+// costs is job id's transfer plus build time on each of its capable
+// machines, computed again only when a dependency's holdings changed.
+func (s *Scheduler) costs(id int) []time.Duration {
+	cost := s.cost[s.costOff[id]:s.costOff[id+1]]
+	if at := s.costAt[id]; at != 0 {
+		fresh := true
+		for _, d := range s.plan.Jobs[id].Deps {
+			if s.heldAt[d] > at {
+				fresh = false
+				break
+			}
+		}
+		if fresh {
+			return cost
+		}
+	}
+	for k, m := range s.plan.capable[id] {
+		cost[k] = s.transfer(id, int(m)) + s.buildTime(id, int(m))
+	}
+	s.costAt[id] = s.changes
+	return cost
+}
+
+// holdingsChanged notes that job id's outputs arrived somewhere or were
+// lost, for costs.
+func (s *Scheduler) holdingsChanged(id int) {
+	s.changes++
+	s.heldAt[id] = s.changes
+}
+
 func (s *Scheduler) buildTime(id, m int) time.Duration {
 	return s.plan.Jobs[id].Expected / time.Duration(s.plan.Machines[m].SpeedFactor)
 }
@@ -471,6 +519,7 @@ func (s *Scheduler) holds(id, m int) bool {
 }
 
 func (s *Scheduler) setHeld(id, m int) {
+	s.holdingsChanged(id)
 	if m == s.plan.local {
 		s.atHub[id] = true
 		return
@@ -569,7 +618,7 @@ func (s *Scheduler) done(a Assignment, o Outcome, reason string, now time.Durati
 		s.finished++
 		s.setHeld(id, a.Machine)
 		if s.opts.Policy == PolicyNix {
-			s.atHub[id] = true
+			s.atHub[id] = true // setHeld noted the change
 		}
 		for _, k := range s.plan.dependents[id] {
 			if s.pending[k]--; s.pending[k] == 0 && s.state[k] == Waiting {
@@ -623,6 +672,7 @@ func (s *Scheduler) Redo(jobs []int) {
 		}
 		s.atHub[id] = false
 		s.srcInv[id] = math.Inf(1)
+		s.holdingsChanged(id)
 		s.state[id] = Ready
 		s.ready.push(int32(id))
 		for _, k := range s.plan.dependents[id] {
