@@ -165,9 +165,17 @@ type Scheduler struct {
 
 	out     []Assignment
 	skipped []int32
-	booked  [][]time.Duration // per machine: this round's slot ends with bookings, or nil
-	bookBuf [][]time.Duration
-	scratch []time.Duration
+	// The classes with ready jobs and a free slot on an up machine, in
+	// this Assign call. A closure has dozens of classes, most with no
+	// ready job: nextClass looked at each of them for every job it
+	// considered. A class drops out when it runs out of jobs or of jobs
+	// it may set aside; the list is made again when a start fills a
+	// machine (stale).
+	cands     []int32
+	freeStale bool
+	booked    [][]time.Duration // per machine: this round's slot ends with bookings, or nil
+	bookBuf   [][]time.Duration
+	scratch   []time.Duration
 }
 
 type machineState struct {
@@ -297,6 +305,7 @@ func (s *Scheduler) assign(now time.Duration) []Assignment {
 	for i := range s.ready.skips {
 		s.ready.skips[i] = 0
 	}
+	s.freeStale = true
 	for totalFree > 0 {
 		c := s.nextClass(now)
 		if c < 0 {
@@ -317,6 +326,9 @@ func (s *Scheduler) assign(now time.Duration) []Assignment {
 		}
 		s.start(int(id), m, now)
 		totalFree--
+		if s.machines[m].free == 0 {
+			s.freeStale = true
+		}
 	}
 	// Backwards, so each class's set-aside stack ends with its best job.
 	for i := len(s.skipped) - 1; i >= 0; i-- {
@@ -328,27 +340,35 @@ func (s *Scheduler) assign(now time.Duration) []Assignment {
 // nextClass returns the class whose best ready job goes next, among the
 // classes with a free slot on one of their machines, or -1.
 func (s *Scheduler) nextClass(now time.Duration) int {
+	if s.freeStale {
+		s.cands = s.cands[:0]
+		for c, ms := range s.plan.classes {
+			if s.ready.heaps[c].len() == 0 || s.ready.skips[c] >= s.ready.limit[c] {
+				continue
+			}
+			for _, m := range ms {
+				if s.machines[m].free > 0 && s.up(int(m), now) {
+					s.cands = append(s.cands, int32(c))
+					break
+				}
+			}
+		}
+		s.freeStale = false
+	}
 	best := -1
 	var bestE readyEntry
-	for c := range s.ready.heaps {
+	kept := s.cands[:0]
+	for _, c := range s.cands {
 		h := &s.ready.heaps[c]
 		if h.len() == 0 || s.ready.skips[c] >= s.ready.limit[c] {
 			continue
 		}
-		free := false
-		for _, m := range s.plan.classes[c] {
-			if s.machines[m].free > 0 && s.up(int(m), now) {
-				free = true
-				break
-			}
-		}
-		if !free {
-			continue
-		}
+		kept = append(kept, c)
 		if e := h.top(); best < 0 || e.before(bestE) {
-			best, bestE = c, e
+			best, bestE = int(c), e
 		}
 	}
+	s.cands = kept
 	return best
 }
 
