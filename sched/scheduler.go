@@ -175,7 +175,7 @@ type Scheduler struct {
 	freeStale bool
 	booked    [][]time.Duration // per machine: this round's slot ends with bookings, or nil
 	bookBuf   [][]time.Duration
-	scratch   []time.Duration
+	bookMin   []int // per machine: the first earliest of booked
 }
 
 type machineState struct {
@@ -250,6 +250,7 @@ func NewScheduler(plan *Plan, opts Options) *Scheduler {
 	}
 	s.booked = make([][]time.Duration, len(s.machines))
 	s.bookBuf = make([][]time.Duration, len(s.machines))
+	s.bookMin = make([]int, len(s.machines))
 	for id := range plan.Jobs {
 		s.pending[id] = int32(len(plan.Jobs[id].Deps))
 		if s.pending[id] == 0 {
@@ -416,23 +417,24 @@ func (s *Scheduler) availableAt(m int, now time.Duration) (time.Duration, bool) 
 	if s.booked[m] == nil && ms.free > 0 && s.up(m, now) {
 		return now, true
 	}
-	var at time.Duration
-	for k, end := range s.slotEnds(m, now) {
-		if k == 0 || end < at {
-			at = end
-		}
+	ends := s.slotEnds(m, now)
+	if len(ends) == 0 {
+		return 0, false
 	}
-	return at, false
+	return ends[s.bookMin[m]], false
 }
 
 // slotEnds is when each slot of machine m is expected to be free, with
-// this round's bookings.
+// this round's bookings. It is worked out once a round, when m is first
+// asked about without a free slot (a full or down machine's slots do not
+// change within Assign), and kept in booked with its earliest in
+// bookMin: every job set aside in a round scanned the slots twice.
 func (s *Scheduler) slotEnds(m int, now time.Duration) []time.Duration {
 	if s.booked[m] != nil {
 		return s.booked[m]
 	}
 	ms := &s.machines[m]
-	ends := s.scratch[:0]
+	ends := s.bookBuf[m][:0]
 	for k, j := range ms.slots {
 		switch {
 		case !s.up(m, now):
@@ -443,25 +445,26 @@ func (s *Scheduler) slotEnds(m int, now time.Duration) []time.Duration {
 			ends = append(ends, max(ms.slotEnd[k], now))
 		}
 	}
-	s.scratch = ends
+	s.bookBuf[m], s.booked[m], s.bookMin[m] = ends, ends, firstMin(ends)
 	return ends
 }
 
 // book reserves machine m's earliest slot until end for this round.
 func (s *Scheduler) book(m int, now, end time.Duration) {
-	ends := s.booked[m]
-	if ends == nil {
-		ends = append(s.bookBuf[m][:0], s.slotEnds(m, now)...)
-		s.bookBuf[m] = ends
-		s.booked[m] = ends
-	}
+	ends := s.slotEnds(m, now)
+	ends[s.bookMin[m]] = end
+	s.bookMin[m] = firstMin(ends)
+}
+
+// firstMin is the index of the first smallest of ends, 0 when empty.
+func firstMin(ends []time.Duration) int {
 	k := 0
 	for i := range ends {
 		if ends[i] < ends[k] {
 			k = i
 		}
 	}
-	ends[k] = end
+	return k
 }
 
 // pickNix is Nix 2.8 build-remote's choice, or -1 when no capable machine
