@@ -173,9 +173,8 @@ type Scheduler struct {
 	// machine (stale).
 	cands     []int32
 	freeStale bool
-	booked    [][]time.Duration // per machine: this round's slot ends with bookings, or nil
+	booked    [][]time.Duration // per machine: this round's slot ends with bookings (a min-heap), or nil
 	bookBuf   [][]time.Duration
-	bookMin   []int // per machine: the first earliest of booked
 }
 
 type machineState struct {
@@ -250,7 +249,6 @@ func NewScheduler(plan *Plan, opts Options) *Scheduler {
 	}
 	s.booked = make([][]time.Duration, len(s.machines))
 	s.bookBuf = make([][]time.Duration, len(s.machines))
-	s.bookMin = make([]int, len(s.machines))
 	for id := range plan.Jobs {
 		s.pending[id] = int32(len(plan.Jobs[id].Deps))
 		if s.pending[id] == 0 {
@@ -421,14 +419,15 @@ func (s *Scheduler) availableAt(m int, now time.Duration) (time.Duration, bool) 
 	if len(ends) == 0 {
 		return 0, false
 	}
-	return ends[s.bookMin[m]], false
+	return ends[0], false
 }
 
-// slotEnds is when each slot of machine m is expected to be free, with
-// this round's bookings. It is worked out once a round, when m is first
-// asked about without a free slot (a full or down machine's slots do not
-// change within Assign), and kept in booked with its earliest in
-// bookMin: every job set aside in a round scanned the slots twice.
+// slotEnds is when the slots of machine m are expected to be free, with
+// this round's bookings, as a min-heap. It is worked out once a round,
+// when m is first asked about without a free slot (a full or down
+// machine's slots do not change within Assign), and kept in booked: every
+// job set aside in a round scanned the slots twice. Which slot a booking
+// takes does not matter, only the ends' values, so a heap will do.
 func (s *Scheduler) slotEnds(m int, now time.Duration) []time.Duration {
 	if s.booked[m] != nil {
 		return s.booked[m]
@@ -445,26 +444,36 @@ func (s *Scheduler) slotEnds(m int, now time.Duration) []time.Duration {
 			ends = append(ends, max(ms.slotEnd[k], now))
 		}
 	}
-	s.bookBuf[m], s.booked[m], s.bookMin[m] = ends, ends, firstMin(ends)
+	for i := len(ends)/2 - 1; i >= 0; i-- {
+		siftDown(ends, i)
+	}
+	s.bookBuf[m], s.booked[m] = ends, ends
 	return ends
 }
 
 // book reserves machine m's earliest slot until end for this round.
 func (s *Scheduler) book(m int, now, end time.Duration) {
 	ends := s.slotEnds(m, now)
-	ends[s.bookMin[m]] = end
-	s.bookMin[m] = firstMin(ends)
+	ends[0] = end
+	siftDown(ends, 0)
 }
 
-// firstMin is the index of the first smallest of ends, 0 when empty.
-func firstMin(ends []time.Duration) int {
-	k := 0
-	for i := range ends {
-		if ends[i] < ends[k] {
-			k = i
+// siftDown restores the min-heap order of h below i.
+func siftDown(h []time.Duration, i int) {
+	for {
+		c := 2*i + 1
+		if c >= len(h) {
+			return
 		}
+		if r := c + 1; r < len(h) && h[r] < h[c] {
+			c = r
+		}
+		if h[i] <= h[c] {
+			return
+		}
+		h[i], h[c] = h[c], h[i]
+		i = c
 	}
-	return k
 }
 
 // pickNix is Nix 2.8 build-remote's choice, or -1 when no capable machine
