@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -33,6 +34,20 @@ func PlanMachines(tb testing.TB) []sched.Machine {
 	return append([]sched.Machine{local}, remote...)
 }
 
+// PlanBuilders are the local machine of PlanMachines and the builders of
+// testdata/machines (the README's `--builders @testdata/machines`): five
+// machines of mixed speeds, where the trivial derivations' short
+// estimates make the plan's simulation reconsider waiting jobs at every
+// completion.
+func PlanBuilders(tb testing.TB, testdata string) []sched.Machine {
+	tb.Helper()
+	remote, err := sched.ParseMachines("@"+filepath.Join(testdata, "machines"), sched.ParseOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return append(PlanMachines(tb)[:1], remote...)
+}
+
 // PlanStep is what `nbuild graph --store DIR` does for a corpus once its
 // graph snapshot exists, in one process: the graph loaded from the
 // snapshot, validity from the chroot store (the existence answer cached
@@ -51,8 +66,9 @@ type PlanStep struct {
 	p    *plan.Plan
 }
 
-// planPhases are the parts of a PlanStep timed alone, after the whole.
-var planPhases = []string{"warm", "load", "validity", "new", "summary"}
+// planPhases are the parts of a PlanStep timed alone, after the whole;
+// "new-builders" is "new" with PlanBuilders.
+var planPhases = []string{"warm", "load", "validity", "new", "summary", "new-builders"}
 
 // planCases are PlanStep's phases on closures of 3,500 to 100,001
 // derivations. A corpus is made (or found in the cache) when a case of its
@@ -67,7 +83,11 @@ func planCases(ctx context.Context, env Env) ([]Case, error) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				NewPlanStep(b, c, PlanMachines(b)).Bench(b, phase)
+				machines := PlanMachines(b)
+				if phase == "new-builders" {
+					phase, machines = "new", PlanBuilders(b, env.Testdata)
+				}
+				NewPlanStep(b, c, machines).Bench(b, phase)
 			}})
 		}
 	}

@@ -46,18 +46,22 @@ func Simulate(jobs []Job, machines []Machine, dur []time.Duration, opts SimOptio
 func SimulatePlan(plan *Plan, dur []time.Duration, opts SimOptions) (*Timeline, error) {
 	s := NewScheduler(plan, opts.Options)
 	tl := newTimeline(plan, opts.Policy)
+	// The scheduler's clock is offsets from the epoch, so the simulation
+	// calls its methods on offsets, without time.Time arithmetic.
 	epoch := time.Unix(0, 0).UTC()
+	s.base, s.haveBase = epoch, true
 	var q simQueue
 	seq := 0
 	for _, o := range opts.Outages {
-		q.push(simEvent{at: o.At, seq: seq, down: true, a: Assignment{Machine: o.Machine}})
+		q.push(simEvent{at: o.At, seq: seq, down: true, machine: int32(o.Machine)})
 		seq++
 	}
 	var now time.Duration
 	for {
-		for _, a := range s.Assign(epoch.Add(now)) {
+		for _, a := range s.assign(now) {
 			m := &plan.Machines[a.Machine]
-			ev := simEvent{at: now + a.Transfer + dur[a.Job]/time.Duration(m.SpeedFactor), seq: seq, a: a}
+			ev := simEvent{at: now + a.Transfer + dur[a.Job]/time.Duration(m.SpeedFactor), seq: seq, start: now,
+				job: int32(a.Job), machine: int32(a.Machine), slot: int32(a.Slot), attempt: int32(a.Attempt)}
 			if opts.Fail != nil && opts.Fail(a.Job) {
 				ev.outcome = Failed
 			}
@@ -68,40 +72,44 @@ func SimulatePlan(plan *Plan, dur []time.Duration, opts SimOptions) (*Timeline, 
 			break
 		}
 		if len(q) == 0 {
-			at, ok := s.Wake(epoch.Add(now))
+			at, ok := s.wake(now)
 			if !ok {
 				return tl, fmt.Errorf("%w at %v with %d running", ErrStuck, now, s.Running())
 			}
-			now = at.Sub(epoch)
+			now = at
 			continue
 		}
-		if w, ok := s.Wake(epoch.Add(now)); ok && w.Sub(epoch) < q[0].at {
-			now = w.Sub(epoch)
+		if w, ok := s.wake(now); ok && w < q[0].at {
+			now = w
 			continue
 		}
 		ev := q.pop()
 		now = ev.at
 		if ev.down {
-			for _, a := range s.MachineDown(ev.a.Machine, epoch.Add(now)) {
+			for _, a := range s.machineDown(int(ev.machine), now) {
 				tl.add(plan, a.Job, a.Machine, a.Slot, a.Start.Sub(epoch), now, MachineLost)
 			}
 			continue
 		}
-		if s.current(ev.a) {
-			tl.add(plan, ev.a.Job, ev.a.Machine, ev.a.Slot, ev.a.Start.Sub(epoch), now, ev.outcome)
+		a := Assignment{Job: int(ev.job), Machine: int(ev.machine), Slot: int(ev.slot), Attempt: int(ev.attempt)}
+		if s.current(a) {
+			tl.add(plan, a.Job, a.Machine, a.Slot, ev.start, now, ev.outcome)
 		}
-		s.Done(ev.a, ev.outcome, "", epoch.Add(now))
+		s.done(a, ev.outcome, "", now)
 	}
 	tl.LowerBound = plan.LowerBound(dur)
 	return tl, s.Err()
 }
 
+// simEvent is a build ending (or a machine going down) at a time. It
+// holds what Done needs of the assignment, not the Assignment itself
+// (56 bytes instead of 104 for the event heap to move).
 type simEvent struct {
-	at      time.Duration
-	seq     int
-	a       Assignment
-	outcome Outcome
-	down    bool
+	at, start                   time.Duration
+	seq                         int
+	job, machine, slot, attempt int32
+	outcome                     Outcome
+	down                        bool
 }
 
 // simQueue is a min-heap of events by time, then sequence number.

@@ -71,23 +71,31 @@ func TestDiffAgainstNix(t *testing.T) {
 		{"diff-v1.nix", "diff-v2.nix", "devshell"},
 		{"diff-v1.nix", "diff-v2.nix", "website"},
 	}
-	load := DirLoader(root)
 	for _, pr := range pairs {
 		a := instantiateFile(t, root, pr.v1, pr.attr)
 		b := instantiateFile(t, root, pr.v2, pr.attr)
 		ca, cb := nixDrvClosure(t, root, a), nixDrvClosure(t, root, b)
+		loaders := []struct {
+			name string
+			load Loader
+		}{
+			{"dir", DirLoader(root)},
+			{"graph", GraphLoader(t.Context(), root, []store.Path{a, b})},
+		}
 		for _, dir := range []struct {
 			name     string
 			old, cur store.Path
 			oc, nc   []string
 		}{{"forward", a, b, ca, cb}, {"reverse", b, a, cb, ca}} {
-			t.Run(pr.v1+":"+pr.attr+":"+dir.name, func(t *testing.T) {
-				r, err := Diff(t.Context(), []store.Path{dir.cur}, []store.Path{dir.old}, load, load)
-				if err != nil {
-					t.Fatal(err)
-				}
-				checkDiff(t, r, dir.nc, dir.oc)
-			})
+			for _, l := range loaders {
+				t.Run(pr.v1+":"+pr.attr+":"+dir.name+":"+l.name, func(t *testing.T) {
+					r, err := Diff(t.Context(), []store.Path{dir.cur}, []store.Path{dir.old}, l.load, l.load)
+					if err != nil {
+						t.Fatal(err)
+					}
+					checkDiff(t, r, dir.nc, dir.oc)
+				})
+			}
 		}
 	}
 }

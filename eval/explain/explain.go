@@ -9,6 +9,7 @@
 package explain
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,6 +18,7 @@ import (
 	"sync"
 
 	"github.com/nbuild/nbuild/eval/drv"
+	"github.com/nbuild/nbuild/eval/graph"
 	"github.com/nbuild/nbuild/store"
 )
 
@@ -75,5 +77,25 @@ func DirLoader(root string) Loader {
 		memo[p] = d
 		mu.Unlock()
 		return d, nil
+	}
+}
+
+// GraphLoader is DirLoader for a whole closure known in advance (Diff's
+// two sets of roots): the closures of roots are read and parsed at once
+// by the parallel graph loader (eval/graph, keeping the derivations)
+// instead of file by file as Diff walks them, and served from memory. A
+// path outside them is read by DirLoader, and so is everything when the
+// graph cannot be loaded, so errors are the ones DirLoader reports.
+func GraphLoader(ctx context.Context, root string, roots []store.Path) Loader {
+	dir := DirLoader(root)
+	g, err := graph.Load(ctx, root, roots, graph.Options{KeepDerivations: true})
+	if err != nil {
+		return dir
+	}
+	return func(p store.Path) (*drv.Derivation, error) {
+		if id, ok := g.Lookup(p); ok {
+			return g.Derivation(id)
+		}
+		return dir(p)
 	}
 }
