@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"regexp"
 
+	"github.com/nbuild/nbuild/sched/nixflags"
 	"github.com/nbuild/nbuild/store"
 	"github.com/nbuild/nbuild/store/copy"
 	"github.com/nbuild/nbuild/store/ssh"
@@ -17,8 +18,8 @@ import (
 // 2.8's nix-copy-closure for the scripts that call it: the same command
 // line (its own flags and those every 2.8 legacy command inherits), the
 // same output, errors and exit codes, and nbuild's copy underneath. The
-// command line is parsed by ParseCopyClosure; the error handling mirrors
-// 2.8's src/libmain/shared.cc handleExceptions.
+// command line is parsed by nixflags.ParseCopyClosure; the error handling
+// mirrors 2.8's src/libmain/shared.cc handleExceptions.
 
 // storePathRE finds the path an error wrapping store.ErrNotValid is about.
 var storePathRE = regexp.MustCompile(`/nix/store/[0-9a-df-np-sv-z]{32}-[^\s:'"]+`)
@@ -30,14 +31,14 @@ const nixCopyClosureName = "nix-copy-closure"
 // program name) and returns its exit status. prog is argv[0] as given,
 // which 2.8's usage errors repeat.
 func runNixCopyClosure(ctx context.Context, env *cmdEnv, prog string, args []string) int {
-	a, err := ParseCopyClosure(args)
+	a, err := nixflags.ParseCopyClosure(args)
 	for _, w := range a.Warnings {
 		fmt.Fprintln(env.stderr, w)
 	}
 	if err == nil {
 		err = runCopyClosure(ctx, env, a)
 	}
-	var ue *UsageError
+	var ue *nixflags.UsageError
 	var ee *exitError
 	var ce *copy.ConnectError
 	switch {
@@ -58,18 +59,18 @@ func runNixCopyClosure(ctx context.Context, env *cmdEnv, prog string, args []str
 	return 1
 }
 
-func runCopyClosure(ctx context.Context, env *cmdEnv, a *CopyClosure) error {
+func runCopyClosure(ctx context.Context, env *cmdEnv, a *nixflags.CopyClosure) error {
 	switch {
 	case a.Help:
 		return nccHelp(env)
 	case a.Version:
 		fmt.Fprintf(env.stdout, "%s (Nix) 2.8.0\n", nixCopyClosureName)
-		if a.Verbosity > LvlInfo {
+		if a.Verbosity > nixflags.LvlInfo {
 			fmt.Fprintf(env.stdout, "Implementation: nbuild %s\n", buildVersion())
 		}
 		return nil
 	case a.Host == "":
-		return &UsageError{"no host name specified"}
+		return &nixflags.UsageError{Msg: "no host name specified"}
 	}
 	if _, err := ssh.Args(a.Host, []string{"true"}, ssh.Options{Getenv: env.getenv}); errors.Is(err, ssh.ErrInvalidHost) {
 		return fmt.Errorf("invalid SSH host name '%s'", a.Host)
@@ -88,8 +89,8 @@ func runCopyClosure(ctx context.Context, env *cmdEnv, a *CopyClosure) error {
 		gzip:           a.Gzip,
 		compress:       "auto",
 		nixCompat:      true,
-		noLog:          a.Verbosity < LvlInfo,
-		sshVerbose:     a.Verbosity >= LvlChatty,
+		noLog:          a.Verbosity < nixflags.LvlInfo,
+		sshVerbose:     a.Verbosity >= nixflags.LvlChatty,
 	}
 	return runCopy(ctx, env, o, a.Host, a.Paths)
 }
