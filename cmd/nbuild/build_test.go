@@ -218,8 +218,8 @@ func TestBuildStatus(t *testing.T) {
 		{3, 0, 10, map[string]int{"root@pi": 1, "local": 2}, 40 * time.Second, 61400 * time.Millisecond,
 			"[3/10 built; running: 2 local, 1 root@pi; critical path ~40s; ETA ~1m1s]"},
 	} {
-		if got := buildStatus(tc.built, tc.failed, tc.total, tc.running, tc.cp, tc.eta); got != tc.want {
-			t.Errorf("buildStatus = %q, want %q", got, tc.want)
+		if got := statusLine(tc.built, tc.failed, tc.total, tc.running, tc.cp, tc.eta); got != tc.want {
+			t.Errorf("statusLine = %q, want %q", got, tc.want)
 		}
 	}
 	for uri, want := range map[string]string{
@@ -227,11 +227,11 @@ func TestBuildStatus(t *testing.T) {
 		"ssh://builder?compress=true": "builder",
 		"pi.local":                    "pi.local",
 	} {
-		if got := machineName(sched.Machine{URI: uri}); got != want {
-			t.Errorf("machineName(%q) = %q, want %q", uri, got, want)
+		if got := BuilderName(sched.Machine{URI: uri}); got != want {
+			t.Errorf("BuilderName(%q) = %q, want %q", uri, got, want)
 		}
 	}
-	if got := machineName(sched.Machine{Local: true, URI: "local"}); got != "local" {
+	if got := BuilderName(sched.Machine{Local: true, URI: "local"}); got != "local" {
 		t.Errorf("local machine shown as %q", got)
 	}
 }
