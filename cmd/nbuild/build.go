@@ -174,7 +174,7 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 // runSchedule builds the plan with executor.Run, drawing progress and
 // recording build times.
 func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *plan.Plan, cache *metacache.Cache, loc location.Location, options map[string]string) error {
-	prog := NewDisplay(env.stderr, p, DisplayOptions{Terminal: isTerminal(env.stderr), Quiet: o.quiet})
+	prog := executor.NewDisplay(env.stderr, p, executor.DisplayOptions{Terminal: isTerminal(env.stderr), Quiet: o.quiet})
 	var started sync.Map // job -> time.Time the build was handed out
 	name := func(job int) string { return p.Sched.Jobs[job].Name }
 	events := executor.Events{
@@ -193,13 +193,13 @@ func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *plan.Plan,
 			prog.Warn("warning: %s; not using this builder for the rest of the run", reason)
 		},
 		Unreachable: func(job, machine int, reason string) {
-			prog.Warn("warning: %s: %s; not using this builder for the rest of the run", BuilderName(p.Machines[machine]), reason)
+			prog.Warn("warning: %s: %s; not using this builder for the rest of the run", executor.BuilderName(p.Machines[machine]), reason)
 		},
 		Failed: func(job, machine int, reason string) {
 			// On a terminal a failure shows when it happens, with its
 			// log's last lines; the final error repeats it (as in a pipe).
 			if prog.Live() {
-				prog.Warn("error: %s failed on %s: %s", name(job), BuilderName(p.Machines[machine]), reason)
+				prog.Warn("error: %s failed on %s: %s", name(job), executor.BuilderName(p.Machines[machine]), reason)
 			}
 		},
 	}
