@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -157,16 +156,27 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 		return fmt.Errorf("cannot connect to the local nix-daemon: %w", err)
 	}
 	defer local.Close()
-	pr := newCopyProgress(env.stderr, o.quiet || o.nixCompat)
-	pr.log = !o.noLog
-	pr.verbose = o.verbose
-	pr.nixCompat = o.nixCompat
-	defer pr.finish()
+	po := PrinterOptions{
+		Terminal: !(o.quiet || o.nixCompat) && isTerminal(env.stderr),
+		Quiet:    o.noLog, Verbose: o.verbose, NixCompat: o.nixCompat,
+	}
+	switch cache := strings.HasPrefix(host, "file://"); {
+	case cache && o.from:
+		po.From, po.To = host, "local store"
+	case cache:
+		po.To = host
+	case o.from:
+		po.From, po.To = "ssh://"+host, "local store"
+	default:
+		po.To = "ssh://" + host
+	}
+	pr := NewPrinter(env.stderr, po)
+	defer pr.Clear()
 	err = copyTo(ctx, env, o, local, host, roots, pr)
 	if err == nil || !interrupted(ctx, err) {
 		return err
 	}
-	pr.finish()
+	pr.Clear()
 	if o.nixCompat {
 		return errInterrupted
 	}
@@ -217,10 +227,8 @@ func signalExitCode(ctx context.Context) int {
 // the closure the destination now holds, asked afresh (to a host, one more
 // short ssh session; a second signal, or 10 s, gives up on it), and that
 // a rerun sends the rest.
-func reportInterrupt(ctx context.Context, env *cmdEnv, o copyOptions, host string, pr *copyProgress) {
-	pr.mu.Lock()
-	closure, missing := pr.closure, pr.missing
-	pr.mu.Unlock()
+func reportInterrupt(ctx context.Context, env *cmdEnv, o copyOptions, host string, pr *Printer) {
+	closure, missing := pr.Plan()
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	qctx, stop := signal.NotifyContext(qctx, os.Interrupt, syscall.SIGTERM)
@@ -271,7 +279,7 @@ func pathsOf(infos []*store.PathInfo) []store.Path {
 }
 
 // copyTo runs a copy for runCopy.
-func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copyProgress) error {
+func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *Printer) error {
 	if o.nixCompat && !o.from {
 		// As 2.8: a path that is not valid here fails before the host is
 		// contacted, the first one in path order named.
@@ -287,16 +295,6 @@ func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn,
 			}
 		}
 	}
-	switch cache := strings.HasPrefix(host, "file://"); {
-	case cache && o.from:
-		pr.src, pr.dest = host, "local store"
-	case cache:
-		pr.dest = host
-	case o.from:
-		pr.src, pr.dest = "ssh://"+host, "local store"
-	default:
-		pr.dest = "ssh://" + host
-	}
 	job := copy.Job{
 		Local: local, LocalSocket: daemonSocket(env), Remote: host, From: o.from, Roots: roots,
 		IncludeOutputs: o.includeOutputs, UseSubstitutes: o.useSubstitutes, NoCheckSigs: o.noCheckSigs,
@@ -306,7 +304,7 @@ func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn,
 	if err != nil || !o.verbose || o.nixCompat || strings.HasPrefix(host, "file://") {
 		return err
 	}
-	pr.finish()
+	pr.Clear()
 	how := res.Compression
 	if res.StoredChunks > 0 {
 		how = fmt.Sprintf("%s, %d of %d chunks stored: compressing them did not pay", how, res.StoredChunks, res.Chunks)
@@ -361,7 +359,7 @@ func copyPathArg(a string, local bool) (store.Path, error) {
 }
 
 // hostOptions are the options of a copy to or from an ssh host.
-func (o copyOptions) hostOptions(env *cmdEnv, pr *copyProgress) copy.HostOptions {
+func (o copyOptions) hostOptions(env *cmdEnv, pr *Printer) copy.HostOptions {
 	return copy.HostOptions{
 		SSH:            o.sshOptions(env),
 		Compress:       o.compress,
@@ -369,9 +367,9 @@ func (o copyOptions) hostOptions(env *cmdEnv, pr *copyProgress) copy.HostOptions
 		Jobs:           o.jobs,
 		UseSubstitutes: o.useSubstitutes,
 		Delta:          copy.DeltaOptions{Off: o.delta == "off", Remote: o.remoteNbuild},
-		Progress:       pr.update,
-		Missing:        pr.planned,
-		Sending:        pr.sending,
+		Progress:       pr.Progress,
+		Missing:        pr.Missing,
+		Sending:        pr.Sending,
 	}
 }
 
@@ -383,141 +381,6 @@ func (o copyOptions) sshOptions(env *cmdEnv) ssh.Options {
 		so.Stderr = env.stderr
 	}
 	return so
-}
-
-// copyProgress reports a copy on stderr: "copying N paths..." once the
-// missing paths are known (nix-copy-closure's line; nbuild prints it only
-// when there is something to send), with -v (and as nix-copy-closure) a
-// "copying path ..." line as each path starts, and on a terminal one
-// status line: paths and bytes done of the total, rate and ETA. It also
-// remembers the plan, so that an interrupt can say how far the copy got.
-type copyProgress struct {
-	w         io.Writer
-	tty       bool
-	log       bool // the "copying ..." lines
-	verbose   bool // a line per path
-	nixCompat bool
-	// src and dest name the two stores in the per-path lines, as Nix's
-	// store URIs do ("ssh://HOST"); src is empty for the local store.
-	src, dest string
-
-	mu    sync.Mutex
-	rate  rateMeter
-	last  time.Time
-	drawn bool
-	// closure and missing are the copy's plan (copy.HostOptions.Missing);
-	// missing is nil until it is known.
-	closure, missing []*store.PathInfo
-}
-
-func newCopyProgress(w io.Writer, quiet bool) *copyProgress {
-	return &copyProgress{w: w, tty: !quiet && isTerminal(w), log: true}
-}
-
-// planned records the copy's plan and prints "copying N paths...".
-func (p *copyProgress) planned(closure, missing []*store.PathInfo) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if closure != nil {
-		p.closure = closure
-	}
-	p.missing = missing
-	if missing == nil {
-		p.missing = []*store.PathInfo{}
-	}
-	if p.log && (len(missing) > 0 || p.nixCompat) {
-		p.clearLocked()
-		fmt.Fprintf(p.w, "copying %d paths...\n", len(missing))
-	}
-}
-
-// sending prints Nix's line for a path whose copy starts (2.8
-// store-api.cc makeCopyPathMessage).
-func (p *copyProgress) sending(info *store.PathInfo) {
-	if !p.log || !(p.verbose || p.nixCompat) {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.clearLocked()
-	if p.src == "" {
-		fmt.Fprintf(p.w, "copying path '%s' to '%s'...\n", info.Path, p.dest)
-	} else {
-		fmt.Fprintf(p.w, "copying path '%s' from '%s'...\n", info.Path, p.src)
-	}
-}
-
-func (p *copyProgress) update(pr copy.Progress) {
-	if !p.tty {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	rate := p.rate.add(now, pr.Bytes)
-	if now.Sub(p.last) < 100*time.Millisecond && pr.Paths < pr.TotalPaths {
-		return
-	}
-	p.last = now
-	fmt.Fprintf(p.w, "\r\x1b[K%s", copyStatus(pr, rate))
-	p.drawn = true
-}
-
-func (p *copyProgress) finish() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.clearLocked()
-}
-
-func (p *copyProgress) clearLocked() {
-	if p.drawn {
-		fmt.Fprint(p.w, "\r\x1b[K")
-		p.drawn = false
-	}
-}
-
-// rateMeter measures a copy's rate from its first byte, not from the
-// start of the command: the ssh login and the closure query before it
-// would make the first figures absurd (an ETA of 1h35m38s). It reports
-// no rate until minRateWindow has passed since the first byte.
-type rateMeter struct {
-	t0 time.Time
-	b0 int64
-}
-
-const minRateWindow = time.Second
-
-// add records that bytes have been sent by now and returns the rate in
-// bytes per second, or 0 while it is not yet meaningful.
-func (m *rateMeter) add(now time.Time, bytes int64) float64 {
-	if m.t0.IsZero() {
-		if bytes > 0 {
-			m.t0, m.b0 = now, bytes
-		}
-		return 0
-	}
-	d := now.Sub(m.t0)
-	if d < minRateWindow || bytes <= m.b0 {
-		return 0
-	}
-	return float64(bytes-m.b0) / d.Seconds()
-}
-
-// copyStatus renders a progress line, e.g.
-// "copied 3/5 paths, 12.0/20.0 MiB, 4.0 MiB/s, ETA 2s"; without a rate
-// (0: not known yet) it shows neither rate nor ETA.
-func copyStatus(pr copy.Progress, rate float64) string {
-	const mib = 1 << 20
-	s := fmt.Sprintf("copied %d/%d paths, %.1f/%.1f MiB", pr.Paths, pr.TotalPaths,
-		float64(pr.Bytes)/mib, float64(pr.TotalBytes)/mib)
-	if rate > 0 {
-		s += fmt.Sprintf(", %.1f MiB/s", rate/mib)
-		if left := pr.TotalBytes - pr.Bytes; left > 0 {
-			eta := time.Duration(float64(left) / rate * float64(time.Second))
-			s += ", ETA " + eta.Round(time.Second).String()
-		}
-	}
-	return s
 }
 
 // formatBytes renders a byte count for people: "707 B", "3.2 KiB",

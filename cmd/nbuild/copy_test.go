@@ -447,7 +447,7 @@ func TestCopyStatus(t *testing.T) {
 	} {
 		pr := total
 		pr.Bytes = step.bytes
-		if got := copyStatus(pr, m.add(t0.Add(step.at), step.bytes)); got != step.want {
+		if got := statusLine(pr, m.add(t0.Add(step.at), step.bytes)); got != step.want {
 			t.Errorf("at %v: %q, want %q", step.at, got, step.want)
 		}
 	}
