@@ -156,7 +156,7 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 		return fmt.Errorf("cannot connect to the local nix-daemon: %w", err)
 	}
 	defer local.Close()
-	po := PrinterOptions{
+	po := copy.PrinterOptions{
 		Terminal: !(o.quiet || o.nixCompat) && isTerminal(env.stderr),
 		Quiet:    o.noLog, Verbose: o.verbose, NixCompat: o.nixCompat,
 	}
@@ -170,7 +170,7 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 	default:
 		po.To = "ssh://" + host
 	}
-	pr := NewPrinter(env.stderr, po)
+	pr := copy.NewPrinter(env.stderr, po)
 	defer pr.Clear()
 	err = copyTo(ctx, env, o, local, host, roots, pr)
 	if err == nil || !interrupted(ctx, err) {
@@ -227,7 +227,7 @@ func signalExitCode(ctx context.Context) int {
 // the closure the destination now holds, asked afresh (to a host, one more
 // short ssh session; a second signal, or 10 s, gives up on it), and that
 // a rerun sends the rest.
-func reportInterrupt(ctx context.Context, env *cmdEnv, o copyOptions, host string, pr *Printer) {
+func reportInterrupt(ctx context.Context, env *cmdEnv, o copyOptions, host string, pr *copy.Printer) {
 	closure, missing := pr.Plan()
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -279,7 +279,7 @@ func pathsOf(infos []*store.PathInfo) []store.Path {
 }
 
 // copyTo runs a copy for runCopy.
-func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *Printer) error {
+func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copy.Printer) error {
 	if o.nixCompat && !o.from {
 		// As 2.8: a path that is not valid here fails before the host is
 		// contacted, the first one in path order named.
@@ -359,7 +359,7 @@ func copyPathArg(a string, local bool) (store.Path, error) {
 }
 
 // hostOptions are the options of a copy to or from an ssh host.
-func (o copyOptions) hostOptions(env *cmdEnv, pr *Printer) copy.HostOptions {
+func (o copyOptions) hostOptions(env *cmdEnv, pr *copy.Printer) copy.HostOptions {
 	return copy.HostOptions{
 		SSH:            o.sshOptions(env),
 		Compress:       o.compress,

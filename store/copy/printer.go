@@ -1,4 +1,4 @@
-package main
+package copy
 
 import (
 	"fmt"
@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nbuild/nbuild/store"
-	"github.com/nbuild/nbuild/store/copy"
 )
 
 // Printer reports a copy to a person, as nbuild copy and nix-copy-closure
@@ -99,7 +98,7 @@ func (p *Printer) Sending(info *store.PathInfo) {
 
 // Progress redraws the status line, at most ten times a second but always
 // for the last path (HostOptions.Progress).
-func (p *Printer) Progress(pr copy.Progress) {
+func (p *Printer) Progress(pr Progress) {
 	if !p.opts.Terminal {
 		return
 	}
@@ -159,7 +158,7 @@ func (m *rateMeter) add(now time.Time, bytes int64) float64 {
 // statusLine renders a progress line, e.g.
 // "copied 3/5 paths, 12.0/20.0 MiB, 4.0 MiB/s, ETA 2s"; without a rate
 // (0: not known yet) it shows neither rate nor ETA.
-func statusLine(pr copy.Progress, rate float64) string {
+func statusLine(pr Progress, rate float64) string {
 	const mib = 1 << 20
 	s := fmt.Sprintf("copied %d/%d paths, %.1f/%.1f MiB", pr.Paths, pr.TotalPaths,
 		float64(pr.Bytes)/mib, float64(pr.TotalBytes)/mib)
