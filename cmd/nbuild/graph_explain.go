@@ -50,9 +50,9 @@ func runWhy(ctx context.Context, w io.Writer, root storeRoot, roots []store.Path
 		return err
 	}
 	if format == "json" {
-		return WriteWhyJSON(w, r)
+		return explain.WriteWhyJSON(w, r)
 	}
-	return WriteWhyText(w, r)
+	return explain.WriteWhyText(w, r)
 }
 
 func joinPaths(ps []store.Path) string {

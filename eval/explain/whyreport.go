@@ -1,19 +1,17 @@
-package main
+package explain
 
 import (
 	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
-
-	"github.com/nbuild/nbuild/eval/explain"
 )
 
 // WriteWhyJSON writes r as `nbuild graph --why --format json` prints it:
 //
 //	{"target": PATH, "output": NAME (or ""), "total": N,
 //	 "chains": [[{"path": PATH, "via": [NAME...] (absent for a root)}...]...]}
-func WriteWhyJSON(w io.Writer, r *explain.WhyResult) error {
+func WriteWhyJSON(w io.Writer, r *WhyResult) error {
 	type stepJSON struct {
 		Path string   `json:"path"`
 		Via  []string `json:"via,omitempty"`
@@ -35,7 +33,7 @@ func WriteWhyJSON(w io.Writer, r *explain.WhyResult) error {
 // shortest chains lead to the target and how long they are, then each
 // chain as a tree from its root, one step a line ("└─ uses out of
 // PATH", "└─ has source PATH").
-func WriteWhyText(w io.Writer, r *explain.WhyResult) error {
+func WriteWhyText(w io.Writer, r *WhyResult) error {
 	what := r.Target.String()
 	if r.Output != "" {
 		what += fmt.Sprintf(" (output %q of the last derivation)", r.Output)
