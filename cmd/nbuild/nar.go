@@ -135,40 +135,15 @@ func narCommand() command {
 // narList prints a NAR's entries as `nix nar ls -lR ARCHIVE /` does, or
 // its .ls JSON listing.
 func narList(out io.Writer, in io.Reader, asJSON bool) error {
+	if !asJSON {
+		return WriteLongListing(out, in)
+	}
+	l, err := nar.List(in)
+	if err != nil {
+		return err
+	}
 	w := bufio.NewWriter(out)
-	if asJSON {
-		l, err := nar.List(in)
-		if err != nil {
-			return err
-		}
-		w.Write(l.AppendJSON(nil))
-		w.WriteByte('\n')
-		return w.Flush()
-	}
-	r := nar.NewReader(in)
-	for {
-		h, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if h.Path == "" {
-			continue // Nix lists the root's contents, not the root
-		}
-		switch h.Type {
-		case nar.TypeDirectory:
-			fmt.Fprintf(w, "dr-xr-xr-x %20d ./%s\n", 0, h.Path)
-		case nar.TypeSymlink:
-			fmt.Fprintf(w, "lrwxrwxrwx %20d ./%s -> %s\n", 0, h.Path, h.LinkTarget)
-		default:
-			perm := "-r--r--r--"
-			if h.Executable {
-				perm = "-r-xr-xr-x"
-			}
-			fmt.Fprintf(w, "%s %20d ./%s\n", perm, h.Size, h.Path)
-		}
-	}
+	w.Write(l.AppendJSON(nil))
+	w.WriteByte('\n')
 	return w.Flush()
 }
