@@ -136,7 +136,7 @@ func narCommand() command {
 // its .ls JSON listing.
 func narList(out io.Writer, in io.Reader, asJSON bool) error {
 	if !asJSON {
-		return WriteLongListing(out, in)
+		return nar.WriteLongListing(out, in)
 	}
 	l, err := nar.List(in)
 	if err != nil {

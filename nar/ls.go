@@ -1,11 +1,9 @@
-package main
+package nar
 
 import (
 	"bufio"
 	"fmt"
 	"io"
-
-	"github.com/nbuild/nbuild/nar"
 )
 
 // WriteLongListing writes the entries of the NAR read from r as `nix nar
@@ -16,7 +14,7 @@ import (
 // reads r to the end of the archive and stops at the first error.
 func WriteLongListing(w io.Writer, r io.Reader) error {
 	bw := bufio.NewWriter(w)
-	nr := nar.NewReader(r)
+	nr := NewReader(r)
 	for {
 		h, err := nr.Next()
 		if err == io.EOF {
@@ -29,9 +27,9 @@ func WriteLongListing(w io.Writer, r io.Reader) error {
 			continue // Nix lists the root's contents, not the root
 		}
 		switch h.Type {
-		case nar.TypeDirectory:
+		case TypeDirectory:
 			fmt.Fprintf(bw, "dr-xr-xr-x %20d ./%s\n", 0, h.Path)
-		case nar.TypeSymlink:
+		case TypeSymlink:
 			fmt.Fprintf(bw, "lrwxrwxrwx %20d ./%s -> %s\n", 0, h.Path, h.LinkTarget)
 		default:
 			perm := "-r--r--r--"
