@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -172,46 +170,26 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 	}
 	pr := copy.NewPrinter(env.stderr, po)
 	defer pr.Clear()
-	err = copyTo(ctx, env, o, local, host, roots, pr)
-	if err == nil || !interrupted(ctx, err) {
+	job := &copy.Job{
+		Local: local, LocalSocket: daemonSocket(env), Remote: host, From: o.from, Roots: roots,
+		IncludeOutputs: o.includeOutputs, UseSubstitutes: o.useSubstitutes, NoCheckSigs: o.noCheckSigs,
+		Host: o.hostOptions(env, pr),
+	}
+	err = copyTo(ctx, env, o, job, pr)
+	if err == nil || !Interrupted(ctx, err) {
 		return err
 	}
 	pr.Clear()
 	if o.nixCompat {
 		return errInterrupted
 	}
-	reportInterrupt(ctx, env, o, host, pr)
+	reportInterrupt(ctx, env, o, job, pr)
 	return &exitError{code: signalExitCode(ctx)}
 }
 
 // errInterrupted is how nix-copy-closure reports a signal (2.8
 // util.cc triggerInterrupt): "error: interrupted by the user", exit 1.
 var errInterrupted = errors.New("interrupted by the user")
-
-// interrupted reports whether a copy that failed with err was stopped by
-// SIGINT or SIGTERM (ctx is then cancelled). Ctrl-C reaches ssh as well,
-// which is in our process group, so the session can die and fail the copy
-// a moment before the signal cancels ctx: when the session broke, the
-// signal gets a moment to arrive before the failure counts as one.
-func interrupted(ctx context.Context, err error) bool {
-	if ctx.Err() != nil {
-		return true
-	}
-	var se *ssh.Error
-	var ce *copy.ConnectError
-	if !errors.As(err, &se) && !errors.As(err, &ce) && !errors.Is(err, io.ErrUnexpectedEOF) &&
-		!errors.Is(err, io.EOF) && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, ssh.ErrClosed) {
-		return false
-	}
-	t := time.NewTimer(300 * time.Millisecond)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return true
-	case <-t.C:
-		return false
-	}
-}
 
 // signalExitCode is the exit status shells give a command a signal
 // stopped: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
@@ -227,7 +205,8 @@ func signalExitCode(ctx context.Context) int {
 // the closure the destination now holds, asked afresh (to a host, one more
 // short ssh session; a second signal, or 10 s, gives up on it), and that
 // a rerun sends the rest.
-func reportInterrupt(ctx context.Context, env *cmdEnv, o copyOptions, host string, pr *copy.Printer) {
+func reportInterrupt(ctx context.Context, env *cmdEnv, o copyOptions, job *copy.Job, pr *copy.Printer) {
+	host := job.Remote
 	closure, missing := pr.Plan()
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -245,22 +224,7 @@ func reportInterrupt(ctx context.Context, env *cmdEnv, o copyOptions, host strin
 		fmt.Fprintf(env.stderr, "interrupted before any path was sent; run the same command again\n")
 		return
 	}
-	var lacking int
-	var err error
-	if o.from {
-		// A fresh connection: the signal may have cut one mid-request.
-		var local *daemon.Conn
-		if local, err = daemon.Dial(qctx, daemonSocket(env), daemon.Options{SkipSetOptions: true}); err == nil {
-			var valid []store.Path
-			valid, err = local.QueryValidPaths(qctx, pathsOf(missing), false)
-			lacking = len(missing) - len(valid)
-			local.Close()
-		}
-	} else {
-		var lacks []*store.PathInfo
-		lacks, err = copy.HostLacks(qctx, host, closure, copy.HostOptions{SSH: o.sshOptions(env)})
-		lacking = len(lacks)
-	}
+	lacking, err := Lacking(qctx, job, closure, missing)
 	if err != nil {
 		fmt.Fprintf(env.stderr, "interrupted: at least %d of %d paths are %s (asking for more failed: %v); run the same command again to %s the rest\n",
 			len(closure)-len(missing), len(closure), where, err, verb)
@@ -270,38 +234,15 @@ func reportInterrupt(ctx context.Context, env *cmdEnv, o copyOptions, host strin
 		len(closure)-lacking, len(closure), where, verb)
 }
 
-func pathsOf(infos []*store.PathInfo) []store.Path {
-	out := make([]store.Path, len(infos))
-	for i, info := range infos {
-		out[i] = info.Path
-	}
-	return out
-}
-
 // copyTo runs a copy for runCopy.
-func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copy.Printer) error {
+func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, job *copy.Job, pr *copy.Printer) error {
 	if o.nixCompat && !o.from {
-		// As 2.8: a path that is not valid here fails before the host is
-		// contacted, the first one in path order named.
-		valid, err := local.QueryValidPaths(ctx, roots, false)
-		if err != nil {
+		if err := CheckRootsValid(ctx, job); err != nil {
 			return err
 		}
-		sorted := slices.Clone(roots)
-		slices.SortFunc(sorted, func(a, b store.Path) int { return strings.Compare(a.String(), b.String()) })
-		for _, p := range sorted {
-			if !slices.Contains(valid, p) {
-				return fmt.Errorf("path '%s' is not valid", p)
-			}
-		}
-	}
-	job := copy.Job{
-		Local: local, LocalSocket: daemonSocket(env), Remote: host, From: o.from, Roots: roots,
-		IncludeOutputs: o.includeOutputs, UseSubstitutes: o.useSubstitutes, NoCheckSigs: o.noCheckSigs,
-		Host: o.hostOptions(env, pr),
 	}
 	res, err := job.Run(ctx)
-	if err != nil || !o.verbose || o.nixCompat || strings.HasPrefix(host, "file://") {
+	if err != nil || !o.verbose || o.nixCompat || strings.HasPrefix(job.Remote, "file://") {
 		return err
 	}
 	pr.Clear()
@@ -316,7 +257,7 @@ func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn,
 	}
 	if d := res.Delta; d != nil && d.Used {
 		fmt.Fprintf(env.stderr, "delta: %d of %d paths had a predecessor on %s; %s of %s of NAR made there from its own files, %s of files sent as %s (nbuild on the host: %s; indexing %s, assembling %s)\n",
-			d.Predecessors, len(res.Sent), host, formatBytes(d.ReusedBytes), formatBytes(d.NarBytes),
+			d.Predecessors, len(res.Sent), job.Remote, formatBytes(d.ReusedBytes), formatBytes(d.NarBytes),
 			formatBytes(d.LiteralBytes), formatBytes(d.WireBytes), d.Binary,
 			d.RemoteIndex.Round(time.Millisecond), d.RemoteAssemble.Round(time.Millisecond))
 		if d.PatchedFiles > 0 {
