@@ -176,7 +176,7 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 		Host: o.hostOptions(env, pr),
 	}
 	err = copyTo(ctx, env, o, job, pr)
-	if err == nil || !Interrupted(ctx, err) {
+	if err == nil || !copy.Interrupted(ctx, err) {
 		return err
 	}
 	pr.Clear()
@@ -224,7 +224,7 @@ func reportInterrupt(ctx context.Context, env *cmdEnv, o copyOptions, job *copy.
 		fmt.Fprintf(env.stderr, "interrupted before any path was sent; run the same command again\n")
 		return
 	}
-	lacking, err := Lacking(qctx, job, closure, missing)
+	lacking, err := copy.Lacking(qctx, job, closure, missing)
 	if err != nil {
 		fmt.Fprintf(env.stderr, "interrupted: at least %d of %d paths are %s (asking for more failed: %v); run the same command again to %s the rest\n",
 			len(closure)-len(missing), len(closure), where, err, verb)
@@ -237,7 +237,7 @@ func reportInterrupt(ctx context.Context, env *cmdEnv, o copyOptions, job *copy.
 // copyTo runs a copy for runCopy.
 func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, job *copy.Job, pr *copy.Printer) error {
 	if o.nixCompat && !o.from {
-		if err := CheckRootsValid(ctx, job); err != nil {
+		if err := copy.CheckRootsValid(ctx, job); err != nil {
 			return err
 		}
 	}

@@ -1,4 +1,4 @@
-package main
+package copy
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nbuild/nbuild/store"
-	"github.com/nbuild/nbuild/store/copy"
 	"github.com/nbuild/nbuild/store/daemon"
 	"github.com/nbuild/nbuild/store/ssh"
 )
@@ -27,7 +26,7 @@ func Interrupted(ctx context.Context, err error) bool {
 		return true
 	}
 	var se *ssh.Error
-	var ce *copy.ConnectError
+	var ce *ConnectError
 	if !errors.As(err, &se) && !errors.As(err, &ce) && !errors.Is(err, io.ErrUnexpectedEOF) &&
 		!errors.Is(err, io.EOF) && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, ssh.ErrClosed) {
 		return false
@@ -45,7 +44,7 @@ func Interrupted(ctx context.Context, err error) bool {
 // CheckRootsValid fails when one of j's roots is not valid in the local
 // store, naming the first such root in path order, as Nix 2.8's
 // nix-copy-closure --to does before it contacts the host.
-func CheckRootsValid(ctx context.Context, j *copy.Job) error {
+func CheckRootsValid(ctx context.Context, j *Job) error {
 	valid, err := j.Local.QueryValidPaths(ctx, j.Roots, false)
 	if err != nil {
 		return err
@@ -66,9 +65,9 @@ func CheckRootsValid(ctx context.Context, j *copy.Job) error {
 // session (HostLacks); from one, a new connection to the local daemon, as
 // the signal may have cut j's own mid-request. A file:// destination is
 // not asked.
-func Lacking(ctx context.Context, j *copy.Job, closure, missing []*store.PathInfo) (int, error) {
+func Lacking(ctx context.Context, j *Job, closure, missing []*store.PathInfo) (int, error) {
 	if !j.From {
-		lacks, err := copy.HostLacks(ctx, j.Remote, closure, copy.HostOptions{SSH: j.Host.SSH})
+		lacks, err := HostLacks(ctx, j.Remote, closure, HostOptions{SSH: j.Host.SSH})
 		return len(lacks), err
 	}
 	local, err := daemon.Dial(ctx, j.LocalSocket, daemon.Options{SkipSetOptions: true})
