@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"runtime/debug"
 	"sort"
@@ -157,42 +156,14 @@ func runDrvCheck(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRo
 	h := drv.NewHasher(load)
 	bad := 0
 	for _, p := range sorted {
-		bad += checkDrv(env.stderr, h, p, drvs[p])
+		for _, m := range Check(h, p, drvs[p]) {
+			fmt.Fprintf(env.stderr, "%s: %s\n", p, m)
+			bad++
+		}
 	}
 	if bad > 0 {
 		fmt.Fprintf(env.stderr, "%d mismatches in %d derivations checked\n", bad, len(sorted))
 		return &exitError{1}
 	}
 	return nil
-}
-
-// checkDrv prints every way d differs from what Nix would have written at
-// path and returns how many it found.
-func checkDrv(w io.Writer, h *drv.Hasher, path string, d *drv.Derivation) int {
-	bad := 0
-	report := func(format string, a ...any) {
-		fmt.Fprintf(w, "%s: "+format+"\n", append([]any{path}, a...)...)
-		bad++
-	}
-	if dp, err := drv.DrvPath(d); err != nil {
-		report("cannot compute the .drv path: %v", err)
-	} else if dp.String() != path {
-		report(".drv path should be %s", dp)
-	}
-	ops, err := h.OutputPaths(d)
-	if err != nil {
-		report("cannot compute output paths: %v", err)
-		return bad
-	}
-	for i, o := range ops {
-		if got, want := d.Outputs[i].Path, o.Path.String(); got != want {
-			report("output '%s' has path '%s', should be '%s'", o.Name, got, want)
-		}
-		if got, ok := d.Getenv(o.Name); !ok {
-			report("environment variable '%s' is missing, should be '%s'", o.Name, o.EnvValue())
-		} else if got != o.EnvValue() {
-			report("environment variable '%s' is '%s', should be '%s'", o.Name, got, o.EnvValue())
-		}
-	}
-	return bad
 }
