@@ -156,7 +156,7 @@ func runDrvCheck(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRo
 	h := drv.NewHasher(load)
 	bad := 0
 	for _, p := range sorted {
-		for _, m := range Check(h, p, drvs[p]) {
+		for _, m := range drv.Check(h, p, drvs[p]) {
 			fmt.Fprintf(env.stderr, "%s: %s\n", p, m)
 			bad++
 		}

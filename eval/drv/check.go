@@ -1,9 +1,7 @@
-package main
+package drv
 
 import (
 	"fmt"
-
-	"github.com/nbuild/nbuild/eval/drv"
 )
 
 // Check recomputes what Nix would have written for d, read from path, and
@@ -12,12 +10,12 @@ import (
 // variable (missing, or with another value). It returns nil when d is
 // what Nix writes at path. h computes the output paths, loading the input
 // derivations as it needs.
-func Check(h *drv.Hasher, path string, d *drv.Derivation) []string {
+func Check(h *Hasher, path string, d *Derivation) []string {
 	var bad []string
 	report := func(format string, a ...any) {
 		bad = append(bad, fmt.Sprintf(format, a...))
 	}
-	if dp, err := drv.DrvPath(d); err != nil {
+	if dp, err := DrvPath(d); err != nil {
 		report("cannot compute the .drv path: %v", err)
 	} else if dp.String() != path {
 		report(".drv path should be %s", dp)
