@@ -176,32 +176,14 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *plan.Plan, cache *metacache.Cache, loc location.Location, options map[string]string) error {
 	prog := executor.NewDisplay(env.stderr, p, executor.DisplayOptions{Terminal: isTerminal(env.stderr), Quiet: o.quiet})
 	var started sync.Map // job -> time.Time the build was handed out
-	name := func(job int) string { return p.Sched.Jobs[job].Name }
-	events := executor.Events{
-		Built: func(job, machine int, res *store.BuildResult) {
-			d := time.Duration(res.StopTime-res.StartTime) * time.Second
-			if t, ok := started.Load(job); ok && (res.StartTime == 0 || d <= 0) {
-				d = time.Since(t.(time.Time))
-			}
-			// A failure to record a duration only costs a later estimate.
-			_ = cache.RecordBuild(sched.PackageName(name(job)), d)
-		},
-		Lost: func(job, machine int, reason string) {
-			prog.Warn("warning: %s: %s; trying elsewhere", name(job), reason)
-		},
-		Refused: func(job, machine int, reason string) {
-			prog.Warn("warning: %s; not using this builder for the rest of the run", reason)
-		},
-		Unreachable: func(job, machine int, reason string) {
-			prog.Warn("warning: %s: %s; not using this builder for the rest of the run", executor.BuilderName(p.Machines[machine]), reason)
-		},
-		Failed: func(job, machine int, reason string) {
-			// On a terminal a failure shows when it happens, with its
-			// log's last lines; the final error repeats it (as in a pipe).
-			if prog.Live() {
-				prog.Warn("error: %s failed on %s: %s", name(job), executor.BuilderName(p.Machines[machine]), reason)
-			}
-		},
+	events := prog.Events()
+	events.Built = func(job, machine int, res *store.BuildResult) {
+		d := time.Duration(res.StopTime-res.StartTime) * time.Second
+		if t, ok := started.Load(job); ok && (res.StartTime == 0 || d <= 0) {
+			d = time.Since(t.(time.Time))
+		}
+		// A failure to record a duration only costs a later estimate.
+		_ = cache.RecordBuild(sched.PackageName(p.Sched.Jobs[job].Name), d)
 	}
 	var tl *sched.Timeline
 	if o.timeline != "" && p.Sched != nil {

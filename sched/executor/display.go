@@ -165,3 +165,30 @@ func (d *Display) Clear() {
 		fmt.Fprint(d.w, "\r\033[K")
 	}
 }
+
+// Events returns the Events that tell the person watching about builders
+// and failures: a build lost with its builder and tried elsewhere, a
+// builder that refused or could not be reached and is left out for the
+// rest of the run, and, while the status line is drawn (Live), a failed
+// build as it happens (in a pipe the run's final error says it). Built
+// and Log are left for the caller.
+func (d *Display) Events() Events {
+	name := func(job int) string { return d.plan.Sched.Jobs[job].Name }
+	builder := func(machine int) string { return BuilderName(d.plan.Machines[machine]) }
+	return Events{
+		Lost: func(job, machine int, reason string) {
+			d.Warn("warning: %s: %s; trying elsewhere", name(job), reason)
+		},
+		Refused: func(job, machine int, reason string) {
+			d.Warn("warning: %s; not using this builder for the rest of the run", reason)
+		},
+		Unreachable: func(job, machine int, reason string) {
+			d.Warn("warning: %s: %s; not using this builder for the rest of the run", builder(machine), reason)
+		},
+		Failed: func(job, machine int, reason string) {
+			if d.Live() {
+				d.Warn("error: %s failed on %s: %s", name(job), builder(machine), reason)
+			}
+		},
+	}
+}
