@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -127,7 +126,7 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 			fmt.Fprintf(env.stderr, "warning: metadata cache: %v\n", err)
 		}
 	}
-	p, err := plan.New(g, vi, plan.Options{Machines: machines, DefaultDuration: o.defDur, Duration: recordedDuration(cache)})
+	p, err := plan.New(g, vi, plan.Options{Machines: machines, DefaultDuration: o.defDur, Duration: BuildTimes(cache, sched.PackageName)})
 	if err != nil {
 		return err
 	}
@@ -141,7 +140,7 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 		}
 		p.WriteEstimate(env.stdout)
 		if p.Timeline != nil && o.timeline != "" {
-			if err := writeTimeline(o.timeline, p.Timeline); err != nil {
+			if err := WriteTimelineFile(o.timeline, p.Timeline); err != nil {
 				return err
 			}
 		}
@@ -199,29 +198,13 @@ func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *plan.Plan,
 	})
 	prog.Clear()
 	if tl != nil {
-		if werr := writeTimeline(o.timeline, tl); werr != nil && err == nil {
+		if werr := WriteTimelineFile(o.timeline, tl); werr != nil && err == nil {
 			err = werr
 		}
 	}
 	if errors.Is(err, sched.ErrBuildFailed) {
 		fmt.Fprintf(env.stderr, "error: %v\n", err)
 		return &exitError{code: 1}
-	}
-	return err
-}
-
-func writeTimeline(file string, tl *sched.Timeline) error {
-	f, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	if filepath.Ext(file) == ".svg" {
-		err = tl.WriteSVG(f)
-	} else {
-		err = tl.WriteJSON(f)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
 	}
 	return err
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -143,13 +142,14 @@ func looksLikePath(host string) bool {
 func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args []string) error {
 	var roots []store.Path
 	for _, a := range args {
-		p, err := copyPathArg(a, !o.from)
+		p, err := RootArg(a, !o.from)
 		if err != nil {
 			return err
 		}
 		roots = append(roots, p)
 	}
-	local, err := daemon.Dial(ctx, daemonSocket(env), daemon.Options{SkipSetOptions: true})
+	socket := LocalDaemonSocket(location.Options{Getenv: env.getenv})
+	local, err := daemon.Dial(ctx, socket, daemon.Options{SkipSetOptions: true})
 	if err != nil {
 		return fmt.Errorf("cannot connect to the local nix-daemon: %w", err)
 	}
@@ -158,20 +158,11 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 		Terminal: !(o.quiet || o.nixCompat) && isTerminal(env.stderr),
 		Quiet:    o.noLog, Verbose: o.verbose, NixCompat: o.nixCompat,
 	}
-	switch cache := strings.HasPrefix(host, "file://"); {
-	case cache && o.from:
-		po.From, po.To = host, "local store"
-	case cache:
-		po.To = host
-	case o.from:
-		po.From, po.To = "ssh://"+host, "local store"
-	default:
-		po.To = "ssh://" + host
-	}
+	po.From, po.To = StoreNames(host, o.from)
 	pr := copy.NewPrinter(env.stderr, po)
 	defer pr.Clear()
 	job := &copy.Job{
-		Local: local, LocalSocket: daemonSocket(env), Remote: host, From: o.from, Roots: roots,
+		Local: local, LocalSocket: socket, Remote: host, From: o.from, Roots: roots,
 		IncludeOutputs: o.includeOutputs, UseSubstitutes: o.useSubstitutes, NoCheckSigs: o.noCheckSigs,
 		Host: o.hostOptions(env, pr),
 	}
@@ -183,7 +174,7 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 	if o.nixCompat {
 		return errInterrupted
 	}
-	reportInterrupt(ctx, env, o, job, pr)
+	reportInterrupt(ctx, env, job, pr)
 	return &exitError{code: signalExitCode(ctx)}
 }
 
@@ -205,33 +196,12 @@ func signalExitCode(ctx context.Context) int {
 // the closure the destination now holds, asked afresh (to a host, one more
 // short ssh session; a second signal, or 10 s, gives up on it), and that
 // a rerun sends the rest.
-func reportInterrupt(ctx context.Context, env *cmdEnv, o copyOptions, job *copy.Job, pr *copy.Printer) {
-	host := job.Remote
-	closure, missing := pr.Plan()
+func reportInterrupt(ctx context.Context, env *cmdEnv, job *copy.Job, pr *copy.Printer) {
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	qctx, stop := signal.NotifyContext(qctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	where, verb := "on "+host, "send"
-	if o.from {
-		where, verb = "in the local store", "fetch"
-	}
-	switch {
-	case strings.HasPrefix(host, "file://"):
-		fmt.Fprintf(env.stderr, "interrupted: run the same command again to copy the rest\n")
-		return
-	case missing == nil || len(closure) == 0:
-		fmt.Fprintf(env.stderr, "interrupted before any path was sent; run the same command again\n")
-		return
-	}
-	lacking, err := copy.Lacking(qctx, job, closure, missing)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "interrupted: at least %d of %d paths are %s (asking for more failed: %v); run the same command again to %s the rest\n",
-			len(closure)-len(missing), len(closure), where, err, verb)
-		return
-	}
-	fmt.Fprintf(env.stderr, "interrupted: %d of %d paths are %s; run the same command again to %s the rest\n",
-		len(closure)-lacking, len(closure), where, verb)
+	ReportInterrupt(qctx, env.stderr, pr, job)
 }
 
 // copyTo runs a copy for runCopy.
@@ -268,35 +238,6 @@ func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, job *copy.Job, pr *
 		fmt.Fprintf(env.stderr, "delta: not used: %s\n", d.Why)
 	}
 	return nil
-}
-
-// daemonSocket is the local nix-daemon's socket: the default store
-// ($NIX_REMOTE) when it is a daemon, else the machine's daemon; store/location
-// reads NIX_DAEMON_SOCKET_PATH.
-func daemonSocket(env *cmdEnv) string {
-	opts := location.Options{Getenv: env.getenv}
-	loc, err := location.Parse("", opts)
-	if err != nil || loc.Kind != location.Daemon {
-		loc, _ = location.Parse("daemon", opts)
-	}
-	return loc.Socket
-}
-
-// copyPathArg turns an argument into a store path; locally it follows
-// symlinks such as ./result and accepts a path inside a store path, as
-// nix-copy-closure does.
-func copyPathArg(a string, local bool) (store.Path, error) {
-	s := a
-	if local && !strings.HasPrefix(a, store.StoreDir+"/") {
-		if t, err := filepath.EvalSymlinks(a); err == nil {
-			s = t
-		}
-	}
-	p, _, err := store.SplitPath(s)
-	if err != nil {
-		return store.Path{}, fmt.Errorf("path '%s' is not in the Nix store", a)
-	}
-	return p, nil
 }
 
 // hostOptions are the options of a copy to or from an ssh host.

@@ -80,22 +80,6 @@ func runDrv(ctx context.Context, env *cmdEnv, args []string, name string,
 	return run(ctx, env, opts, root, paths)
 }
 
-// loadDrvs loads the given derivations, or with -r their closures.
-func loadDrvs(ctx context.Context, opts drvOptions, load drv.Loader, paths []string) (map[string]*drv.Derivation, error) {
-	if opts.recursive {
-		return drv.Closure(ctx, paths, load)
-	}
-	res := make(map[string]*drv.Derivation, len(paths))
-	for _, p := range paths {
-		d, err := load(p)
-		if err != nil {
-			return nil, err
-		}
-		res[p] = d
-	}
-	return res, nil
-}
-
 // runDrvShow prints the derivations as `nix show-derivation` does. With
 // -r the closure is loaded in parallel (eval/graph) and the JSON streamed
 // out one derivation at a time, never held whole.
@@ -144,7 +128,7 @@ func runDrvShow(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRoo
 
 func runDrvCheck(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRoot, paths []string) error {
 	load := drv.FileLoader(string(root))
-	drvs, err := loadDrvs(ctx, opts, load, paths)
+	drvs, err := LoadAll(ctx, paths, load, opts.recursive)
 	if err != nil {
 		return err
 	}

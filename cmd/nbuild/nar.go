@@ -101,31 +101,14 @@ func narCommand() command {
 				if err != nil {
 					return err
 				}
-				zw, err := compress.NewWriter(env.stdout, algo, compress.Options{
+				return Compress(env.stdout, env.stdin, algo, compress.Options{
 					Level: *level, Concurrency: *jobs, ChunkSize: *chunk, Context: ctx})
-				if err != nil {
-					return err
-				}
-				if _, err := io.Copy(zw, env.stdin); err != nil {
-					zw.Close()
-					return err
-				}
-				return zw.Close()
 			case "decompress":
 				algo, err := one()
 				if err != nil {
 					return err
 				}
-				zr, err := compress.NewReader(bufio.NewReaderSize(env.stdin, 256<<10), algo)
-				if err != nil {
-					return err
-				}
-				defer zr.Close()
-				w := bufio.NewWriterSize(env.stdout, 256<<10)
-				if _, err := io.Copy(w, zr); err != nil {
-					return err
-				}
-				return w.Flush()
+				return Decompress(env.stdout, env.stdin, algo)
 			}
 			return usagef("nar: unknown subcommand %q (dump, restore, ls, hash, compress, decompress)", sub)
 		},
