@@ -142,13 +142,13 @@ func looksLikePath(host string) bool {
 func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args []string) error {
 	var roots []store.Path
 	for _, a := range args {
-		p, err := RootArg(a, !o.from)
+		p, err := copy.RootArg(a, !o.from)
 		if err != nil {
 			return err
 		}
 		roots = append(roots, p)
 	}
-	socket := LocalDaemonSocket(location.Options{Getenv: env.getenv})
+	socket := location.LocalDaemonSocket(location.Options{Getenv: env.getenv})
 	local, err := daemon.Dial(ctx, socket, daemon.Options{SkipSetOptions: true})
 	if err != nil {
 		return fmt.Errorf("cannot connect to the local nix-daemon: %w", err)
@@ -158,7 +158,7 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 		Terminal: !(o.quiet || o.nixCompat) && isTerminal(env.stderr),
 		Quiet:    o.noLog, Verbose: o.verbose, NixCompat: o.nixCompat,
 	}
-	po.From, po.To = StoreNames(host, o.from)
+	po.From, po.To = copy.StoreNames(host, o.from)
 	pr := copy.NewPrinter(env.stderr, po)
 	defer pr.Clear()
 	job := &copy.Job{
@@ -201,7 +201,7 @@ func reportInterrupt(ctx context.Context, env *cmdEnv, job *copy.Job, pr *copy.P
 	defer cancel()
 	qctx, stop := signal.NotifyContext(qctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ReportInterrupt(qctx, env.stderr, pr, job)
+	copy.ReportInterrupt(qctx, env.stderr, pr, job)
 }
 
 // copyTo runs a copy for runCopy.

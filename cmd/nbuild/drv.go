@@ -128,7 +128,7 @@ func runDrvShow(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRoo
 
 func runDrvCheck(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRoot, paths []string) error {
 	load := drv.FileLoader(string(root))
-	drvs, err := LoadAll(ctx, paths, load, opts.recursive)
+	drvs, err := drv.LoadAll(ctx, paths, load, opts.recursive)
 	if err != nil {
 		return err
 	}

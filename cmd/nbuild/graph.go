@@ -153,13 +153,13 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	if err != nil {
 		return err
 	}
-	cache := OpenForLookups(ResolveDir(o.cacheDir))
+	cache := metacache.OpenForLookups(metacache.ResolveDir(o.cacheDir))
 	vi, err := queryValidity(ctx, env, o, g, loc, settings, cache)
 	if err != nil {
 		cache.Close()
 		return err
 	}
-	durations := BuildTimes(cache, sched.PackageName)
+	durations := metacache.BuildTimes(cache, sched.PackageName)
 	cache.Close()
 	if vi.HasNewAnswers() {
 		rememberSubstitutes(env, o.cacheDir, vi)
@@ -219,7 +219,7 @@ func queryValidity(ctx context.Context, env *cmdEnv, o graphOptions, g *graph.Gr
 // rememberSubstitutes stores what the daemon said about substitutes in
 // the metadata cache; failing costs only the next plan's time.
 func rememberSubstitutes(env *cmdEnv, dir string, vi *plan.Validity) {
-	if dir = ResolveDir(dir); dir == "" {
+	if dir = metacache.ResolveDir(dir); dir == "" {
 		return
 	}
 	c, err := metacache.Open(dir, metacache.Options{})
@@ -243,7 +243,7 @@ func loadSettings(env *cmdEnv, o graphOptions) (*sched.Settings, error) {
 // graph only (a .drv path names its content, so it never goes stale);
 // validity is always asked fresh. "" disables them.
 func snapshotDir(o graphOptions) string {
-	dir := ResolveDir(o.cacheDir)
+	dir := metacache.ResolveDir(o.cacheDir)
 	if o.noCache || dir == "" {
 		return ""
 	}
@@ -253,7 +253,7 @@ func snapshotDir(o graphOptions) string {
 // openCache opens the metadata cache for recorded build times; a cache
 // that cannot be opened only costs the estimates.
 func openCache(env *cmdEnv, dir string) *metacache.Cache {
-	if dir = ResolveDir(dir); dir == "" {
+	if dir = metacache.ResolveDir(dir); dir == "" {
 		return nil
 	}
 	c, err := metacache.Open(dir, metacache.Options{})

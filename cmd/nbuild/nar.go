@@ -101,14 +101,14 @@ func narCommand() command {
 				if err != nil {
 					return err
 				}
-				return Compress(env.stdout, env.stdin, algo, compress.Options{
+				return compress.Compress(env.stdout, env.stdin, algo, compress.Options{
 					Level: *level, Concurrency: *jobs, ChunkSize: *chunk, Context: ctx})
 			case "decompress":
 				algo, err := one()
 				if err != nil {
 					return err
 				}
-				return Decompress(env.stdout, env.stdin, algo)
+				return compress.Decompress(env.stdout, env.stdin, algo)
 			}
 			return usagef("nar: unknown subcommand %q (dump, restore, ls, hash, compress, decompress)", sub)
 		},

@@ -1,15 +1,13 @@
-package main
+package sched
 
 import (
 	"os"
 	"path/filepath"
-
-	"github.com/nbuild/nbuild/sched"
 )
 
 // WriteTimelineFile writes tl to the file name, as SVG when the name ends
 // in ".svg" (WriteSVG) and as JSON otherwise (WriteJSON).
-func WriteTimelineFile(name string, tl *sched.Timeline) error {
+func WriteTimelineFile(name string, tl *Timeline) error {
 	f, err := os.Create(name)
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package main
+package copy
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/nbuild/nbuild/store"
-	"github.com/nbuild/nbuild/store/copy"
 )
 
 // RootArg turns a command-line argument into the store path to copy, as
@@ -47,7 +46,7 @@ func StoreNames(remote string, fromRemote bool) (from, to string) {
 // ReportInterrupt tells w how far the interrupted j got: how many paths of
 // the closure (as pr recorded it) the destination holds now, asked afresh
 // with Lacking until ctx is done, and that a rerun copies the rest.
-func ReportInterrupt(ctx context.Context, w io.Writer, pr *copy.Printer, j *copy.Job) {
+func ReportInterrupt(ctx context.Context, w io.Writer, pr *Printer, j *Job) {
 	closure, missing := pr.Plan()
 	where, verb := "on "+j.Remote, "send"
 	if j.From {
@@ -61,7 +60,7 @@ func ReportInterrupt(ctx context.Context, w io.Writer, pr *copy.Printer, j *copy
 		fmt.Fprintf(w, "interrupted before any path was sent; run the same command again\n")
 		return
 	}
-	lacking, err := copy.Lacking(ctx, j, closure, missing)
+	lacking, err := Lacking(ctx, j, closure, missing)
 	if err != nil {
 		fmt.Fprintf(w, "interrupted: at least %d of %d paths are %s (asking for more failed: %v); run the same command again to %s the rest\n",
 			len(closure)-len(missing), len(closure), where, err, verb)

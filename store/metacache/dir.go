@@ -1,10 +1,8 @@
-package main
+package metacache
 
 import (
 	"path/filepath"
 	"time"
-
-	"github.com/nbuild/nbuild/store/metacache"
 )
 
 // ResolveDir turns a cache directory setting, as nbuild's --cache-dir
@@ -16,7 +14,7 @@ func ResolveDir(dir string) string {
 	case "none":
 		return ""
 	case "":
-		d, err := metacache.DefaultDir()
+		d, err := DefaultDir()
 		if err != nil {
 			return ""
 		}
@@ -30,11 +28,11 @@ func ResolveDir(dir string) string {
 // ten. It returns nil, and no error, when dir is "" or the cache cannot
 // be read (none yet, locked by a writer, degraded): without a cache only
 // estimates suffer.
-func OpenForLookups(dir string) *metacache.Cache {
+func OpenForLookups(dir string) *Cache {
 	if dir == "" {
 		return nil
 	}
-	c, err := metacache.Open(dir, metacache.Options{ReadOnly: true})
+	c, err := Open(dir, Options{ReadOnly: true})
 	if err != nil || c.Degraded() != nil {
 		c.Close()
 		return nil
@@ -46,7 +44,7 @@ func OpenForLookups(dir string) *metacache.Cache {
 // read in one scan rather than a lookup per derivation: key turns the
 // name asked about into the name RecordBuild was given (nbuild records
 // sched.PackageName). A nil c gives a nil lookup.
-func BuildTimes(c *metacache.Cache, key func(string) string) func(name string) (time.Duration, bool) {
+func BuildTimes(c *Cache, key func(string) string) func(name string) (time.Duration, bool) {
 	if c == nil {
 		return nil
 	}

@@ -1,16 +1,14 @@
-package main
+package compress
 
 import (
 	"bufio"
 	"io"
-
-	"github.com/nbuild/nbuild/nar/compress"
 )
 
 // Compress compresses all of src into dst with algo ("zstd", "xz",
 // "none"), as NewWriter with opts does, and closes the stream (not dst).
-func Compress(dst io.Writer, src io.Reader, algo string, opts compress.Options) error {
-	zw, err := compress.NewWriter(dst, algo, opts)
+func Compress(dst io.Writer, src io.Reader, algo string, opts Options) error {
+	zw, err := NewWriter(dst, algo, opts)
 	if err != nil {
 		return err
 	}
@@ -24,7 +22,7 @@ func Compress(dst io.Writer, src io.Reader, algo string, opts compress.Options) 
 // Decompress decompresses all of src, streams of algo one after another,
 // into dst.
 func Decompress(dst io.Writer, src io.Reader, algo string) error {
-	zr, err := compress.NewReader(bufio.NewReaderSize(src, 256<<10), algo)
+	zr, err := NewReader(bufio.NewReaderSize(src, 256<<10), algo)
 	if err != nil {
 		return err
 	}
