@@ -5,9 +5,9 @@ import (
 	"path/filepath"
 )
 
-// WriteTimelineFile writes tl to the file name, as SVG when the name ends
-// in ".svg" (WriteSVG) and as JSON otherwise (WriteJSON).
-func WriteTimelineFile(name string, tl *Timeline) error {
+// WriteFile writes tl to the file name, as SVG when the name ends in
+// ".svg" (WriteSVG) and as JSON otherwise (WriteJSON).
+func (tl *Timeline) WriteFile(name string) error {
 	f, err := os.Create(name)
 	if err != nil {
 		return err

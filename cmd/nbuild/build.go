@@ -126,7 +126,7 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 			fmt.Fprintf(env.stderr, "warning: metadata cache: %v\n", err)
 		}
 	}
-	p, err := plan.New(g, vi, plan.Options{Machines: machines, DefaultDuration: o.defDur, Duration: metacache.BuildTimes(cache, sched.PackageName)})
+	p, err := plan.New(g, vi, plan.Options{Machines: machines, DefaultDuration: o.defDur, Duration: cache.BuildTimes(sched.PackageName)})
 	if err != nil {
 		return err
 	}
@@ -140,7 +140,7 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 		}
 		p.WriteEstimate(env.stdout)
 		if p.Timeline != nil && o.timeline != "" {
-			if err := sched.WriteTimelineFile(o.timeline, p.Timeline); err != nil {
+			if err := p.Timeline.WriteFile(o.timeline); err != nil {
 				return err
 			}
 		}
@@ -198,7 +198,7 @@ func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *plan.Plan,
 	})
 	prog.Clear()
 	if tl != nil {
-		if werr := sched.WriteTimelineFile(o.timeline, tl); werr != nil && err == nil {
+		if werr := tl.WriteFile(o.timeline); werr != nil && err == nil {
 			err = werr
 		}
 	}

@@ -174,7 +174,7 @@ func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args 
 	if o.nixCompat {
 		return errInterrupted
 	}
-	reportInterrupt(ctx, env, job, pr)
+	reportInterrupt(ctx, job, pr)
 	return &exitError{code: signalExitCode(ctx)}
 }
 
@@ -196,18 +196,18 @@ func signalExitCode(ctx context.Context) int {
 // the closure the destination now holds, asked afresh (to a host, one more
 // short ssh session; a second signal, or 10 s, gives up on it), and that
 // a rerun sends the rest.
-func reportInterrupt(ctx context.Context, env *cmdEnv, job *copy.Job, pr *copy.Printer) {
+func reportInterrupt(ctx context.Context, job *copy.Job, pr *copy.Printer) {
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	qctx, stop := signal.NotifyContext(qctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	copy.ReportInterrupt(qctx, env.stderr, pr, job)
+	pr.ReportInterrupt(qctx, job)
 }
 
 // copyTo runs a copy for runCopy.
 func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, job *copy.Job, pr *copy.Printer) error {
 	if o.nixCompat && !o.from {
-		if err := copy.CheckRootsValid(ctx, job); err != nil {
+		if err := job.CheckRootsValid(ctx); err != nil {
 			return err
 		}
 	}

@@ -159,7 +159,7 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 		cache.Close()
 		return err
 	}
-	durations := metacache.BuildTimes(cache, sched.PackageName)
+	durations := cache.BuildTimes(sched.PackageName)
 	cache.Close()
 	if vi.HasNewAnswers() {
 		rememberSubstitutes(env, o.cacheDir, vi)

@@ -3,7 +3,6 @@ package copy
 import (
 	"context"
 	"fmt"
-	"io"
 	"path/filepath"
 	"strings"
 
@@ -43,11 +42,12 @@ func StoreNames(remote string, fromRemote bool) (from, to string) {
 	}
 }
 
-// ReportInterrupt tells w how far the interrupted j got: how many paths of
-// the closure (as pr recorded it) the destination holds now, asked afresh
-// with Lacking until ctx is done, and that a rerun copies the rest.
-func ReportInterrupt(ctx context.Context, w io.Writer, pr *Printer, j *Job) {
-	closure, missing := pr.Plan()
+// ReportInterrupt says how far the interrupted j, which p reported, got:
+// how many paths of the closure the destination holds now, asked afresh
+// with j.Lacking until ctx is done, and that a rerun copies the rest.
+func (p *Printer) ReportInterrupt(ctx context.Context, j *Job) {
+	closure, missing := p.Plan()
+	w := p.w
 	where, verb := "on "+j.Remote, "send"
 	if j.From {
 		where, verb = "in the local store", "fetch"
@@ -60,7 +60,7 @@ func ReportInterrupt(ctx context.Context, w io.Writer, pr *Printer, j *Job) {
 		fmt.Fprintf(w, "interrupted before any path was sent; run the same command again\n")
 		return
 	}
-	lacking, err := Lacking(ctx, j, closure, missing)
+	lacking, err := j.Lacking(ctx, closure, missing)
 	if err != nil {
 		fmt.Fprintf(w, "interrupted: at least %d of %d paths are %s (asking for more failed: %v); run the same command again to %s the rest\n",
 			len(closure)-len(missing), len(closure), where, err, verb)

@@ -44,7 +44,7 @@ func Interrupted(ctx context.Context, err error) bool {
 // CheckRootsValid fails when one of j's roots is not valid in the local
 // store, naming the first such root in path order, as Nix 2.8's
 // nix-copy-closure --to does before it contacts the host.
-func CheckRootsValid(ctx context.Context, j *Job) error {
+func (j *Job) CheckRootsValid(ctx context.Context) error {
 	valid, err := j.Local.QueryValidPaths(ctx, j.Roots, false)
 	if err != nil {
 		return err
@@ -65,7 +65,7 @@ func CheckRootsValid(ctx context.Context, j *Job) error {
 // session (HostLacks); from one, a new connection to the local daemon, as
 // the signal may have cut j's own mid-request. A file:// destination is
 // not asked.
-func Lacking(ctx context.Context, j *Job, closure, missing []*store.PathInfo) (int, error) {
+func (j *Job) Lacking(ctx context.Context, closure, missing []*store.PathInfo) (int, error) {
 	if !j.From {
 		lacks, err := HostLacks(ctx, j.Remote, closure, HostOptions{SSH: j.Host.SSH})
 		return len(lacks), err

@@ -44,7 +44,7 @@ func OpenForLookups(dir string) *Cache {
 // read in one scan rather than a lookup per derivation: key turns the
 // name asked about into the name RecordBuild was given (nbuild records
 // sched.PackageName). A nil c gives a nil lookup.
-func BuildTimes(c *Cache, key func(string) string) func(name string) (time.Duration, bool) {
+func (c *Cache) BuildTimes(key func(string) string) func(name string) (time.Duration, bool) {
 	if c == nil {
 		return nil
 	}
