@@ -216,27 +216,7 @@ func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, job *copy.Job, pr *
 		return err
 	}
 	pr.Clear()
-	how := res.Compression
-	if res.StoredChunks > 0 {
-		how = fmt.Sprintf("%s, %d of %d chunks stored: compressing them did not pay", how, res.StoredChunks, res.Chunks)
-	}
-	if o.from {
-		fmt.Fprintf(env.stderr, "%d paths received (%s)\n", len(res.Sent), res.Compression)
-	} else {
-		fmt.Fprintf(env.stderr, "%d paths sent (%s, %s)\n", len(res.Sent), res.Protocol, how)
-	}
-	if d := res.Delta; d != nil && d.Used {
-		fmt.Fprintf(env.stderr, "delta: %d of %d paths had a predecessor on %s; %s of %s of NAR made there from its own files, %s of files sent as %s (nbuild on the host: %s; indexing %s, assembling %s)\n",
-			d.Predecessors, len(res.Sent), job.Remote, formatBytes(d.ReusedBytes), formatBytes(d.NarBytes),
-			formatBytes(d.LiteralBytes), formatBytes(d.WireBytes), d.Binary,
-			d.RemoteIndex.Round(time.Millisecond), d.RemoteAssemble.Round(time.Millisecond))
-		if d.PatchedFiles > 0 {
-			fmt.Fprintf(env.stderr, "delta: %d changed files (%s) went as %s of patches against their predecessors\n",
-				d.PatchedFiles, formatBytes(d.PatchedBytes), formatBytes(d.PatchBytes))
-		}
-	} else if d != nil && d.Why != "" {
-		fmt.Fprintf(env.stderr, "delta: not used: %s\n", d.Why)
-	}
+	WriteSummary(env.stderr, res, job.Remote, o.from)
 	return nil
 }
 
@@ -263,16 +243,4 @@ func (o copyOptions) sshOptions(env *cmdEnv) ssh.Options {
 		so.Stderr = env.stderr
 	}
 	return so
-}
-
-// formatBytes renders a byte count for people: "707 B", "3.2 KiB",
-// "19.5 MiB".
-func formatBytes(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

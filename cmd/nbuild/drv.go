@@ -84,24 +84,8 @@ func runDrv(ctx context.Context, env *cmdEnv, args []string, name string,
 // -r the closure is loaded in parallel (eval/graph) and the JSON streamed
 // out one derivation at a time, never held whole.
 func runDrvShow(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRoot, paths []string) error {
-	sw := drv.NewShowWriter(env.stdout)
 	if !opts.recursive {
-		load := drv.FileLoader(string(root))
-		sorted := append([]string(nil), paths...)
-		sort.Strings(sorted)
-		for i, p := range sorted {
-			if i > 0 && p == sorted[i-1] {
-				continue
-			}
-			d, err := load(p)
-			if err != nil {
-				return err
-			}
-			if err := sw.Write(p, d); err != nil {
-				return err
-			}
-		}
-		return sw.Close()
+		return WriteShowPaths(env.stdout, paths, drv.FileLoader(string(root)))
 	}
 	roots := make([]store.Path, len(paths))
 	for i, p := range paths {

@@ -1,0 +1,30 @@
+package main
+
+import (
+	"io"
+	"sort"
+
+	"github.com/nbuild/nbuild/eval/drv"
+)
+
+// WriteShowPaths writes the derivations at paths, loaded with load, as
+// `nix show-derivation` (Nix 2.8) prints them without -r: one JSON object
+// keyed by path, in path order, each path once.
+func WriteShowPaths(w io.Writer, paths []string, load drv.Loader) error {
+	sw := drv.NewShowWriter(w)
+	sorted := append([]string(nil), paths...)
+	sort.Strings(sorted)
+	for i, p := range sorted {
+		if i > 0 && p == sorted[i-1] {
+			continue
+		}
+		d, err := load(p)
+		if err != nil {
+			return err
+		}
+		if err := sw.Write(p, d); err != nil {
+			return err
+		}
+	}
+	return sw.Close()
+}
