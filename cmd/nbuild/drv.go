@@ -85,7 +85,7 @@ func runDrv(ctx context.Context, env *cmdEnv, args []string, name string,
 // out one derivation at a time, never held whole.
 func runDrvShow(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRoot, paths []string) error {
 	if !opts.recursive {
-		return WriteShowPaths(env.stdout, paths, drv.FileLoader(string(root)))
+		return drv.WriteShowPaths(env.stdout, paths, drv.FileLoader(string(root)))
 	}
 	roots := make([]store.Path, len(paths))
 	for i, p := range paths {

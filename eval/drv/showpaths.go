@@ -1,17 +1,15 @@
-package main
+package drv
 
 import (
 	"io"
 	"sort"
-
-	"github.com/nbuild/nbuild/eval/drv"
 )
 
 // WriteShowPaths writes the derivations at paths, loaded with load, as
 // `nix show-derivation` (Nix 2.8) prints them without -r: one JSON object
 // keyed by path, in path order, each path once.
-func WriteShowPaths(w io.Writer, paths []string, load drv.Loader) error {
-	sw := drv.NewShowWriter(w)
+func WriteShowPaths(w io.Writer, paths []string, load Loader) error {
+	sw := NewShowWriter(w)
 	sorted := append([]string(nil), paths...)
 	sort.Strings(sorted)
 	for i, p := range sorted {

@@ -1,11 +1,9 @@
-package main
+package copy
 
 import (
 	"fmt"
 	"io"
 	"time"
-
-	"github.com/nbuild/nbuild/store/copy"
 )
 
 // WriteSummary writes what nbuild copy -v prints after a copy to or from
@@ -15,7 +13,7 @@ import (
 // many paths had a predecessor on the host, the NAR bytes made there from
 // its own files, the bytes sent, the nbuild that assembled them and its
 // times, the changed files sent as patches), or why there was none.
-func WriteSummary(w io.Writer, res *copy.HostResult, remote string, from bool) {
+func WriteSummary(w io.Writer, res *HostResult, remote string, from bool) {
 	how := res.Compression
 	if res.StoredChunks > 0 {
 		how = fmt.Sprintf("%s, %d of %d chunks stored: compressing them did not pay", how, res.StoredChunks, res.Chunks)
