@@ -216,7 +216,7 @@ func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, job *copy.Job, pr *
 		return err
 	}
 	pr.Clear()
-	copy.WriteSummary(env.stderr, res, job.Remote, o.from)
+	res.WriteSummary(env.stderr, job.Remote, o.from)
 	return nil
 }
 

@@ -6,26 +6,26 @@ import (
 	"time"
 )
 
-// WriteSummary writes what nbuild copy -v prints after a copy to or from
-// (from) the ssh host remote that res describes: how many paths went, by
+// WriteSummary writes what nbuild copy -v prints after the copy to or
+// from (from) the ssh host remote that r describes: how many paths went, by
 // which protocol and compression (and how many chunks were stored
 // because compressing them did not pay), then what a delta copy did (how
 // many paths had a predecessor on the host, the NAR bytes made there from
 // its own files, the bytes sent, the nbuild that assembled them and its
 // times, the changed files sent as patches), or why there was none.
-func WriteSummary(w io.Writer, res *HostResult, remote string, from bool) {
-	how := res.Compression
-	if res.StoredChunks > 0 {
-		how = fmt.Sprintf("%s, %d of %d chunks stored: compressing them did not pay", how, res.StoredChunks, res.Chunks)
+func (r *HostResult) WriteSummary(w io.Writer, remote string, from bool) {
+	how := r.Compression
+	if r.StoredChunks > 0 {
+		how = fmt.Sprintf("%s, %d of %d chunks stored: compressing them did not pay", how, r.StoredChunks, r.Chunks)
 	}
 	if from {
-		fmt.Fprintf(w, "%d paths received (%s)\n", len(res.Sent), res.Compression)
+		fmt.Fprintf(w, "%d paths received (%s)\n", len(r.Sent), r.Compression)
 	} else {
-		fmt.Fprintf(w, "%d paths sent (%s, %s)\n", len(res.Sent), res.Protocol, how)
+		fmt.Fprintf(w, "%d paths sent (%s, %s)\n", len(r.Sent), r.Protocol, how)
 	}
-	if d := res.Delta; d != nil && d.Used {
+	if d := r.Delta; d != nil && d.Used {
 		fmt.Fprintf(w, "delta: %d of %d paths had a predecessor on %s; %s of %s of NAR made there from its own files, %s of files sent as %s (nbuild on the host: %s; indexing %s, assembling %s)\n",
-			d.Predecessors, len(res.Sent), remote, formatBytes(d.ReusedBytes), formatBytes(d.NarBytes),
+			d.Predecessors, len(r.Sent), remote, formatBytes(d.ReusedBytes), formatBytes(d.NarBytes),
 			formatBytes(d.LiteralBytes), formatBytes(d.WireBytes), d.Binary,
 			d.RemoteIndex.Round(time.Millisecond), d.RemoteAssemble.Round(time.Millisecond))
 		if d.PatchedFiles > 0 {
