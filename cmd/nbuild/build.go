@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -128,7 +126,7 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 			fmt.Fprintf(env.stderr, "warning: metadata cache: %v\n", err)
 		}
 	}
-	p, err := plan.New(g, vi, plan.Options{Machines: machines, DefaultDuration: o.defDur, Duration: recordedDuration(cache)})
+	p, err := plan.New(g, vi, plan.Options{Machines: machines, DefaultDuration: o.defDur, Duration: cache.BuildTimes(sched.PackageName)})
 	if err != nil {
 		return err
 	}
@@ -142,7 +140,7 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 		}
 		p.WriteEstimate(env.stdout)
 		if p.Timeline != nil && o.timeline != "" {
-			if err := writeTimeline(o.timeline, p.Timeline); err != nil {
+			if err := p.Timeline.WriteFile(o.timeline); err != nil {
 				return err
 			}
 		}
@@ -175,35 +173,16 @@ func runBuild(ctx context.Context, env *cmdEnv, o buildOptions, args []string) e
 // runSchedule builds the plan with executor.Run, drawing progress and
 // recording build times.
 func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *plan.Plan, cache *metacache.Cache, loc location.Location, options map[string]string) error {
-	prog := newBuildProgress(env.stderr, o.quiet, p)
+	prog := executor.NewDisplay(env.stderr, p, executor.DisplayOptions{Terminal: isTerminal(env.stderr), Quiet: o.quiet})
 	var started sync.Map // job -> time.Time the build was handed out
-	name := func(job int) string { return p.Sched.Jobs[job].Name }
-	events := executor.Events{
-		Log: prog.log,
-		Built: func(job, machine int, res *store.BuildResult) {
-			d := time.Duration(res.StopTime-res.StartTime) * time.Second
-			if t, ok := started.Load(job); ok && (res.StartTime == 0 || d <= 0) {
-				d = time.Since(t.(time.Time))
-			}
-			// A failure to record a duration only costs a later estimate.
-			_ = cache.RecordBuild(sched.PackageName(name(job)), d)
-		},
-		Lost: func(job, machine int, reason string) {
-			prog.warn("warning: %s: %s; trying elsewhere", name(job), reason)
-		},
-		Refused: func(job, machine int, reason string) {
-			prog.warn("warning: %s; not using this builder for the rest of the run", reason)
-		},
-		Unreachable: func(job, machine int, reason string) {
-			prog.warn("warning: %s: %s; not using this builder for the rest of the run", machineName(p.Machines[machine]), reason)
-		},
-		Failed: func(job, machine int, reason string) {
-			// On a terminal a failure shows when it happens, with its
-			// log's last lines; the final error repeats it (as in a pipe).
-			if prog.tty && !prog.quiet {
-				prog.warn("error: %s failed on %s: %s", name(job), machineName(p.Machines[machine]), reason)
-			}
-		},
+	events := prog.Events()
+	events.Built = func(job, machine int, res *store.BuildResult) {
+		d := time.Duration(res.StopTime-res.StartTime) * time.Second
+		if t, ok := started.Load(job); ok && (res.StartTime == 0 || d <= 0) {
+			d = time.Since(t.(time.Time))
+		}
+		// A failure to record a duration only costs a later estimate.
+		_ = cache.RecordBuild(sched.PackageName(p.Sched.Jobs[job].Name), d)
 	}
 	var tl *sched.Timeline
 	if o.timeline != "" && p.Sched != nil {
@@ -211,15 +190,15 @@ func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *plan.Plan,
 	}
 	err := executor.Run(ctx, p, executor.RunOptions{
 		Socket: loc.Socket, Options: options, KeepGoing: o.keepGoing, Events: events, Getenv: env.getenv,
-		Timeline: tl, Progress: prog.update,
+		Timeline: tl, Progress: prog.Update,
 		Started: func(job, machine int) {
 			started.Store(job, time.Now())
-			prog.started(job, machine)
+			prog.Started(job, machine)
 		},
 	})
-	prog.done()
+	prog.Clear()
 	if tl != nil {
-		if werr := writeTimeline(o.timeline, tl); werr != nil && err == nil {
+		if werr := tl.WriteFile(o.timeline); werr != nil && err == nil {
 			err = werr
 		}
 	}
@@ -230,40 +209,6 @@ func runSchedule(ctx context.Context, env *cmdEnv, o buildOptions, p *plan.Plan,
 	return err
 }
 
-func writeTimeline(file string, tl *sched.Timeline) error {
-	f, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	if filepath.Ext(file) == ".svg" {
-		err = tl.WriteSVG(f)
-	} else {
-		err = tl.WriteJSON(f)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// buildProgress draws one status line on a terminal (running builds per
-// builder, done/total, critical path left, ETA) and prints log lines above it
-// only for failures; in a pipe it stays quiet but for failures.
-type buildProgress struct {
-	mu    sync.Mutex
-	w     io.Writer
-	tty   bool
-	quiet bool
-	plan  *plan.Plan
-	last  time.Time
-	shown bool
-	on    sync.Map // job id -> machine index it runs on
-}
-
-func newBuildProgress(w io.Writer, quiet bool, p *plan.Plan) *buildProgress {
-	return &buildProgress{w: w, tty: isTerminal(w), quiet: quiet, plan: p}
-}
-
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
@@ -271,115 +216,4 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
-func (b *buildProgress) log(job int, line string) {}
-
-// warn prints a message on its own line, above the status line.
-func (b *buildProgress) warn(format string, args ...any) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.shown {
-		fmt.Fprint(b.w, "\r\033[K")
-		b.shown = false
-	}
-	fmt.Fprintf(b.w, format+"\n", args...)
-}
-
-// started records which machine a job was handed to.
-func (b *buildProgress) started(job, machine int) { b.on.Store(job, machine) }
-
-func (b *buildProgress) update(s *sched.Scheduler) {
-	if b.quiet || !b.tty {
-		return
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if time.Since(b.last) < 100*time.Millisecond {
-		return
-	}
-	b.last = time.Now()
-	_, cpLeft := s.Progress()
-	var built, failed int
-	running := map[string]int{}
-	var work time.Duration // expected build time of what is not built yet
-	for id := range b.plan.JobNodes {
-		switch s.State(id) {
-		case sched.Running:
-			name := "?"
-			if m, ok := b.on.Load(id); ok {
-				name = machineName(b.plan.Machines[m.(int)])
-			}
-			running[name]++
-			work += b.plan.Sched.Jobs[id].Expected
-		case sched.Done:
-			built++
-		case sched.Failing, sched.Skipped:
-			failed++
-		case sched.Waiting, sched.Ready:
-			work += b.plan.Sched.Jobs[id].Expected
-		}
-	}
-	slots := 0
-	for _, m := range b.plan.Machines {
-		slots += int(m.MaxJobs)
-	}
-	eta := cpLeft
-	if slots > 0 {
-		eta = max(eta, work/time.Duration(slots))
-	}
-	fmt.Fprintf(b.w, "\r\033[K%s", buildStatus(built, failed, len(b.plan.JobNodes), running, cpLeft, eta))
-	b.shown = true
-}
-
-// machineName is a builder as the status line shows it: "local" or its
-// host.
-func machineName(m sched.Machine) string {
-	if m.Local {
-		return "local"
-	}
-	h := m.URI
-	if _, rest, ok := strings.Cut(h, "://"); ok {
-		h = rest
-	}
-	h, _, _ = strings.Cut(h, "?")
-	return h
-}
-
-// buildStatus renders the status line, e.g.
-// "[3/10 built; running: 2 local, 1 pi; critical path ~40s; ETA ~1m0s]".
-// The ETA is the larger of the critical path left and the expected work
-// left spread over every build slot.
-//
-// failed counts failed jobs and those skipped because an input failed.
-func buildStatus(built, failed, total int, running map[string]int, cpLeft, eta time.Duration) string {
-	names := make([]string, 0, len(running))
-	for n := range running {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	var b strings.Builder
-	fmt.Fprintf(&b, "[%d/%d built", built, total)
-	if failed > 0 {
-		fmt.Fprintf(&b, ", %d failed", failed)
-	}
-	if len(names) > 0 {
-		b.WriteString("; running:")
-		for i, n := range names {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, " %d %s", running[n], n)
-		}
-	}
-	fmt.Fprintf(&b, "; critical path ~%s; ETA ~%s]", cpLeft.Round(time.Second), eta.Round(time.Second))
-	return b.String()
-}
-
-func (b *buildProgress) done() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.shown {
-		fmt.Fprint(b.w, "\r\033[K")
-	}
 }

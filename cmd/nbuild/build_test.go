@@ -13,7 +13,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/nbuild/nbuild/sched"
 	"github.com/nbuild/nbuild/store/storetest"
 )
 
@@ -203,36 +202,6 @@ func TestBuildDryRun(t *testing.T) {
 	}
 	if _, err := exec.Command("nix-store", "--verify-path", nixLocal(t, "-q", "--outputs", drv)).CombinedOutput(); err == nil {
 		t.Errorf("dry run built the root")
-	}
-}
-
-func TestBuildStatus(t *testing.T) {
-	for _, tc := range []struct {
-		built, failed, total int
-		running              map[string]int
-		cp, eta              time.Duration
-		want                 string
-	}{
-		{0, 0, 3, nil, 0, 0, "[0/3 built; critical path ~0s; ETA ~0s]"},
-		{1, 2, 3, nil, 0, 0, "[1/3 built, 2 failed; critical path ~0s; ETA ~0s]"},
-		{3, 0, 10, map[string]int{"root@pi": 1, "local": 2}, 40 * time.Second, 61400 * time.Millisecond,
-			"[3/10 built; running: 2 local, 1 root@pi; critical path ~40s; ETA ~1m1s]"},
-	} {
-		if got := buildStatus(tc.built, tc.failed, tc.total, tc.running, tc.cp, tc.eta); got != tc.want {
-			t.Errorf("buildStatus = %q, want %q", got, tc.want)
-		}
-	}
-	for uri, want := range map[string]string{
-		"ssh-ng://root@host-0":        "root@host-0",
-		"ssh://builder?compress=true": "builder",
-		"pi.local":                    "pi.local",
-	} {
-		if got := machineName(sched.Machine{URI: uri}); got != want {
-			t.Errorf("machineName(%q) = %q, want %q", uri, got, want)
-		}
-	}
-	if got := machineName(sched.Machine{Local: true, URI: "local"}); got != "local" {
-		t.Errorf("local machine shown as %q", got)
 	}
 }
 

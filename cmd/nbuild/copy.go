@@ -4,13 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -146,62 +142,45 @@ func looksLikePath(host string) bool {
 func runCopy(ctx context.Context, env *cmdEnv, o copyOptions, host string, args []string) error {
 	var roots []store.Path
 	for _, a := range args {
-		p, err := copyPathArg(a, !o.from)
+		p, err := copy.RootArg(a, !o.from)
 		if err != nil {
 			return err
 		}
 		roots = append(roots, p)
 	}
-	local, err := daemon.Dial(ctx, daemonSocket(env), daemon.Options{SkipSetOptions: true})
+	socket := location.LocalDaemonSocket(location.Options{Getenv: env.getenv})
+	local, err := daemon.Dial(ctx, socket, daemon.Options{SkipSetOptions: true})
 	if err != nil {
 		return fmt.Errorf("cannot connect to the local nix-daemon: %w", err)
 	}
 	defer local.Close()
-	pr := newCopyProgress(env.stderr, o.quiet || o.nixCompat)
-	pr.log = !o.noLog
-	pr.verbose = o.verbose
-	pr.nixCompat = o.nixCompat
-	defer pr.finish()
-	err = copyTo(ctx, env, o, local, host, roots, pr)
-	if err == nil || !interrupted(ctx, err) {
+	po := copy.PrinterOptions{
+		Terminal: !(o.quiet || o.nixCompat) && isTerminal(env.stderr),
+		Quiet:    o.noLog, Verbose: o.verbose, NixCompat: o.nixCompat,
+	}
+	po.From, po.To = copy.StoreNames(host, o.from)
+	pr := copy.NewPrinter(env.stderr, po)
+	defer pr.Clear()
+	job := &copy.Job{
+		Local: local, LocalSocket: socket, Remote: host, From: o.from, Roots: roots,
+		IncludeOutputs: o.includeOutputs, UseSubstitutes: o.useSubstitutes, NoCheckSigs: o.noCheckSigs,
+		Host: o.hostOptions(env, pr),
+	}
+	err = copyTo(ctx, env, o, job, pr)
+	if err == nil || !copy.Interrupted(ctx, err) {
 		return err
 	}
-	pr.finish()
+	pr.Clear()
 	if o.nixCompat {
 		return errInterrupted
 	}
-	reportInterrupt(ctx, env, o, host, pr)
+	reportInterrupt(ctx, job, pr)
 	return &exitError{code: signalExitCode(ctx)}
 }
 
 // errInterrupted is how nix-copy-closure reports a signal (2.8
 // util.cc triggerInterrupt): "error: interrupted by the user", exit 1.
 var errInterrupted = errors.New("interrupted by the user")
-
-// interrupted reports whether a copy that failed with err was stopped by
-// SIGINT or SIGTERM (ctx is then cancelled). Ctrl-C reaches ssh as well,
-// which is in our process group, so the session can die and fail the copy
-// a moment before the signal cancels ctx: when the session broke, the
-// signal gets a moment to arrive before the failure counts as one.
-func interrupted(ctx context.Context, err error) bool {
-	if ctx.Err() != nil {
-		return true
-	}
-	var se *ssh.Error
-	var ce *copy.ConnectError
-	if !errors.As(err, &se) && !errors.As(err, &ce) && !errors.Is(err, io.ErrUnexpectedEOF) &&
-		!errors.Is(err, io.EOF) && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, ssh.ErrClosed) {
-		return false
-	}
-	t := time.NewTimer(300 * time.Millisecond)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return true
-	case <-t.C:
-		return false
-	}
-}
 
 // signalExitCode is the exit status shells give a command a signal
 // stopped: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
@@ -217,151 +196,32 @@ func signalExitCode(ctx context.Context) int {
 // the closure the destination now holds, asked afresh (to a host, one more
 // short ssh session; a second signal, or 10 s, gives up on it), and that
 // a rerun sends the rest.
-func reportInterrupt(ctx context.Context, env *cmdEnv, o copyOptions, host string, pr *copyProgress) {
-	pr.mu.Lock()
-	closure, missing := pr.closure, pr.missing
-	pr.mu.Unlock()
+func reportInterrupt(ctx context.Context, job *copy.Job, pr *copy.Printer) {
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	qctx, stop := signal.NotifyContext(qctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	where, verb := "on "+host, "send"
-	if o.from {
-		where, verb = "in the local store", "fetch"
-	}
-	switch {
-	case strings.HasPrefix(host, "file://"):
-		fmt.Fprintf(env.stderr, "interrupted: run the same command again to copy the rest\n")
-		return
-	case missing == nil || len(closure) == 0:
-		fmt.Fprintf(env.stderr, "interrupted before any path was sent; run the same command again\n")
-		return
-	}
-	var lacking int
-	var err error
-	if o.from {
-		// A fresh connection: the signal may have cut one mid-request.
-		var local *daemon.Conn
-		if local, err = daemon.Dial(qctx, daemonSocket(env), daemon.Options{SkipSetOptions: true}); err == nil {
-			var valid []store.Path
-			valid, err = local.QueryValidPaths(qctx, pathsOf(missing), false)
-			lacking = len(missing) - len(valid)
-			local.Close()
-		}
-	} else {
-		var lacks []*store.PathInfo
-		lacks, err = copy.HostLacks(qctx, host, closure, copy.HostOptions{SSH: o.sshOptions(env)})
-		lacking = len(lacks)
-	}
-	if err != nil {
-		fmt.Fprintf(env.stderr, "interrupted: at least %d of %d paths are %s (asking for more failed: %v); run the same command again to %s the rest\n",
-			len(closure)-len(missing), len(closure), where, err, verb)
-		return
-	}
-	fmt.Fprintf(env.stderr, "interrupted: %d of %d paths are %s; run the same command again to %s the rest\n",
-		len(closure)-lacking, len(closure), where, verb)
-}
-
-func pathsOf(infos []*store.PathInfo) []store.Path {
-	out := make([]store.Path, len(infos))
-	for i, info := range infos {
-		out[i] = info.Path
-	}
-	return out
+	pr.ReportInterrupt(qctx, job)
 }
 
 // copyTo runs a copy for runCopy.
-func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, local *daemon.Conn, host string, roots []store.Path, pr *copyProgress) error {
+func copyTo(ctx context.Context, env *cmdEnv, o copyOptions, job *copy.Job, pr *copy.Printer) error {
 	if o.nixCompat && !o.from {
-		// As 2.8: a path that is not valid here fails before the host is
-		// contacted, the first one in path order named.
-		valid, err := local.QueryValidPaths(ctx, roots, false)
-		if err != nil {
+		if err := job.CheckRootsValid(ctx); err != nil {
 			return err
 		}
-		sorted := slices.Clone(roots)
-		slices.SortFunc(sorted, func(a, b store.Path) int { return strings.Compare(a.String(), b.String()) })
-		for _, p := range sorted {
-			if !slices.Contains(valid, p) {
-				return fmt.Errorf("path '%s' is not valid", p)
-			}
-		}
-	}
-	switch cache := strings.HasPrefix(host, "file://"); {
-	case cache && o.from:
-		pr.src, pr.dest = host, "local store"
-	case cache:
-		pr.dest = host
-	case o.from:
-		pr.src, pr.dest = "ssh://"+host, "local store"
-	default:
-		pr.dest = "ssh://" + host
-	}
-	job := copy.Job{
-		Local: local, LocalSocket: daemonSocket(env), Remote: host, From: o.from, Roots: roots,
-		IncludeOutputs: o.includeOutputs, UseSubstitutes: o.useSubstitutes, NoCheckSigs: o.noCheckSigs,
-		Host: o.hostOptions(env, pr),
 	}
 	res, err := job.Run(ctx)
-	if err != nil || !o.verbose || o.nixCompat || strings.HasPrefix(host, "file://") {
+	if err != nil || !o.verbose || o.nixCompat || strings.HasPrefix(job.Remote, "file://") {
 		return err
 	}
-	pr.finish()
-	how := res.Compression
-	if res.StoredChunks > 0 {
-		how = fmt.Sprintf("%s, %d of %d chunks stored: compressing them did not pay", how, res.StoredChunks, res.Chunks)
-	}
-	if o.from {
-		fmt.Fprintf(env.stderr, "%d paths received (%s)\n", len(res.Sent), res.Compression)
-	} else {
-		fmt.Fprintf(env.stderr, "%d paths sent (%s, %s)\n", len(res.Sent), res.Protocol, how)
-	}
-	if d := res.Delta; d != nil && d.Used {
-		fmt.Fprintf(env.stderr, "delta: %d of %d paths had a predecessor on %s; %s of %s of NAR made there from its own files, %s of files sent as %s (nbuild on the host: %s; indexing %s, assembling %s)\n",
-			d.Predecessors, len(res.Sent), host, formatBytes(d.ReusedBytes), formatBytes(d.NarBytes),
-			formatBytes(d.LiteralBytes), formatBytes(d.WireBytes), d.Binary,
-			d.RemoteIndex.Round(time.Millisecond), d.RemoteAssemble.Round(time.Millisecond))
-		if d.PatchedFiles > 0 {
-			fmt.Fprintf(env.stderr, "delta: %d changed files (%s) went as %s of patches against their predecessors\n",
-				d.PatchedFiles, formatBytes(d.PatchedBytes), formatBytes(d.PatchBytes))
-		}
-	} else if d != nil && d.Why != "" {
-		fmt.Fprintf(env.stderr, "delta: not used: %s\n", d.Why)
-	}
+	pr.Clear()
+	res.WriteSummary(env.stderr, job.Remote, o.from)
 	return nil
 }
 
-// daemonSocket is the local nix-daemon's socket: the default store
-// ($NIX_REMOTE) when it is a daemon, else the machine's daemon; store/location
-// reads NIX_DAEMON_SOCKET_PATH.
-func daemonSocket(env *cmdEnv) string {
-	opts := location.Options{Getenv: env.getenv}
-	loc, err := location.Parse("", opts)
-	if err != nil || loc.Kind != location.Daemon {
-		loc, _ = location.Parse("daemon", opts)
-	}
-	return loc.Socket
-}
-
-// copyPathArg turns an argument into a store path; locally it follows
-// symlinks such as ./result and accepts a path inside a store path, as
-// nix-copy-closure does.
-func copyPathArg(a string, local bool) (store.Path, error) {
-	s := a
-	if local && !strings.HasPrefix(a, store.StoreDir+"/") {
-		if t, err := filepath.EvalSymlinks(a); err == nil {
-			s = t
-		}
-	}
-	p, _, err := store.SplitPath(s)
-	if err != nil {
-		return store.Path{}, fmt.Errorf("path '%s' is not in the Nix store", a)
-	}
-	return p, nil
-}
-
 // hostOptions are the options of a copy to or from an ssh host.
-func (o copyOptions) hostOptions(env *cmdEnv, pr *copyProgress) copy.HostOptions {
+func (o copyOptions) hostOptions(env *cmdEnv, pr *copy.Printer) copy.HostOptions {
 	return copy.HostOptions{
 		SSH:            o.sshOptions(env),
 		Compress:       o.compress,
@@ -369,9 +229,9 @@ func (o copyOptions) hostOptions(env *cmdEnv, pr *copyProgress) copy.HostOptions
 		Jobs:           o.jobs,
 		UseSubstitutes: o.useSubstitutes,
 		Delta:          copy.DeltaOptions{Off: o.delta == "off", Remote: o.remoteNbuild},
-		Progress:       pr.update,
-		Missing:        pr.planned,
-		Sending:        pr.sending,
+		Progress:       pr.Progress,
+		Missing:        pr.Missing,
+		Sending:        pr.Sending,
 	}
 }
 
@@ -383,151 +243,4 @@ func (o copyOptions) sshOptions(env *cmdEnv) ssh.Options {
 		so.Stderr = env.stderr
 	}
 	return so
-}
-
-// copyProgress reports a copy on stderr: "copying N paths..." once the
-// missing paths are known (nix-copy-closure's line; nbuild prints it only
-// when there is something to send), with -v (and as nix-copy-closure) a
-// "copying path ..." line as each path starts, and on a terminal one
-// status line: paths and bytes done of the total, rate and ETA. It also
-// remembers the plan, so that an interrupt can say how far the copy got.
-type copyProgress struct {
-	w         io.Writer
-	tty       bool
-	log       bool // the "copying ..." lines
-	verbose   bool // a line per path
-	nixCompat bool
-	// src and dest name the two stores in the per-path lines, as Nix's
-	// store URIs do ("ssh://HOST"); src is empty for the local store.
-	src, dest string
-
-	mu    sync.Mutex
-	rate  rateMeter
-	last  time.Time
-	drawn bool
-	// closure and missing are the copy's plan (copy.HostOptions.Missing);
-	// missing is nil until it is known.
-	closure, missing []*store.PathInfo
-}
-
-func newCopyProgress(w io.Writer, quiet bool) *copyProgress {
-	return &copyProgress{w: w, tty: !quiet && isTerminal(w), log: true}
-}
-
-// planned records the copy's plan and prints "copying N paths...".
-func (p *copyProgress) planned(closure, missing []*store.PathInfo) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if closure != nil {
-		p.closure = closure
-	}
-	p.missing = missing
-	if missing == nil {
-		p.missing = []*store.PathInfo{}
-	}
-	if p.log && (len(missing) > 0 || p.nixCompat) {
-		p.clearLocked()
-		fmt.Fprintf(p.w, "copying %d paths...\n", len(missing))
-	}
-}
-
-// sending prints Nix's line for a path whose copy starts (2.8
-// store-api.cc makeCopyPathMessage).
-func (p *copyProgress) sending(info *store.PathInfo) {
-	if !p.log || !(p.verbose || p.nixCompat) {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.clearLocked()
-	if p.src == "" {
-		fmt.Fprintf(p.w, "copying path '%s' to '%s'...\n", info.Path, p.dest)
-	} else {
-		fmt.Fprintf(p.w, "copying path '%s' from '%s'...\n", info.Path, p.src)
-	}
-}
-
-func (p *copyProgress) update(pr copy.Progress) {
-	if !p.tty {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	rate := p.rate.add(now, pr.Bytes)
-	if now.Sub(p.last) < 100*time.Millisecond && pr.Paths < pr.TotalPaths {
-		return
-	}
-	p.last = now
-	fmt.Fprintf(p.w, "\r\x1b[K%s", copyStatus(pr, rate))
-	p.drawn = true
-}
-
-func (p *copyProgress) finish() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.clearLocked()
-}
-
-func (p *copyProgress) clearLocked() {
-	if p.drawn {
-		fmt.Fprint(p.w, "\r\x1b[K")
-		p.drawn = false
-	}
-}
-
-// rateMeter measures a copy's rate from its first byte, not from the
-// start of the command: the ssh login and the closure query before it
-// would make the first figures absurd (an ETA of 1h35m38s). It reports
-// no rate until minRateWindow has passed since the first byte.
-type rateMeter struct {
-	t0 time.Time
-	b0 int64
-}
-
-const minRateWindow = time.Second
-
-// add records that bytes have been sent by now and returns the rate in
-// bytes per second, or 0 while it is not yet meaningful.
-func (m *rateMeter) add(now time.Time, bytes int64) float64 {
-	if m.t0.IsZero() {
-		if bytes > 0 {
-			m.t0, m.b0 = now, bytes
-		}
-		return 0
-	}
-	d := now.Sub(m.t0)
-	if d < minRateWindow || bytes <= m.b0 {
-		return 0
-	}
-	return float64(bytes-m.b0) / d.Seconds()
-}
-
-// copyStatus renders a progress line, e.g.
-// "copied 3/5 paths, 12.0/20.0 MiB, 4.0 MiB/s, ETA 2s"; without a rate
-// (0: not known yet) it shows neither rate nor ETA.
-func copyStatus(pr copy.Progress, rate float64) string {
-	const mib = 1 << 20
-	s := fmt.Sprintf("copied %d/%d paths, %.1f/%.1f MiB", pr.Paths, pr.TotalPaths,
-		float64(pr.Bytes)/mib, float64(pr.TotalBytes)/mib)
-	if rate > 0 {
-		s += fmt.Sprintf(", %.1f MiB/s", rate/mib)
-		if left := pr.TotalBytes - pr.Bytes; left > 0 {
-			eta := time.Duration(float64(left) / rate * float64(time.Second))
-			s += ", ETA " + eta.Round(time.Second).String()
-		}
-	}
-	return s
-}
-
-// formatBytes renders a byte count for people: "707 B", "3.2 KiB",
-// "19.5 MiB".
-func formatBytes(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

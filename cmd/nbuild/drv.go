@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"runtime/debug"
 	"sort"
@@ -81,44 +80,12 @@ func runDrv(ctx context.Context, env *cmdEnv, args []string, name string,
 	return run(ctx, env, opts, root, paths)
 }
 
-// loadDrvs loads the given derivations, or with -r their closures.
-func loadDrvs(ctx context.Context, opts drvOptions, load drv.Loader, paths []string) (map[string]*drv.Derivation, error) {
-	if opts.recursive {
-		return drv.Closure(ctx, paths, load)
-	}
-	res := make(map[string]*drv.Derivation, len(paths))
-	for _, p := range paths {
-		d, err := load(p)
-		if err != nil {
-			return nil, err
-		}
-		res[p] = d
-	}
-	return res, nil
-}
-
 // runDrvShow prints the derivations as `nix show-derivation` does. With
 // -r the closure is loaded in parallel (eval/graph) and the JSON streamed
 // out one derivation at a time, never held whole.
 func runDrvShow(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRoot, paths []string) error {
-	sw := drv.NewShowWriter(env.stdout)
 	if !opts.recursive {
-		load := drv.FileLoader(string(root))
-		sorted := append([]string(nil), paths...)
-		sort.Strings(sorted)
-		for i, p := range sorted {
-			if i > 0 && p == sorted[i-1] {
-				continue
-			}
-			d, err := load(p)
-			if err != nil {
-				return err
-			}
-			if err := sw.Write(p, d); err != nil {
-				return err
-			}
-		}
-		return sw.Close()
+		return drv.WriteShowPaths(env.stdout, paths, drv.FileLoader(string(root)))
 	}
 	roots := make([]store.Path, len(paths))
 	for i, p := range paths {
@@ -145,7 +112,7 @@ func runDrvShow(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRoo
 
 func runDrvCheck(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRoot, paths []string) error {
 	load := drv.FileLoader(string(root))
-	drvs, err := loadDrvs(ctx, opts, load, paths)
+	drvs, err := drv.LoadAll(ctx, paths, load, opts.recursive)
 	if err != nil {
 		return err
 	}
@@ -157,42 +124,14 @@ func runDrvCheck(ctx context.Context, env *cmdEnv, opts drvOptions, root storeRo
 	h := drv.NewHasher(load)
 	bad := 0
 	for _, p := range sorted {
-		bad += checkDrv(env.stderr, h, p, drvs[p])
+		for _, m := range drv.Check(h, p, drvs[p]) {
+			fmt.Fprintf(env.stderr, "%s: %s\n", p, m)
+			bad++
+		}
 	}
 	if bad > 0 {
 		fmt.Fprintf(env.stderr, "%d mismatches in %d derivations checked\n", bad, len(sorted))
 		return &exitError{1}
 	}
 	return nil
-}
-
-// checkDrv prints every way d differs from what Nix would have written at
-// path and returns how many it found.
-func checkDrv(w io.Writer, h *drv.Hasher, path string, d *drv.Derivation) int {
-	bad := 0
-	report := func(format string, a ...any) {
-		fmt.Fprintf(w, "%s: "+format+"\n", append([]any{path}, a...)...)
-		bad++
-	}
-	if dp, err := drv.DrvPath(d); err != nil {
-		report("cannot compute the .drv path: %v", err)
-	} else if dp.String() != path {
-		report(".drv path should be %s", dp)
-	}
-	ops, err := h.OutputPaths(d)
-	if err != nil {
-		report("cannot compute output paths: %v", err)
-		return bad
-	}
-	for i, o := range ops {
-		if got, want := d.Outputs[i].Path, o.Path.String(); got != want {
-			report("output '%s' has path '%s', should be '%s'", o.Name, got, want)
-		}
-		if got, ok := d.Getenv(o.Name); !ok {
-			report("environment variable '%s' is missing, should be '%s'", o.Name, o.EnvValue())
-		} else if got != o.EnvValue() {
-			report("environment variable '%s' is '%s', should be '%s'", o.Name, got, o.EnvValue())
-		}
-	}
-	return bad
 }

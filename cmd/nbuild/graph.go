@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime/debug"
 	"runtime/metrics"
 	"strings"
@@ -154,13 +153,13 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	if err != nil {
 		return err
 	}
-	cache := openBuildTimes(o.cacheDir)
+	cache := metacache.OpenForLookups(metacache.ResolveDir(o.cacheDir))
 	vi, err := queryValidity(ctx, env, o, g, loc, settings, cache)
 	if err != nil {
 		cache.Close()
 		return err
 	}
-	durations := recordedDuration(cache)
+	durations := cache.BuildTimes(sched.PackageName)
 	cache.Close()
 	if vi.HasNewAnswers() {
 		rememberSubstitutes(env, o.cacheDir, vi)
@@ -220,7 +219,7 @@ func queryValidity(ctx context.Context, env *cmdEnv, o graphOptions, g *graph.Gr
 // rememberSubstitutes stores what the daemon said about substitutes in
 // the metadata cache; failing costs only the next plan's time.
 func rememberSubstitutes(env *cmdEnv, dir string, vi *plan.Validity) {
-	if dir = metaCacheDir(dir); dir == "" {
+	if dir = metacache.ResolveDir(dir); dir == "" {
 		return
 	}
 	c, err := metacache.Open(dir, metacache.Options{})
@@ -239,70 +238,22 @@ func loadSettings(env *cmdEnv, o graphOptions) (*sched.Settings, error) {
 	return sched.LoadSettings(sched.SettingsOptions{Getenv: env.getenv, ConfFile: o.nixConf, Options: o.options})
 }
 
-// recordedDuration looks build times up in the metadata cache by package
-// name (the name without its version); nil without a cache.
-func recordedDuration(cache *metacache.Cache) func(name string) (time.Duration, bool) {
-	if cache == nil {
-		return nil
-	}
-	// One scan instead of a lookup per derivation.
-	all := cache.AllBuildStats()
-	return func(name string) (time.Duration, bool) {
-		if len(all) == 0 {
-			return 0, false
-		}
-		s, ok := all[sched.PackageName(name)]
-		return s.Average, ok
-	}
-}
-
-// metaCacheDir resolves --cache-dir: "" for none.
-func metaCacheDir(dir string) string {
-	switch dir {
-	case "none":
-		return ""
-	case "":
-		d, err := metacache.DefaultDir()
-		if err != nil {
-			return ""
-		}
-		return d
-	}
-	return filepath.Clean(dir)
-}
-
 // snapshotDir is where graph snapshots are kept: beside the metadata
 // cache, in <cache-dir>-graphs. A snapshot holds a closure's derivation
 // graph only (a .drv path names its content, so it never goes stale);
 // validity is always asked fresh. "" disables them.
 func snapshotDir(o graphOptions) string {
-	dir := metaCacheDir(o.cacheDir)
+	dir := metacache.ResolveDir(o.cacheDir)
 	if o.noCache || dir == "" {
 		return ""
 	}
 	return dir + "-graphs"
 }
 
-// openBuildTimes opens the metadata cache read-only for recorded build
-// times: a shared lock and no memtable, about a millisecond where a
-// writable open costs ten. No cache (none yet, locked by a running build,
-// unreadable) only costs the estimates, silently.
-func openBuildTimes(dir string) *metacache.Cache {
-	if dir = metaCacheDir(dir); dir == "" {
-		return nil
-	}
-	c, err := metacache.Open(dir, metacache.Options{ReadOnly: true})
-	if err != nil || c.Degraded() != nil {
-		c.Close()
-		return nil
-	}
-	return c
-}
-
 // openCache opens the metadata cache for recorded build times; a cache
 // that cannot be opened only costs the estimates.
 func openCache(env *cmdEnv, dir string) *metacache.Cache {
-	if dir = metaCacheDir(dir); dir == "" {
+	if dir = metacache.ResolveDir(dir); dir == "" {
 		return nil
 	}
 	c, err := metacache.Open(dir, metacache.Options{})

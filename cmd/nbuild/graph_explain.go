@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -51,48 +50,9 @@ func runWhy(ctx context.Context, w io.Writer, root storeRoot, roots []store.Path
 		return err
 	}
 	if format == "json" {
-		type stepJSON struct {
-			Path string   `json:"path"`
-			Via  []string `json:"via,omitempty"`
-		}
-		var chains [][]stepJSON
-		for _, c := range r.Chains {
-			var cj []stepJSON
-			for _, s := range c {
-				cj = append(cj, stepJSON{Path: s.Path.String(), Via: s.Via})
-			}
-			chains = append(chains, cj)
-		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"target": tp.String(), "output": r.Output, "total": r.Total, "chains": chains})
+		return explain.WriteWhyJSON(w, r)
 	}
-	what := tp.String()
-	if r.Output != "" {
-		what += fmt.Sprintf(" (output %q of the last derivation)", r.Output)
-	}
-	steps := len(r.Chains[0]) - 1
-	fmt.Fprintf(w, "%s is in the closure through %d shortest chain(s) of %d step(s)", what, r.Total, steps)
-	if uint64(len(r.Chains)) < r.Total {
-		fmt.Fprintf(w, "; showing %d", len(r.Chains))
-	}
-	fmt.Fprintln(w, ":")
-	for i, c := range r.Chains {
-		fmt.Fprintln(w)
-		fmt.Fprintf(w, "chain %d:\n", i+1)
-		for j, s := range c {
-			if j == 0 {
-				fmt.Fprintf(w, "  %s\n", s.Path)
-				continue
-			}
-			via := "uses " + strings.Join(s.Via, ",") + " of"
-			if len(s.Via) == 1 && s.Via[0] == "source" {
-				via = "has source"
-			}
-			fmt.Fprintf(w, "  %s└─ %s %s\n", strings.Repeat("   ", j-1), via, s.Path)
-		}
-	}
-	return nil
+	return explain.WriteWhyText(w, r)
 }
 
 func joinPaths(ps []store.Path) string {

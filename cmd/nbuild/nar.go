@@ -101,31 +101,14 @@ func narCommand() command {
 				if err != nil {
 					return err
 				}
-				zw, err := compress.NewWriter(env.stdout, algo, compress.Options{
+				return compress.Compress(env.stdout, env.stdin, algo, compress.Options{
 					Level: *level, Concurrency: *jobs, ChunkSize: *chunk, Context: ctx})
-				if err != nil {
-					return err
-				}
-				if _, err := io.Copy(zw, env.stdin); err != nil {
-					zw.Close()
-					return err
-				}
-				return zw.Close()
 			case "decompress":
 				algo, err := one()
 				if err != nil {
 					return err
 				}
-				zr, err := compress.NewReader(bufio.NewReaderSize(env.stdin, 256<<10), algo)
-				if err != nil {
-					return err
-				}
-				defer zr.Close()
-				w := bufio.NewWriterSize(env.stdout, 256<<10)
-				if _, err := io.Copy(w, zr); err != nil {
-					return err
-				}
-				return w.Flush()
+				return compress.Decompress(env.stdout, env.stdin, algo)
 			}
 			return usagef("nar: unknown subcommand %q (dump, restore, ls, hash, compress, decompress)", sub)
 		},
@@ -135,40 +118,15 @@ func narCommand() command {
 // narList prints a NAR's entries as `nix nar ls -lR ARCHIVE /` does, or
 // its .ls JSON listing.
 func narList(out io.Writer, in io.Reader, asJSON bool) error {
+	if !asJSON {
+		return nar.WriteLongListing(out, in)
+	}
+	l, err := nar.List(in)
+	if err != nil {
+		return err
+	}
 	w := bufio.NewWriter(out)
-	if asJSON {
-		l, err := nar.List(in)
-		if err != nil {
-			return err
-		}
-		w.Write(l.AppendJSON(nil))
-		w.WriteByte('\n')
-		return w.Flush()
-	}
-	r := nar.NewReader(in)
-	for {
-		h, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if h.Path == "" {
-			continue // Nix lists the root's contents, not the root
-		}
-		switch h.Type {
-		case nar.TypeDirectory:
-			fmt.Fprintf(w, "dr-xr-xr-x %20d ./%s\n", 0, h.Path)
-		case nar.TypeSymlink:
-			fmt.Fprintf(w, "lrwxrwxrwx %20d ./%s -> %s\n", 0, h.Path, h.LinkTarget)
-		default:
-			perm := "-r--r--r--"
-			if h.Executable {
-				perm = "-r-xr-xr-x"
-			}
-			fmt.Fprintf(w, "%s %20d ./%s\n", perm, h.Size, h.Path)
-		}
-	}
+	w.Write(l.AppendJSON(nil))
+	w.WriteByte('\n')
 	return w.Flush()
 }

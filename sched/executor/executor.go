@@ -2,7 +2,8 @@
 // on a nix-daemon reached through a unix socket, Remote on a builder's
 // nix-daemon reached over ssh, after copying the inputs it lacks. Router
 // sends each assignment to the executor of its machine. nbuild never builds
-// anything itself: every build is delegated to a nix-daemon.
+// anything itself: every build is delegated to a nix-daemon. Display shows
+// a run to a person: a status line on a terminal, and messages.
 package executor
 
 import (

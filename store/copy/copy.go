@@ -24,6 +24,9 @@
 // cannot make cross the link; its daemon checks each NAR's hash as for any
 // import. See delta.go for the protocol, HostOptions.Delta and
 // HostResult.Delta for the knobs and the account.
+//
+// Printer tells a person how a copy goes, with nix-copy-closure's lines
+// and a status line.
 package copy
 
 import (
