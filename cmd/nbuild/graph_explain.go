@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/nbuild/nbuild/eval/explain"
@@ -69,7 +70,7 @@ func runDiff(ctx context.Context, w io.Writer, root storeRoot, roots, old []stor
 	if format == "tree" || format == "dot" {
 		return usagef("graph: --diff prints a summary or JSON, not --format %s", format)
 	}
-	load := explain.DirLoader(string(root))
+	load := explain.GraphLoader(ctx, string(root), append(slices.Clone(roots), old...)) // both closures, read in parallel
 	r, err := explain.Diff(ctx, roots, old, load, load)
 	if err != nil {
 		return err
