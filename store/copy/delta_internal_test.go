@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"os/exec"
 	"slices"
@@ -279,13 +280,22 @@ func TestReceiveForgedHash(t *testing.T) {
 }
 
 // TestPatchSizes: a line inserted into the middle of random data (a
-// rebuilt binary's worst case for compression) goes as a patch of well
-// under 1 % up to the sizes patches are made for, and decodes to the new
-// contents.
+// rebuilt binary's worst case for compression) or of repetitive text goes
+// as a patch of well under 1 % up to the sizes patches are made for, and
+// decodes to the new contents.
 func TestPatchSizes(t *testing.T) {
-	for _, n := range []int{64 << 10, 3 << 20, 6 << 20, 20 << 20} {
-		old := make([]byte, n)
-		rand.Read(old)
+	var text []byte
+	for i := 0; len(text) < 6<<20; i++ {
+		text = fmt.Appendf(text, "/nix/store/0c8yiw7yrnpg5lq4bvzqvikxws5y4c4p-deltatest-a/lib deltatest-a %d\n", i)
+	}
+	for _, n := range []int{64 << 10, 3 << 20, 6 << 20, 20 << 20, -(6 << 20)} {
+		var old []byte
+		if n > 0 {
+			old = make([]byte, n)
+			rand.Read(old)
+		} else {
+			old, n = text, len(text)
+		}
 		content := slices.Concat(old[:n/2], []byte("an inserted line\n"), old[n/2:])
 		frame, err := makePatch(old, content)
 		if err != nil {
