@@ -24,9 +24,16 @@ import (
 // salt and returns its root and closure, referrers last.
 func copyClosure(t *testing.T, salt string) (string, []string) {
 	t.Helper()
+	return buildFixture(t, "closure.nix", salt)
+}
+
+// buildFixture builds one of store/copy's Nix fixtures with a salt and
+// returns its root and closure, referrers last.
+func buildFixture(t *testing.T, file, salt string) (string, []string) {
+	t.Helper()
 	storetest.RequireDaemon(t)
 	out, err := exec.Command("nix-build", "--option", "substituters", "", "--no-out-link",
-		"../../store/copy/testdata/closure.nix", "--argstr", "salt", salt).CombinedOutput()
+		"../../store/copy/testdata/"+file, "--argstr", "salt", salt).CombinedOutput()
 	if err != nil {
 		t.Fatalf("nix-build: %v\n%s", err, out)
 	}
@@ -428,15 +435,7 @@ func TestCopySSHErrors(t *testing.T) {
 // and returns its root and closure.
 func deltaClosure(t *testing.T, salt string) (string, []string) {
 	t.Helper()
-	storetest.RequireDaemon(t)
-	out, err := exec.Command("nix-build", "--option", "substituters", "", "--no-out-link",
-		"../../store/copy/testdata/delta.nix", "--argstr", "salt", salt).CombinedOutput()
-	if err != nil {
-		t.Fatalf("nix-build: %v\n%s", err, out)
-	}
-	lines := strings.Fields(string(out))
-	root := lines[len(lines)-1]
-	return root, strings.Fields(nixLocal(t, "-q", "--requisites", root))
+	return buildFixture(t, "delta.nix", salt)
 }
 
 // TestCopyDelta runs nbuild copy as a user updating a board would: the

@@ -2,6 +2,7 @@ package copy
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -196,7 +197,7 @@ func remoteReceiver(sc *ssh.Conn, q *hostState, withPred int64, opts DeltaOption
 		st.Binary = "cached"
 		return tryReceiver(sc, q.br, f, st)
 	}
-	if min := cmpOr(opts.MinBytes, bin.size); withPred < min {
+	if min := cmp.Or(opts.MinBytes, bin.size); withPred < min {
 		st.Why = fmt.Sprintf("only %d bytes have predecessors, fewer than the %d it takes to send nbuild", withPred, min)
 		return "", nil
 	}
@@ -233,13 +234,6 @@ func remoteReceiver(sc *ssh.Conn, q *hostState, withPred int64, opts DeltaOption
 	}
 	st.Binary = "sent"
 	return tryReceiver(sc, q.br, f, st)
-}
-
-func cmpOr(a, b int64) int64 {
-	if a != 0 {
-		return a
-	}
-	return b
 }
 
 // tryReceiver asks the remote to run exe --hello and returns exe if it
