@@ -20,6 +20,7 @@ import (
 
 	"github.com/nbuild/nbuild/eval/drv"
 	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/cachedir"
 )
 
 // A snapshot is a Graph saved to one file, so that loading the same
@@ -617,22 +618,7 @@ func loadSnapshot(dir, storeRoot string, roots []store.Path) (*Graph, error) {
 // saveSnapshot writes g's snapshot into dir, atomically (a reader sees the
 // old file or the whole new one). Failing to save only costs speed later.
 func saveSnapshot(dir, storeRoot string, roots []store.Path, g *Graph) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, ".tmp-*.graph")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(g.AppendSnapshot(nil))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, SnapshotFile(storeRoot, roots)))
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := cachedir.WriteFile(dir, 0o755, SnapshotFile(storeRoot, roots), g.AppendSnapshot(nil)); err != nil {
 		return err
 	}
 	pruneSnapshots(dir, maxSnapshots)
@@ -645,29 +631,4 @@ const maxSnapshots = 32
 
 // pruneSnapshots removes the oldest snapshots (by when they were saved)
 // beyond keep.
-func pruneSnapshots(dir string, keep int) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	type snap struct {
-		name string
-		mod  int64
-	}
-	var snaps []snap
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".graph") || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		if info, err := e.Info(); err == nil {
-			snaps = append(snaps, snap{e.Name(), info.ModTime().UnixNano()})
-		}
-	}
-	if len(snaps) <= keep {
-		return
-	}
-	slices.SortFunc(snaps, func(a, b snap) int { return cmp.Compare(b.mod, a.mod) })
-	for _, s := range snaps[keep:] {
-		os.Remove(filepath.Join(dir, s.name))
-	}
-}
+func pruneSnapshots(dir string, keep int) { cachedir.Prune(dir, ".graph", keep) }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nbuild/nbuild/nar/wire"
 	"github.com/nbuild/nbuild/store"
+	"github.com/nbuild/nbuild/store/cachedir"
 )
 
 // digestCache keeps, per store path, the SHA-256 of each of its regular
@@ -107,9 +108,6 @@ func (c *digestCache) put(info *store.PathInfo, files []cachedFile) {
 	if c == nil {
 		return
 	}
-	if err := os.MkdirAll(c.dir, 0o700); err != nil {
-		return
-	}
 	b := wire.AppendString(nil, digestCacheMagic)
 	b = wire.AppendString(b, info.Path.Base())
 	b = wire.AppendBytes(b, info.NarHash[:])
@@ -120,20 +118,7 @@ func (c *digestCache) put(info *store.PathInfo, files []cachedFile) {
 		b = wire.AppendBytes(b, f.digest[:])
 		b = wire.AppendStrings(b, f.found)
 	}
-	tmp, err := os.CreateTemp(c.dir, ".tmp-*")
-	if err != nil {
-		return
-	}
-	_, err = tmp.Write(b)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), c.file(info.Path))
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-	}
+	cachedir.WriteFile(c.dir, 0o700, info.Path.Base(), b)
 }
 
 // drop forgets p's entries.
