@@ -67,8 +67,10 @@ type PlanStep struct {
 }
 
 // planPhases are the parts of a PlanStep timed alone, after the whole;
-// "new-builders" is "new" with PlanBuilders.
-var planPhases = []string{"warm", "load", "validity", "new", "summary", "new-builders"}
+// "new-builders" is "new" with PlanBuilders, "new-cached" is "new" with
+// its schedule read from a sched.SimCache (as a repeated nbuild graph
+// does).
+var planPhases = []string{"warm", "load", "validity", "new", "summary", "new-builders", "new-cached"}
 
 // planCases are PlanStep's phases on closures of 3,500 to 100,001
 // derivations. A corpus is made (or found in the cache) when a case of its
@@ -117,7 +119,8 @@ func NewPlanStep(b *testing.B, c *graphgen.Corpus, machines []sched.Machine) *Pl
 }
 
 // Bench times one phase: "warm" (all of it), "load", "validity", "new"
-// (plan.New) or "summary" (WriteSummary). Bytes are the corpus's .drv
+// (plan.New), "new-cached" (plan.New with a SimCache that the first call
+// fills) or "summary" (WriteSummary). Bytes are the corpus's .drv
 // bytes, so MB/s compare with GraphLoad.
 func (s *PlanStep) Bench(b *testing.B, phase string) {
 	b.ReportAllocs()
@@ -145,8 +148,12 @@ func (s *PlanStep) run(ctx context.Context, phase string) error {
 			return err
 		}
 	}
-	if all || phase == "new" {
-		s.p, err = plan.New(s.g, s.vi, plan.Options{Machines: s.Machines, DefaultDuration: 5 * time.Minute})
+	if all || phase == "new" || phase == "new-cached" {
+		cacheDir := ""
+		if phase == "new-cached" {
+			cacheDir = s.dir
+		}
+		s.p, err = plan.New(s.g, s.vi, plan.Options{Machines: s.Machines, DefaultDuration: 5 * time.Minute, CacheDir: cacheDir})
 		if err != nil {
 			return err
 		}

@@ -30,7 +30,9 @@ builder (they are listed first).
 The loaded derivation graph is saved as a snapshot beside the metadata
 cache, so the next plan of the same installables reads one file instead of
 every .drv (a .drv path names its content: a snapshot never goes stale);
-which outputs are valid is asked anew every time. --no-cache bypasses it.`
+which outputs are valid is asked anew every time. The simulated schedule is
+kept there too: the same plan asked for again (another --format, a
+--why-builder) is not simulated again. --no-cache bypasses both.`
 
 const graphExample = `  nbuild graph --store testdata/store testdata/store/nix/store/*-nixos-system-pi-23.05.drv --builders @testdata/machines
   nbuild graph --format dot ./result.drv | dot -Tsvg > plan.svg
@@ -71,7 +73,7 @@ func graphCommand() command {
 			fs.StringVar(&o.diff, "diff", "", "compare with the plan of INSTALLABLE (the old version) and name the root causes")
 			fs.StringVar(&o.nixConf, "nix-conf", "", "nix.conf to read the local machine from (default $NIX_CONF_DIR/nix.conf or /etc/nix/nix.conf)")
 			fs.StringVar(&o.cacheDir, "cache-dir", "", "metadata cache with recorded build times (default ~/.cache/nbuild/metacache); graph snapshots go to DIR-graphs; \"none\" disables both")
-			fs.BoolVar(&o.noCache, "no-cache", false, "read every .drv file, not the graph snapshot an earlier run saved in CACHE-DIR-graphs (and save none)")
+			fs.BoolVar(&o.noCache, "no-cache", false, "read every .drv file and simulate the schedule, rather than use the graph snapshot and schedule an earlier run saved in CACHE-DIR-graphs (and save none)")
 			fs.DurationVar(&o.defDur, "default-duration", 5*time.Minute, "build time assumed for derivations never built before")
 			substituteFlags(fs, &o)
 			optionFlag(fs, &o.options)
@@ -164,7 +166,7 @@ func runGraph(ctx context.Context, env *cmdEnv, o graphOptions, args []string) e
 	if vi.HasNewAnswers() {
 		rememberSubstitutes(env, o.cacheDir, vi)
 	}
-	p, err := plan.New(g, vi, plan.Options{Machines: machines, DefaultDuration: o.defDur, Duration: durations})
+	p, err := plan.New(g, vi, plan.Options{Machines: machines, DefaultDuration: o.defDur, Duration: durations, CacheDir: snapshotDir(o)})
 	if err != nil {
 		return err
 	}

@@ -102,9 +102,10 @@ func TestGraphGolden(t *testing.T) {
 	}
 }
 
-// TestGraphSnapshot runs the golden plans through a graph snapshot: the
-// first run saves it, the second reads it, and both print exactly what
-// --no-cache (every .drv read) prints.
+// TestGraphSnapshot runs the golden plans through a graph snapshot and a
+// cached schedule: the first run saves them, later ones read them, and
+// all print exactly what --no-cache (every .drv read, the schedule
+// simulated) prints. Every format plans the same jobs: one schedule.
 func TestGraphSnapshot(t *testing.T) {
 	pi := testStore + fixtureRoot(t, "cross", "system-aarch64")
 	cache := filepath.Join(t.TempDir(), "metacache")
@@ -124,6 +125,10 @@ func TestGraphSnapshot(t *testing.T) {
 	snaps, _ := filepath.Glob(filepath.Join(cache+"-graphs", "*.graph"))
 	if len(snaps) != 1 {
 		t.Fatalf("want one snapshot in %s-graphs, found %v", cache, snaps)
+	}
+	sims, _ := filepath.Glob(filepath.Join(cache+"-graphs", "*.sim"))
+	if len(sims) != 1 {
+		t.Fatalf("want one schedule in %s-graphs, found %v", cache, sims)
 	}
 }
 

@@ -93,6 +93,10 @@ type Options struct {
 	// DefaultDuration is assumed for derivations never built before,
 	// except those Nix builds trivially (TrivialDuration).
 	DefaultDuration time.Duration
+	// CacheDir keeps simulated schedules (sched.SimCache), so planning the
+	// same closure on the same machines again skips the simulation; ""
+	// for none.
+	CacheDir string
 }
 
 // New decides each node's state and builder. Nodes are needed from
@@ -151,13 +155,13 @@ func New(g *graph.Graph, vi *Validity, opts Options) (*Plan, error) {
 		}
 		p.expected[id], p.known[id] = d, ok
 	}
-	return p, p.schedule()
+	return p, p.schedule(opts.CacheDir)
 }
 
 // schedule assigns builders to the nodes to build by simulating the
-// scheduler with the expected durations; unbuildable nodes and their
-// referrers are taken out first.
-func (p *Plan) schedule() error {
+// scheduler with the expected durations (through the cache in cacheDir,
+// if any); unbuildable nodes and their referrers are taken out first.
+func (p *Plan) schedule(cacheDir string) error {
 	g := p.Graph
 	jobOf := make([]int, g.Len())
 	// Sized up front: growing thousands of jobs by append was a tenth of
@@ -243,19 +247,15 @@ func (p *Plan) schedule() error {
 	if len(jobs) == 0 {
 		return nil
 	}
-	plan, err := sched.NewPlan(jobs, p.Machines)
-	if err != nil {
-		return err
-	}
-	p.Sched, p.JobNodes = plan, nodes
 	dur := make([]time.Duration, len(jobs))
 	for i, id := range nodes {
 		dur[i] = p.expected[id]
 	}
-	tl, err := sched.SimulatePlan(plan, dur, sched.SimOptions{})
+	plan, tl, err := sched.SimCache{Dir: cacheDir}.Plan(jobs, p.Machines, dur, sched.SimOptions{})
 	if err != nil {
 		return err
 	}
+	p.Sched, p.JobNodes = plan, nodes
 	p.Timeline = tl
 	for _, e := range tl.Entries {
 		if e.Outcome == sched.Built.String() {
