@@ -154,6 +154,12 @@ type Scheduler struct {
 	// bounded by jobs × machines and redos).
 	cost    []time.Duration
 	costOff []int32
+	// noCopy marks jobs whose transfer time is always 0: they and their
+	// dependencies have no bytes to copy (a plan's jobs before any build
+	// was recorded). Their costs are the build times, worked out once
+	// rather than checked against their dependencies' holdings at every
+	// look.
+	noCopy  []bool
 	costAt  []uint32
 	heldAt  []uint32
 	changes uint32
@@ -220,6 +226,17 @@ func NewScheduler(plan *Plan, opts Options) *Scheduler {
 		s.outBytes[id] = float64(plan.Jobs[id].OutputBytes)
 		s.srcInv[id] = math.Inf(1)
 		s.costOff[id+1] = s.costOff[id] + int32(len(plan.capable[id]))
+	}
+	s.noCopy = make([]bool, n)
+	for id := range plan.Jobs {
+		j := &plan.Jobs[id]
+		s.noCopy[id] = j.InputBytes == 0 && j.OutputBytes == 0
+		for _, d := range j.Deps {
+			if plan.Jobs[d].OutputBytes != 0 {
+				s.noCopy[id] = false
+				break
+			}
+		}
 	}
 	s.cost = make([]time.Duration, s.costOff[n])
 	s.costAt = make([]uint32, n)
@@ -513,6 +530,15 @@ func (s *Scheduler) pickNix(id int, now time.Duration) int {
 // machines, computed again only when a dependency's holdings changed.
 func (s *Scheduler) costs(id int) []time.Duration {
 	cost := s.cost[s.costOff[id]:s.costOff[id+1]]
+	if s.noCopy[id] {
+		if s.costAt[id] == 0 {
+			for k, m := range s.plan.capable[id] {
+				cost[k] = s.buildTime(id, int(m))
+			}
+			s.costAt[id] = 1
+		}
+		return cost
+	}
 	if at := s.costAt[id]; at != 0 {
 		fresh := true
 		for _, d := range s.plan.Jobs[id].Deps {
@@ -565,6 +591,9 @@ func (s *Scheduler) setHeld(id, m int) {
 // the host, or else through the host from a machine that has them; and
 // the time to copy outputs back (see below).
 func (s *Scheduler) transfer(id, m int) time.Duration {
+	if s.noCopy[id] {
+		return 0
+	}
 	inv := s.machines[m].invBW
 	j := &s.plan.Jobs[id]
 	secs := float64(j.InputBytes) * inv
