@@ -19,6 +19,9 @@ func Nix32Len(n int) int {
 // unlike RFC 4648 base32, the first character holds the highest bits of
 // the last byte, and the last character the lowest five bits of the first.
 func AppendNix32(dst, src []byte) []byte {
+	if len(src) == DigestSize {
+		return appendDigest(dst, (*[DigestSize]byte)(src))
+	}
 	n := Nix32Len(len(src))
 	for k := n - 1; k >= 0; k-- {
 		b := k * 5
@@ -50,4 +53,27 @@ func DecodeNix32(s string) ([]byte, error) {
 		return nil, fmt.Errorf("store: nix32 %q: %w", s, err)
 	}
 	return dst, nil
+}
+
+// appendDigest is AppendNix32 for a store path's 20 bytes, unrolled as
+// decodeHashPart is: each 5 bytes are 40 bits, the 8 characters of one
+// group counted from the end, so a group is one word and no bits carry
+// between groups. Every path written (ATerm, JSON, hashes, the wire) goes
+// through here.
+func appendDigest(dst []byte, d *[DigestSize]byte) []byte {
+	var s [HashPartLen]byte
+	encodeGroup((*[8]byte)(s[24:32]), (*[5]byte)(d[0:5]))
+	encodeGroup((*[8]byte)(s[16:24]), (*[5]byte)(d[5:10]))
+	encodeGroup((*[8]byte)(s[8:16]), (*[5]byte)(d[10:15]))
+	encodeGroup((*[8]byte)(s[0:8]), (*[5]byte)(d[15:20]))
+	return append(dst, s[:]...)
+}
+
+// encodeGroup writes the 8 characters of 5 bytes, the last character the
+// lowest five bits.
+func encodeGroup(s *[8]byte, b *[5]byte) {
+	v := uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 | uint64(b[4])<<32
+	const a = Nix32Alphabet
+	s[7], s[6], s[5], s[4] = a[v&31], a[v>>5&31], a[v>>10&31], a[v>>15&31]
+	s[3], s[2], s[1], s[0] = a[v>>20&31], a[v>>25&31], a[v>>30&31], a[v>>35&31]
 }

@@ -200,7 +200,12 @@ func checkName(name string) string {
 	// One table load and AND per byte, no branch: every graph load and
 	// snapshot checks tens of thousands of names.
 	ok := uint8(1)
-	for i := 0; i < len(name); i++ {
+	i := 0
+	for ; i+4 <= len(name); i += 4 {
+		// Four a step, one AND chain: fewer instructions per byte.
+		ok &= nameChars[name[i]] & nameChars[name[i+1]] & nameChars[name[i+2]] & nameChars[name[i+3]]
+	}
+	for ; i < len(name); i++ {
 		ok &= nameChars[name[i]]
 	}
 	if ok != 0 {
@@ -238,7 +243,10 @@ func (p Path) Name() string { return p.name }
 func (p Path) HashPart() string { return EncodeNix32(p.digest[:]) }
 
 // Base returns "<hash>-<name>".
-func (p Path) Base() string { return p.HashPart() + "-" + p.name }
+func (p Path) Base() string {
+	var buf [HashPartLen + 1 + MaxNameLen]byte
+	return string(p.AppendBase(buf[:0]))
+}
 
 // AppendBase appends p's base name to b: Base without an allocation when b
 // has room (for map lookups by string(b) over many paths).
@@ -253,7 +261,19 @@ func (p Path) String() string {
 	if p.IsZero() {
 		return ""
 	}
-	return StoreDir + "/" + p.Base()
+	var buf [len(StoreDir) + 1 + HashPartLen + 1 + MaxNameLen]byte
+	return string(p.AppendTo(buf[:0]))
+}
+
+// AppendTo appends the full path, as String returns it, to b (nothing for
+// the zero Path): writers of many paths (ATerm, JSON, hashes) render each
+// without an allocation.
+func (p Path) AppendTo(b []byte) []byte {
+	if p.IsZero() {
+		return b
+	}
+	b = append(b, StoreDir+"/"...)
+	return p.AppendBase(b)
 }
 
 // IsDerivation reports whether p names a store derivation (".drv").
