@@ -11,6 +11,7 @@ package store
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -108,7 +109,8 @@ func ParseBase(base string) (Path, error) {
 		return Path{}, &PathError{Path: base, Reason: "no '-' after the hash part"}
 	}
 	var p Path
-	if err := decodeHashPart(p.digest[:], base[:HashPartLen]); err != nil {
+	if !decodeDigest(&p.digest, base[:HashPartLen]) {
+		err := decodeHashPart(p.digest[:], base[:HashPartLen]) // for the message
 		return Path{}, &PathError{Path: base, Reason: err.Error()}
 	}
 	p.name = base[HashPartLen+1:]
@@ -130,24 +132,10 @@ func MustParsePath(s string) Path {
 
 func decodeHashPart(dst []byte, s string) error {
 	// Nix base32 (2.8 src/libutil/hash.cc): the last character holds the
-	// lowest five bits. A store path's 32 characters are 160 bits, the
-	// 20 bytes exactly: each run of 8 characters from the end is 40 bits,
-	// 5 whole bytes, so it is decoded into a word with no carry between
-	// runs.
+	// lowest five bits. A store path's 32 characters are 160 bits, the 20
+	// bytes exactly: decodeDigest.
 	if len(s) == HashPartLen && len(dst) == DigestSize {
-		var bad byte
-		for g := 0; g < 4; g++ {
-			// Unrolled: constant shifts, half the instructions of a loop.
-			e := HashPartLen - 1 - 8*g
-			d0, d1, d2, d3 := nix32Value[s[e]], nix32Value[s[e-1]], nix32Value[s[e-2]], nix32Value[s[e-3]]
-			d4, d5, d6, d7 := nix32Value[s[e-4]], nix32Value[s[e-5]], nix32Value[s[e-6]], nix32Value[s[e-7]]
-			bad |= d0 | d1 | d2 | d3 | d4 | d5 | d6 | d7
-			v := uint64(d0) | uint64(d1)<<5 | uint64(d2)<<10 | uint64(d3)<<15 |
-				uint64(d4)<<20 | uint64(d5)<<25 | uint64(d6)<<30 | uint64(d7)<<35
-			b := dst[5*g : 5*g+5]
-			b[0], b[1], b[2], b[3], b[4] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24), byte(v>>32)
-		}
-		if bad&0x80 == 0 { // valid digits are below 32, invalid ones 0xff
+		if decodeDigest((*[DigestSize]byte)(dst), s) {
 			return nil
 		}
 	}
@@ -176,6 +164,50 @@ func decodeHashPart(dst []byte, s string) error {
 	return nil
 }
 
+// decodeDigest decodes a 32-character hash part into dst and reports
+// whether every character was a digit (dst is then garbage). Written out:
+// each character is a load at a constant offset, a table load, a shift and
+// an OR, with no index arithmetic or bounds check; each group of 8
+// characters from the end is 40 bits, 5 whole bytes. A non-digit's table
+// value is all ones, which sets the bits above 40 whatever its shift.
+func decodeDigest(dst *[DigestSize]byte, s string) bool {
+	_ = s[HashPartLen-1]
+	t := &nix32Word
+	var bad uint64
+	v := t[s[31]] | t[s[30]]<<5 | t[s[29]]<<10 | t[s[28]]<<15 |
+		t[s[27]]<<20 | t[s[26]]<<25 | t[s[25]]<<30 | t[s[24]]<<35
+	bad |= v
+	binary.LittleEndian.PutUint32(dst[0:4], uint32(v))
+	dst[4] = byte(v >> 32)
+	v = t[s[23]] | t[s[22]]<<5 | t[s[21]]<<10 | t[s[20]]<<15 |
+		t[s[19]]<<20 | t[s[18]]<<25 | t[s[17]]<<30 | t[s[16]]<<35
+	bad |= v
+	binary.LittleEndian.PutUint32(dst[5:9], uint32(v))
+	dst[9] = byte(v >> 32)
+	v = t[s[15]] | t[s[14]]<<5 | t[s[13]]<<10 | t[s[12]]<<15 |
+		t[s[11]]<<20 | t[s[10]]<<25 | t[s[9]]<<30 | t[s[8]]<<35
+	bad |= v
+	binary.LittleEndian.PutUint32(dst[10:14], uint32(v))
+	dst[14] = byte(v >> 32)
+	v = t[s[7]] | t[s[6]]<<5 | t[s[5]]<<10 | t[s[4]]<<15 |
+		t[s[3]]<<20 | t[s[2]]<<25 | t[s[1]]<<30 | t[s[0]]<<35
+	bad |= v
+	binary.LittleEndian.PutUint32(dst[15:19], uint32(v))
+	dst[19] = byte(v >> 32)
+	return bad>>40 == 0
+}
+
+// nix32Word is nix32Value as words, with all ones for a non-digit.
+var nix32Word = func() (t [256]uint64) {
+	for i, v := range nix32Value {
+		t[i] = uint64(v)
+		if v == 0xff {
+			t[i] = ^uint64(0)
+		}
+	}
+	return t
+}()
+
 // nix32Value maps a character of Nix's base32 alphabet to its value, and
 // every other byte to 0xff.
 var nix32Value = func() (t [256]byte) {
@@ -200,13 +232,15 @@ func checkName(name string) string {
 	// One table load and AND per byte, no branch: every graph load and
 	// snapshot checks tens of thousands of names.
 	ok := uint8(1)
-	i := 0
-	for ; i+4 <= len(name); i += 4 {
-		// Four a step, one AND chain: fewer instructions per byte.
-		ok &= nameChars[name[i]] & nameChars[name[i+1]] & nameChars[name[i+2]] & nameChars[name[i+3]]
+	rest := name
+	for len(rest) >= 4 {
+		// Four a step, one AND chain: fewer instructions per byte (and
+		// no bounds checks, indexing rest from 0).
+		ok &= nameChars[rest[0]] & nameChars[rest[1]] & nameChars[rest[2]] & nameChars[rest[3]]
+		rest = rest[4:]
 	}
-	for ; i < len(name); i++ {
-		ok &= nameChars[name[i]]
+	for i := 0; i < len(rest); i++ {
+		ok &= nameChars[rest[i]]
 	}
 	if ok != 0 {
 		return ""
