@@ -114,8 +114,8 @@ func ParseBase(base string) (Path, error) {
 		return Path{}, &PathError{Path: base, Reason: err.Error()}
 	}
 	p.name = base[HashPartLen+1:]
-	if reason := checkName(p.name); reason != "" {
-		return Path{}, &PathError{Path: base, Reason: reason}
+	if len(p.name) > MaxNameLen || !validName(p.name) {
+		return Path{}, &PathError{Path: base, Reason: checkName(p.name)}
 	}
 	return p, nil
 }
@@ -229,8 +229,21 @@ func checkName(name string) string {
 	if len(name) > MaxNameLen {
 		return fmt.Sprintf("name longer than %d bytes", MaxNameLen)
 	}
-	// One table load and AND per byte, no branch: every graph load and
-	// snapshot checks tens of thousands of names.
+	if validName(name) {
+		return ""
+	}
+	for i := 0; i < len(name); i++ {
+		if nameChars[name[i]] == 0 {
+			return fmt.Sprintf("invalid character %q in name", name[i])
+		}
+	}
+	return "" // not reached
+}
+
+// validName reports whether every byte of name is allowed in a name. One
+// table load and AND per byte, no branch: every drv parse, graph load and
+// snapshot checks tens of thousands of names.
+func validName(name string) bool {
 	ok := uint8(1)
 	rest := name
 	for len(rest) >= 4 {
@@ -242,15 +255,7 @@ func checkName(name string) string {
 	for i := 0; i < len(rest); i++ {
 		ok &= nameChars[rest[i]]
 	}
-	if ok != 0 {
-		return ""
-	}
-	for i := 0; i < len(name); i++ {
-		if nameChars[name[i]] == 0 {
-			return fmt.Sprintf("invalid character %q in name", name[i])
-		}
-	}
-	return "" // not reached
+	return ok != 0
 }
 
 // nameChars is 1 for the bytes a store path name may contain (2.8
