@@ -495,9 +495,10 @@ func (p *Parser) validPath() (string, int, bool) {
 // validStorePath is validPath for the paths a Derivation keeps as
 // store.Path (outputs and input derivations): the closing quote found by
 // words, then store.ParseBase decodes the hash part, which checks its
-// digits, and checks the name, so each byte is validated once. The path's
-// text is data[start+1:p.pos-1].
-func (p *Parser) validStorePath() (store.Path, bool) {
+// digits, and checks the name, so each byte is validated once. The path
+// goes to *dst (no copies of it through results); its text is
+// data[start+1:p.pos-1].
+func (p *Parser) validStorePath(dst *store.Path) bool {
 	const prefix = `"/nix/store/`
 	start := p.pos
 	data := p.data
@@ -518,12 +519,13 @@ func (p *Parser) validStorePath() (store.Path, bool) {
 					// The name checked above, interned: NewPath cannot fail.
 					path, _ = store.NewPath(path.Digest(), p.Intern(data[q-len(path.Name()):q]))
 				}
+				*dst = path
 				p.pos = q + 1
-				return path, true
+				return true
 			}
 		}
 	}
-	return store.Path{}, false
+	return false
 }
 
 // pathText returns the text of the path validStorePath took, which began at
@@ -1008,8 +1010,7 @@ func (p *Parser) parseOutputs() error {
 		// Most paths are valid ones, checked as they are scanned.
 		var badPath string // a path that is not a valid store path
 		offs[1] = p.pos
-		var pathOK bool
-		if o.Path, pathOK = p.validStorePath(); !pathOK {
+		if !p.validStorePath(&o.Path) {
 			var s string
 			if s, offs[1], err = p.rawString(); err != nil {
 				return err
@@ -1131,23 +1132,27 @@ func (p *Parser) parseInputDrvs() error {
 		if !p.eat('(') {
 			return p.expectErr("(")
 		}
+		// The entry is filled in place (an error leaves it behind, to be
+		// dropped by the next parse).
+		n := len(p.inDrvs)
+		p.inDrvs = append(p.inDrvs, InputDrv{})
+		in := &p.inDrvs[n]
 		off := p.pos
-		path, ok := p.validStorePath()
 		var text string
-		if ok {
+		if p.validStorePath(&in.Path) {
 			text = p.pathText(off)
 		} else {
 			// Another way for the same errors (or a valid path too near
-			// the end of the input for pathEnd).
+			// the end of the input for validStorePath).
 			var err error
 			if text, off, err = p.storePath(); err != nil {
 				return err
 			}
-			if path, err = store.ParsePath(text); err != nil {
+			if in.Path, err = store.ParsePath(text); err != nil {
 				return p.fail(off, "%v", err)
 			}
 		}
-		if len(p.inDrvs) > 0 && !after(p.prevDrv, text) {
+		if n > 0 && !after(p.prevDrv, text) {
 			return p.orderErr(p.prevDrv, text, off, "input derivation")
 		}
 		p.prevDrv = text
@@ -1171,7 +1176,6 @@ func (p *Parser) parseInputDrvs() error {
 				return p.expectErr(")")
 			}
 		}
-		p.inDrvs = append(p.inDrvs, InputDrv{Path: path})
 		p.spans = append(p.spans, begin, len(p.all))
 	}
 }
