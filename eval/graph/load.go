@@ -137,8 +137,8 @@ func carve[T any](slab *[]T, n int) []T {
 }
 
 // record is a node being loaded; its Inputs' To are discovery numbers.
+// Its node's Path is set when it is discovered.
 type record struct {
-	path store.Path // the .drv path as found in the referrer
 	node Node
 	from NodeID // the node that discovered it; -1 for a root
 	drv  *drv.Derivation
@@ -164,7 +164,7 @@ func (l *loader) discover(p store.Path, from NodeID) (NodeID, bool) {
 	p, _ = store.NewPath(p.Digest(), unsafe.String(&l.text[k], len(name))) // a valid name
 	l.index[p] = id
 	rec := carve(&l.recSlab, 1)
-	rec[0] = record{path: p, from: from}
+	rec[0] = record{node: Node{Path: p}, from: from}
 	l.recs = append(l.recs, &rec[0])
 	l.queue = append(l.queue, id)
 	return id, true
@@ -219,13 +219,7 @@ func (l *loader) work() {
 				if rec.from >= 0 {
 					from = l.recs[rec.from].node.Path
 				}
-				if rec.node.Path.IsZero() {
-					// Its path did not parse: blame the referrer.
-					err = fmt.Errorf("input derivation %q: %w", rec.path, err)
-					l.err = &LoadError{Path: from, Err: err}
-				} else {
-					l.err = &LoadError{Path: rec.node.Path, From: from, Err: err}
-				}
+				l.err = &LoadError{Path: rec.node.Path, From: from, Err: err}
 			}
 			l.cond.Broadcast()
 			continue
@@ -358,9 +352,8 @@ func (w *worker) parseRead(dir *storeDir, base string, full bool) (*drv.Derivati
 // load reads rec's derivation and fills rec.node, except the inputs' To,
 // which the caller sets from w.inputs.
 func (w *worker) load(dir *storeDir, rec *record) error {
-	p := rec.path
 	n := &rec.node
-	n.Path = p
+	p := n.Path
 	if !p.IsDerivation() {
 		return ErrNotDerivation
 	}
