@@ -1,6 +1,10 @@
 package store
 
-import "fmt"
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+)
 
 // Nix32Alphabet is the alphabet of Nix's base32 ("nix32"): digits and
 // lower-case letters without e, o, t and u.
@@ -19,6 +23,9 @@ func Nix32Len(n int) int {
 // unlike RFC 4648 base32, the first character holds the highest bits of
 // the last byte, and the last character the lowest five bits of the first.
 func AppendNix32(dst, src []byte) []byte {
+	if len(src) == DigestSize {
+		return appendDigest(dst, (*[DigestSize]byte)(src))
+	}
 	n := Nix32Len(len(src))
 	for k := n - 1; k >= 0; k-- {
 		b := k * 5
@@ -50,4 +57,28 @@ func DecodeNix32(s string) ([]byte, error) {
 		return nil, fmt.Errorf("store: nix32 %q: %w", s, err)
 	}
 	return dst, nil
+}
+
+// appendDigest is AppendNix32 for a store path's 20 bytes, written out as
+// decodeDigest is: each 5 bytes are 40 bits, the 8 characters of one group
+// counted from the end, stored at constant offsets straight into dst.
+// Every path written (ATerm, JSON, hashes, the wire) goes through here.
+func appendDigest(dst []byte, d *[DigestSize]byte) []byte {
+	n := len(dst)
+	dst = slices.Grow(dst, HashPartLen)[:n+HashPartLen]
+	s := (*[HashPartLen]byte)(dst[n:])
+	const a = Nix32Alphabet
+	v := uint64(binary.LittleEndian.Uint32(d[0:4])) | uint64(d[4])<<32
+	s[31], s[30], s[29], s[28] = a[v&31], a[v>>5&31], a[v>>10&31], a[v>>15&31]
+	s[27], s[26], s[25], s[24] = a[v>>20&31], a[v>>25&31], a[v>>30&31], a[v>>35&31]
+	v = uint64(binary.LittleEndian.Uint32(d[5:9])) | uint64(d[9])<<32
+	s[23], s[22], s[21], s[20] = a[v&31], a[v>>5&31], a[v>>10&31], a[v>>15&31]
+	s[19], s[18], s[17], s[16] = a[v>>20&31], a[v>>25&31], a[v>>30&31], a[v>>35&31]
+	v = uint64(binary.LittleEndian.Uint32(d[10:14])) | uint64(d[14])<<32
+	s[15], s[14], s[13], s[12] = a[v&31], a[v>>5&31], a[v>>10&31], a[v>>15&31]
+	s[11], s[10], s[9], s[8] = a[v>>20&31], a[v>>25&31], a[v>>30&31], a[v>>35&31]
+	v = uint64(binary.LittleEndian.Uint32(d[15:19])) | uint64(d[19])<<32
+	s[7], s[6], s[5], s[4] = a[v&31], a[v>>5&31], a[v>>10&31], a[v>>15&31]
+	s[3], s[2], s[1], s[0] = a[v>>20&31], a[v>>25&31], a[v>>30&31], a[v>>35&31]
+	return dst
 }

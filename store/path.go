@@ -11,6 +11,7 @@ package store
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -108,12 +109,13 @@ func ParseBase(base string) (Path, error) {
 		return Path{}, &PathError{Path: base, Reason: "no '-' after the hash part"}
 	}
 	var p Path
-	if err := decodeHashPart(p.digest[:], base[:HashPartLen]); err != nil {
+	if !decodeDigest(&p.digest, base[:HashPartLen]) {
+		err := decodeHashPart(p.digest[:], base[:HashPartLen]) // for the message
 		return Path{}, &PathError{Path: base, Reason: err.Error()}
 	}
 	p.name = base[HashPartLen+1:]
-	if reason := checkName(p.name); reason != "" {
-		return Path{}, &PathError{Path: base, Reason: reason}
+	if len(p.name) > MaxNameLen || !validName(p.name) {
+		return Path{}, &PathError{Path: base, Reason: checkName(p.name)}
 	}
 	return p, nil
 }
@@ -130,24 +132,10 @@ func MustParsePath(s string) Path {
 
 func decodeHashPart(dst []byte, s string) error {
 	// Nix base32 (2.8 src/libutil/hash.cc): the last character holds the
-	// lowest five bits. A store path's 32 characters are 160 bits, the
-	// 20 bytes exactly: each run of 8 characters from the end is 40 bits,
-	// 5 whole bytes, so it is decoded into a word with no carry between
-	// runs.
+	// lowest five bits. A store path's 32 characters are 160 bits, the 20
+	// bytes exactly: decodeDigest.
 	if len(s) == HashPartLen && len(dst) == DigestSize {
-		var bad byte
-		for g := 0; g < 4; g++ {
-			// Unrolled: constant shifts, half the instructions of a loop.
-			e := HashPartLen - 1 - 8*g
-			d0, d1, d2, d3 := nix32Value[s[e]], nix32Value[s[e-1]], nix32Value[s[e-2]], nix32Value[s[e-3]]
-			d4, d5, d6, d7 := nix32Value[s[e-4]], nix32Value[s[e-5]], nix32Value[s[e-6]], nix32Value[s[e-7]]
-			bad |= d0 | d1 | d2 | d3 | d4 | d5 | d6 | d7
-			v := uint64(d0) | uint64(d1)<<5 | uint64(d2)<<10 | uint64(d3)<<15 |
-				uint64(d4)<<20 | uint64(d5)<<25 | uint64(d6)<<30 | uint64(d7)<<35
-			b := dst[5*g : 5*g+5]
-			b[0], b[1], b[2], b[3], b[4] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24), byte(v>>32)
-		}
-		if bad&0x80 == 0 { // valid digits are below 32, invalid ones 0xff
+		if decodeDigest((*[DigestSize]byte)(dst), s) {
 			return nil
 		}
 	}
@@ -176,6 +164,50 @@ func decodeHashPart(dst []byte, s string) error {
 	return nil
 }
 
+// decodeDigest decodes a 32-character hash part into dst and reports
+// whether every character was a digit (dst is then garbage). Written out:
+// each character is a load at a constant offset, a table load, a shift and
+// an OR, with no index arithmetic or bounds check; each group of 8
+// characters from the end is 40 bits, 5 whole bytes. A non-digit's table
+// value is all ones, which sets the bits above 40 whatever its shift.
+func decodeDigest(dst *[DigestSize]byte, s string) bool {
+	_ = s[HashPartLen-1]
+	t := &nix32Word
+	var bad uint64
+	v := t[s[31]] | t[s[30]]<<5 | t[s[29]]<<10 | t[s[28]]<<15 |
+		t[s[27]]<<20 | t[s[26]]<<25 | t[s[25]]<<30 | t[s[24]]<<35
+	bad |= v
+	binary.LittleEndian.PutUint32(dst[0:4], uint32(v))
+	dst[4] = byte(v >> 32)
+	v = t[s[23]] | t[s[22]]<<5 | t[s[21]]<<10 | t[s[20]]<<15 |
+		t[s[19]]<<20 | t[s[18]]<<25 | t[s[17]]<<30 | t[s[16]]<<35
+	bad |= v
+	binary.LittleEndian.PutUint32(dst[5:9], uint32(v))
+	dst[9] = byte(v >> 32)
+	v = t[s[15]] | t[s[14]]<<5 | t[s[13]]<<10 | t[s[12]]<<15 |
+		t[s[11]]<<20 | t[s[10]]<<25 | t[s[9]]<<30 | t[s[8]]<<35
+	bad |= v
+	binary.LittleEndian.PutUint32(dst[10:14], uint32(v))
+	dst[14] = byte(v >> 32)
+	v = t[s[7]] | t[s[6]]<<5 | t[s[5]]<<10 | t[s[4]]<<15 |
+		t[s[3]]<<20 | t[s[2]]<<25 | t[s[1]]<<30 | t[s[0]]<<35
+	bad |= v
+	binary.LittleEndian.PutUint32(dst[15:19], uint32(v))
+	dst[19] = byte(v >> 32)
+	return bad>>40 == 0
+}
+
+// nix32Word is nix32Value as words, with all ones for a non-digit.
+var nix32Word = func() (t [256]uint64) {
+	for i, v := range nix32Value {
+		t[i] = uint64(v)
+		if v == 0xff {
+			t[i] = ^uint64(0)
+		}
+	}
+	return t
+}()
+
 // nix32Value maps a character of Nix's base32 alphabet to its value, and
 // every other byte to 0xff.
 var nix32Value = func() (t [256]byte) {
@@ -197,13 +229,7 @@ func checkName(name string) string {
 	if len(name) > MaxNameLen {
 		return fmt.Sprintf("name longer than %d bytes", MaxNameLen)
 	}
-	// One table load and AND per byte, no branch: every graph load and
-	// snapshot checks tens of thousands of names.
-	ok := uint8(1)
-	for i := 0; i < len(name); i++ {
-		ok &= nameChars[name[i]]
-	}
-	if ok != 0 {
+	if validName(name) {
 		return ""
 	}
 	for i := 0; i < len(name); i++ {
@@ -212,6 +238,24 @@ func checkName(name string) string {
 		}
 	}
 	return "" // not reached
+}
+
+// validName reports whether every byte of name is allowed in a name. One
+// table load and AND per byte, no branch: every drv parse, graph load and
+// snapshot checks tens of thousands of names.
+func validName(name string) bool {
+	ok := uint8(1)
+	rest := name
+	for len(rest) >= 4 {
+		// Four a step, one AND chain: fewer instructions per byte (and
+		// no bounds checks, indexing rest from 0).
+		ok &= nameChars[rest[0]] & nameChars[rest[1]] & nameChars[rest[2]] & nameChars[rest[3]]
+		rest = rest[4:]
+	}
+	for i := 0; i < len(rest); i++ {
+		ok &= nameChars[rest[i]]
+	}
+	return ok != 0
 }
 
 // nameChars is 1 for the bytes a store path name may contain (2.8
@@ -238,7 +282,10 @@ func (p Path) Name() string { return p.name }
 func (p Path) HashPart() string { return EncodeNix32(p.digest[:]) }
 
 // Base returns "<hash>-<name>".
-func (p Path) Base() string { return p.HashPart() + "-" + p.name }
+func (p Path) Base() string {
+	var buf [HashPartLen + 1 + MaxNameLen]byte
+	return string(p.AppendBase(buf[:0]))
+}
 
 // AppendBase appends p's base name to b: Base without an allocation when b
 // has room (for map lookups by string(b) over many paths).
@@ -253,7 +300,19 @@ func (p Path) String() string {
 	if p.IsZero() {
 		return ""
 	}
-	return StoreDir + "/" + p.Base()
+	var buf [len(StoreDir) + 1 + HashPartLen + 1 + MaxNameLen]byte
+	return string(p.AppendTo(buf[:0]))
+}
+
+// AppendTo appends the full path, as String returns it, to b (nothing for
+// the zero Path): writers of many paths (ATerm, JSON, hashes) render each
+// without an allocation.
+func (p Path) AppendTo(b []byte) []byte {
+	if p.IsZero() {
+		return b
+	}
+	b = append(b, StoreDir+"/"...)
+	return p.AppendBase(b)
 }
 
 // IsDerivation reports whether p names a store derivation (".drv").

@@ -13,10 +13,7 @@ import (
 func TestDecodeHashPart(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	for range 20000 {
-		var digest [DigestSize]byte
-		for i := range digest {
-			digest[i] = byte(rng.Uint32())
-		}
+		digest := randomDigest(rng)
 		s := nixbase32.EncodeToString(digest[:])
 		var got [DigestSize]byte
 		got[3] = 0xaa // decodeHashPart must not OR into stale bytes
@@ -62,6 +59,18 @@ func TestDecodeHashPart(t *testing.T) {
 // TestCheckNameEveryByte checks the table against Nix's rule (2.8
 // src/libstore/path.cc checkName) for every byte, at the start, middle and
 // end of a name, with the message naming the first bad byte.
+// TestAppendDigest checks the unrolled encoder of 20-byte digests against
+// go-nix's.
+func TestAppendDigest(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	for range 20000 {
+		digest := randomDigest(rng)
+		if got, want := string(AppendNix32([]byte("x"), digest[:])), "x"+nixbase32.EncodeToString(digest[:]); got != want {
+			t.Fatalf("%x: got %s, want %s", digest, got, want)
+		}
+	}
+}
+
 func TestCheckNameEveryByte(t *testing.T) {
 	for c := 0; c < 256; c++ {
 		b := byte(c)
@@ -80,4 +89,11 @@ func TestCheckNameEveryByte(t *testing.T) {
 	if got := checkName("ok-name" + " " + "/"); got != `invalid character ' ' in name` {
 		t.Errorf("two bad bytes: %q names the wrong one", got)
 	}
+}
+
+func randomDigest(rng *rand.Rand) (d [DigestSize]byte) {
+	for i := range d {
+		d[i] = byte(rng.Uint32())
+	}
+	return d
 }

@@ -152,6 +152,24 @@ func TestAppendBase(t *testing.T) {
 	}
 }
 
+func TestAppendTo(t *testing.T) {
+	const s = "/nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-net-tools-1.60_p20170221182432"
+	p := store.MustParsePath(s)
+	if got := string(p.AppendTo([]byte("prefix:"))); got != "prefix:"+s {
+		t.Errorf("AppendTo = %q, want %q", got, "prefix:"+s)
+	}
+	if got := p.String(); got != s {
+		t.Errorf("String = %q, want %q", got, s)
+	}
+	if got := string(store.Path{}.AppendTo([]byte("x"))); got != "x" {
+		t.Errorf("zero Path: AppendTo = %q, want nothing appended", got)
+	}
+	buf := make([]byte, 0, 256)
+	if n := testing.AllocsPerRun(100, func() { buf = p.AppendTo(buf[:0]) }); n != 0 {
+		t.Errorf("AppendTo into a buffer with room: %v allocations", n)
+	}
+}
+
 // BenchmarkParsePath: every graph load and snapshot parses thousands.
 func BenchmarkParsePath(b *testing.B) {
 	const s = "/nix/store/1b8m03r63zqhnjf7l5wnldhh7c134ap5-hello-2.12.1.drv"

@@ -148,7 +148,7 @@ func TestDrvCheck(t *testing.T) {
 		t.Fatalf("exit %d, want 1\n%s", code, errs)
 	}
 	for _, want := range []string{
-		dp.String() + ": output 'dev' has path '" + wrongOut + "', should be '",
+		dp.String() + ": output 'dev' has path '" + wrongOut.String() + "', should be '",
 		roots["ia-multi"] + ": .drv path should be ",
 		roots["ia-multi"] + ": output 'dev' has path",
 		"mismatches in 2 derivations checked",

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"unsafe"
+
+	"github.com/nbuild/nbuild/store"
 )
 
 // ErrSyntax is wrapped by every error Parse returns.
@@ -35,8 +37,9 @@ type Parser struct {
 	// Intern, if set, is called for every string of the derivation with its
 	// unescaped bytes (which it must not retain) and returns the string to
 	// store, so a graph loader can share repeated paths and names between
-	// derivations. Without it every parsed Derivation owns one copy of its
-	// file, and its strings point into that copy.
+	// derivations; of the paths held as store.Path (outputs and input
+	// derivations) it gets the name. Without it every parsed Derivation
+	// owns one copy of its file, and its strings point into that copy.
 	Intern func([]byte) string
 
 	// data is the text being parsed: without Intern a private copy of the
@@ -50,15 +53,16 @@ type Parser struct {
 	// shared: ParseShared, whose results share data and the slabs below.
 	inPlace, views, shared bool
 	pos                    int
-	// all receives every string of the derivation but platform, builder
-	// and input derivation paths, in the order of the file: 4 per output,
-	// the input derivations' output names, inputSrcs, args, 2 per env
-	// entry. It becomes the result's storage (Output and EnvVar are laid
-	// out as [4]string and [2]string), so each string is stored once.
+	// all receives every string of the derivation but platform, builder,
+	// outputs and input derivation paths, in the order of the file: the
+	// input derivations' output names, inputSrcs, args, 2 per env entry.
+	// It becomes the result's storage (EnvVar is laid out as [2]string),
+	// so each string is stored once.
 	all     []string
-	nOut    int
 	envAt   int // index in all of the first env entry
+	outs    []Output
 	inDrvs  []InputDrv
+	prevDrv string // the last input derivation's path (text of data)
 	spans   []int  // [start, end) into all of each input drv's outputs
 	scratch []byte // unescaping area when data is not modified
 
@@ -67,8 +71,15 @@ type Parser struct {
 	// unescaped strings in arena. Results keep each other's slabs alive.
 	strSlab []string
 	drvSlab []Derivation
+	outSlab []Output
 	inSlab  []InputDrv
 	arena   []byte
+}
+
+// drvWithOutput is a Derivation and its one output, allocated together.
+type drvWithOutput struct {
+	d Derivation
+	o [1]Output
 }
 
 var parserPool = sync.Pool{New: func() any { return new(Parser) }}
@@ -93,8 +104,7 @@ func (p *Parser) reset() {
 	p.all = nil
 }
 
-// The single allocation in parse relies on these layouts.
-var _ = [1]struct{}{}[unsafe.Sizeof(Output{})-4*unsafe.Sizeof("")]
+// The single allocation of strings in parse relies on this layout.
 var _ = [1]struct{}{}[unsafe.Sizeof(EnvVar{})-2*unsafe.Sizeof("")]
 
 // Parse parses one .drv file; the result does not alias data. Errors are
@@ -138,8 +148,9 @@ func (p *Parser) ParseShared(data []byte) (*Derivation, error) {
 func (p *Parser) Recycle() {
 	clear(p.strSlab) // no stale pointers for the collector to follow
 	clear(p.drvSlab)
+	clear(p.outSlab)
 	clear(p.inSlab)
-	p.strSlab, p.drvSlab, p.inSlab, p.arena = p.strSlab[:0], p.drvSlab[:0], p.inSlab[:0], p.arena[:0]
+	p.strSlab, p.drvSlab, p.outSlab, p.inSlab, p.arena = p.strSlab[:0], p.drvSlab[:0], p.outSlab[:0], p.inSlab[:0], p.arena[:0]
 }
 
 func (p *Parser) run() (*Derivation, error) {
@@ -156,7 +167,7 @@ func (p *Parser) run() (*Derivation, error) {
 		// Every string has two quotes, so this never has to grow.
 		p.all = make([]string, 0, bytes.Count(p.data, []byte{'"'})/2)
 	}
-	p.nOut = 0
+	p.outs = p.outs[:0]
 	p.inDrvs = p.inDrvs[:0]
 	p.spans = p.spans[:0]
 	d, err := p.parse()
@@ -453,7 +464,7 @@ func (p *Parser) storePath() (string, int, error) {
 // validPath parses the string at p.pos if it is a valid store path, and
 // reports whether it was (else it consumes nothing). A valid path has no
 // quote or backslash before its closing quote, so it is scanned and
-// checked in one pass: the prefix, the hash part by words, the closing
+// checked in one pass: the prefix, the hash part by table, the closing
 // quote found by words and the name before it by table.
 func (p *Parser) validPath() (string, int, bool) {
 	const prefix = `"/nix/store/`
@@ -479,6 +490,48 @@ func (p *Parser) validPath() (string, int, bool) {
 		}
 	}
 	return "", start, false
+}
+
+// validStorePath is validPath for the paths a Derivation keeps as
+// store.Path (outputs and input derivations): the closing quote found by
+// words, then store.ParseBase decodes the hash part, which checks its
+// digits, and checks the name, so each byte is validated once. The path
+// goes to *dst (no copies of it through results); its text is
+// data[start+1:p.pos-1].
+func (p *Parser) validStorePath(dst *store.Path) bool {
+	const prefix = `"/nix/store/`
+	start := p.pos
+	data := p.data
+	h := start + len(prefix) // the hash part
+	sp := unsafe.Pointer(unsafe.SliceData(data))
+	if start >= 0 && h+33+8 <= len(data) && string(data[start:h]) == prefix {
+		name := h + 33
+		lim := min(len(data)-8, name+211) // the last word loaded
+		for i := name; i <= lim; i += 8 {
+			if m := zeroBytes(load64(sp, i) ^ lsb*'"'); m != 0 {
+				// ParseBase checks the '-' and the name's length.
+				q := i + bits.TrailingZeros64(m)>>3
+				path, err := store.ParseBase(unsafe.String((*byte)(unsafe.Add(sp, h)), q-h))
+				if err != nil {
+					break
+				}
+				if !p.views {
+					// The name checked above, interned: NewPath cannot fail.
+					path, _ = store.NewPath(path.Digest(), p.Intern(data[q-len(path.Name()):q]))
+				}
+				*dst = path
+				p.pos = q + 1
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// pathText returns the text of the path validStorePath took, which began at
+// start: a view of the input valid until the parse returns.
+func (p *Parser) pathText(start int) string {
+	return unsafe.String(&p.data[start+1], p.pos-start-2)
 }
 
 // rawStringLong finishes rawString from data[r], the first byte that may
@@ -843,8 +896,21 @@ func (p *Parser) parse() (*Derivation, error) {
 		p.drvSlab = p.drvSlab[:len(p.drvSlab)+1]
 		d = &p.drvSlab[len(p.drvSlab)-1]
 		d.Platform, d.Builder = platform, builder
+		n := len(p.outs)
+		if cap(p.outSlab)-len(p.outSlab) < n {
+			p.outSlab = make([]Output, 0, max(n, 256))
+		}
+		k := len(p.outSlab)
+		p.outSlab = append(p.outSlab, p.outs...)
+		d.Outputs = p.outSlab[k : k+n : k+n]
+	} else if len(p.outs) == 1 {
+		// Most derivations have one output: it comes with the
+		// Derivation, in one allocation.
+		x := &drvWithOutput{d: Derivation{Platform: platform, Builder: builder}, o: [1]Output{p.outs[0]}}
+		d = &x.d
+		d.Outputs = x.o[:]
 	} else {
-		d = &Derivation{Platform: platform, Builder: builder}
+		d = &Derivation{Platform: platform, Builder: builder, Outputs: slices.Clone(p.outs)}
 	}
 	if n := len(p.inDrvs); n > 0 && p.shared {
 		if cap(p.inSlab)-len(p.inSlab) < n {
@@ -856,8 +922,8 @@ func (p *Parser) parse() (*Derivation, error) {
 	} else if n > 0 {
 		d.InputDrvs = append([]InputDrv(nil), p.inDrvs...)
 	}
-	// Outputs, env and the string lists share one allocation: Output and
-	// EnvVar are laid out exactly as [4]string and [2]string.
+	// Env and the string lists share one allocation: EnvVar is laid out
+	// exactly as [2]string.
 	all := p.all
 	p.all = nil
 	k := len(p.strSlab)
@@ -865,13 +931,13 @@ func (p *Parser) parse() (*Derivation, error) {
 		// Still in the slab: its unused part goes to the next derivation.
 		p.strSlab = p.strSlab[:k+len(all)]
 		all = p.strSlab[k : k+len(all) : k+len(all)]
-	} else if cap(all)-len(all) > len(all)/4+8 {
-		// Many escaped quotes (scripts) made the estimate loose; do not
+	} else if cap(all)-len(all)-4*len(p.outs)-len(p.inDrvs) > len(all)/4+8 {
+		// Many escaped quotes (scripts) made the estimate (which counts
+		// the outputs' and input derivations' strings too) loose; do not
 		// keep the slack alive with the derivation.
 		all = slices.Clone(all)
 	}
-	nOut, envAt := p.nOut, p.envAt
-	d.Outputs = unsafe.Slice((*Output)(unsafe.Pointer(&all[0])), nOut)
+	envAt := p.envAt
 	if nEnv := (len(all) - envAt) / 2; nEnv > 0 {
 		d.Env = unsafe.Slice((*EnvVar)(unsafe.Pointer(&all[envAt])), nEnv)
 	}
@@ -942,10 +1008,15 @@ func (p *Parser) parseOutputs() error {
 			return p.expectErr(",")
 		}
 		// Most paths are valid ones, checked as they are scanned.
-		var pathOK bool
-		if o.Path, offs[1], pathOK = p.validPath(); !pathOK {
-			if o.Path, offs[1], err = p.rawString(); err != nil {
+		var badPath string // a path that is not a valid store path
+		offs[1] = p.pos
+		if !p.validStorePath(&o.Path) {
+			var s string
+			if s, offs[1], err = p.rawString(); err != nil {
 				return err
+			}
+			if o.Path, err = store.ParsePath(s); err != nil {
+				o.Path, badPath = store.Path{}, s
 			}
 		}
 		if !p.eat(',') {
@@ -966,10 +1037,10 @@ func (p *Parser) parseOutputs() error {
 		if o.Name == "" {
 			return p.fail(offs[0], "empty output name")
 		}
-		if n := len(p.all); n > 0 && !after(p.all[n-4], o.Name) {
-			return p.orderErr(p.all[n-4], o.Name, offs[0], "output")
+		if n := len(p.outs); n > 0 && !after(p.outs[n-1].Name, o.Name) {
+			return p.orderErr(p.outs[n-1].Name, o.Name, offs[0], "output")
 		}
-		k, algo, msg, field := classifyOutputPath(&o, pathOK)
+		k, algo, msg, field := classifyOutputPath(&o, badPath)
 		if msg != "" {
 			return p.fail(offs[field], "output %q: %s", o.Name, msg)
 		}
@@ -986,10 +1057,9 @@ func (p *Parser) parseOutputs() error {
 		if k == FixedOutput && o.Name != "out" {
 			return p.fail(offs[0], "single fixed output must be named \"out\"")
 		}
-		p.all = append(p.all, o.Name, o.Path, o.HashAlgo, o.Hash)
-		p.nOut++
+		p.outs = append(p.outs, o)
 	}
-	if p.nOut == 0 {
+	if len(p.outs) == 0 {
 		return p.fail(p.pos-1, "a derivation must have at least one output")
 	}
 	return nil
@@ -999,21 +1069,23 @@ func (p *Parser) parseOutputs() error {
 // 2.8 parseDerivationOutput does, and says which field (1 path, 2 hashAlgo,
 // 3 hash) is wrong if any.
 func classifyOutput(o *Output) (kind OutputKind, algo HashAlgo, msg string, field int) {
-	return classifyOutputPath(o, false)
+	return classifyOutputPath(o, "")
 }
 
-// classifyOutputPath is classifyOutput for an output whose path is known
-// to be a valid store path if pathOK.
-func classifyOutputPath(o *Output, pathOK bool) (kind OutputKind, algo HashAlgo, msg string, field int) {
+// classifyOutputPath is classifyOutput for a parsed output whose path
+// field, if not "", was badPath, which is not a valid store path (o.Path is
+// then zero).
+func classifyOutputPath(o *Output, badPath string) (kind OutputKind, algo HashAlgo, msg string, field int) {
+	hasPath := !o.Path.IsZero() || badPath != ""
 	if o.HashAlgo == "" {
 		if o.Hash != "" {
 			return 0, 0, "hash without a hash algorithm", 3
 		}
-		if o.Path == "" {
+		if !hasPath {
 			return Deferred, 0, "", 0
 		}
-		if reason := pathReason(o.Path, pathOK); reason != "" {
-			return 0, 0, "invalid store path: " + reason, 1
+		if badPath != "" {
+			return 0, 0, "invalid store path: " + checkStorePath(badPath), 1
 		}
 		return InputAddressed, 0, "", 0
 	}
@@ -1023,12 +1095,12 @@ func classifyOutputPath(o *Output, pathOK bool) (kind OutputKind, algo HashAlgo,
 	}
 	switch o.Hash {
 	case "impure":
-		if o.Path != "" {
+		if hasPath {
 			return 0, 0, "impure output with a path", 1
 		}
 		return Impure, algo, "", 0
 	case "":
-		if o.Path != "" {
+		if hasPath {
 			return 0, 0, "floating content-addressed output with a path", 1
 		}
 		return Floating, algo, "", 0
@@ -1043,19 +1115,10 @@ func classifyOutputPath(o *Output, pathOK bool) (kind OutputKind, algo HashAlgo,
 			return 0, 0, err.Error(), 3
 		}
 	}
-	if reason := pathReason(o.Path, pathOK); reason != "" {
-		return 0, 0, "invalid store path: " + reason, 1
+	if badPath != "" {
+		return 0, 0, "invalid store path: " + checkStorePath(badPath), 1
 	}
 	return FixedOutput, algo, "", 0
-}
-
-// pathReason is checkStorePath(path), or "" without looking if the path
-// is known to be valid.
-func pathReason(path string, valid bool) string {
-	if valid {
-		return ""
-	}
-	return checkStorePath(path)
 }
 
 func (p *Parser) parseInputDrvs() error {
@@ -1069,13 +1132,30 @@ func (p *Parser) parseInputDrvs() error {
 		if !p.eat('(') {
 			return p.expectErr("(")
 		}
-		path, off, err := p.storePath()
-		if err != nil {
-			return err
+		// The entry is filled in place (an error leaves it behind, to be
+		// dropped by the next parse).
+		n := len(p.inDrvs)
+		p.inDrvs = append(p.inDrvs, InputDrv{})
+		in := &p.inDrvs[n]
+		off := p.pos
+		var text string
+		if p.validStorePath(&in.Path) {
+			text = p.pathText(off)
+		} else {
+			// Another way for the same errors (or a valid path too near
+			// the end of the input for validStorePath).
+			var err error
+			if text, off, err = p.storePath(); err != nil {
+				return err
+			}
+			if in.Path, err = store.ParsePath(text); err != nil {
+				return p.fail(off, "%v", err)
+			}
 		}
-		if n := len(p.inDrvs); n > 0 && !after(p.inDrvs[n-1].Path, path) {
-			return p.orderErr(p.inDrvs[n-1].Path, path, off, "input derivation")
+		if n > 0 && !after(p.prevDrv, text) {
+			return p.orderErr(p.prevDrv, text, off, "input derivation")
 		}
+		p.prevDrv = text
 		if !p.eatListStart() {
 			return p.expectErr(",[")
 		}
@@ -1090,13 +1170,12 @@ func (p *Parser) parseInputDrvs() error {
 				return err
 			}
 			if len(p.all) == begin {
-				return p.fail(lstart, "input derivation %q with no outputs", path)
+				return p.fail(lstart, "input derivation %q with no outputs", text)
 			}
 			if !p.eat(')') {
 				return p.expectErr(")")
 			}
 		}
-		p.inDrvs = append(p.inDrvs, InputDrv{Path: path})
 		p.spans = append(p.spans, begin, len(p.all))
 	}
 }

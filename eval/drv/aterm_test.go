@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/nbuild/nbuild/store"
 )
 
 const (
@@ -44,7 +46,7 @@ func TestParseGood(t *testing.T) {
 func TestEscapes(t *testing.T) {
 	weird := "\" \\ \n \r \t \x00\x01\x1b\x7f é \xff\xfe"
 	d := &Derivation{
-		Outputs:  []Output{{Name: "out", Path: outPath}},
+		Outputs:  []Output{{Name: "out", Path: store.MustParsePath(outPath)}},
 		Platform: "x86_64-linux\x01é",
 		Builder:  weird,
 		Args:     []string{weird, ""},
@@ -239,8 +241,8 @@ func TestKindErrors(t *testing.T) {
 		outs []Output
 	}{
 		{"none", nil},
-		{"mixed", []Output{{Name: "a", Path: outPath}, {Name: "b"}}},
-		{"fixed not out", []Output{{Name: "a", Path: outPath, HashAlgo: "sha256", Hash: sha256a}}},
+		{"mixed", []Output{{Name: "a", Path: store.MustParsePath(outPath)}, {Name: "b"}}},
+		{"fixed not out", []Output{{Name: "a", Path: store.MustParsePath(outPath), HashAlgo: "sha256", Hash: sha256a}}},
 		{"unknown algo", []Output{{Name: "out", HashAlgo: "crc32"}}},
 	}
 	for _, tt := range tests {
@@ -312,7 +314,7 @@ func TestParseShared(t *testing.T) {
 // TestParseSharedManyStrings parses a derivation with more strings than a
 // slab holds: it grows out of the slab and stays intact.
 func TestParseSharedManyStrings(t *testing.T) {
-	d := &Derivation{Outputs: []Output{{Name: "out", Path: outPath}}, Platform: "p", Builder: "b"}
+	d := &Derivation{Outputs: []Output{{Name: "out", Path: store.MustParsePath(outPath)}}, Platform: "p", Builder: "b"}
 	for i := range 40000 {
 		d.Args = append(d.Args, fmt.Sprint("a\n", i))
 	}
@@ -455,7 +457,7 @@ func TestOutputPaths(t *testing.T) {
 				d, err := Parse([]byte(text))
 				var pe *ParseError
 				switch {
-				case reason == "" && (err != nil || d.Outputs[0].Path != path):
+				case reason == "" && (err != nil || d.Outputs[0].Path.String() != path):
 					t.Fatalf("%q: %v", text, err)
 				case reason != "" && (!errors.As(err, &pe) || pe.Offset != 15 || !strings.HasSuffix(pe.Msg, "invalid store path: "+reason)):
 					t.Fatalf("%q: got %v, want %q at 15", text, err, reason)

@@ -26,7 +26,7 @@ func Check(h *Hasher, path string, d *Derivation) []string {
 		return bad
 	}
 	for i, o := range ops {
-		if got, want := d.Outputs[i].Path, o.Path.String(); got != want {
+		if got, want := d.Outputs[i].Path, o.Path; got != want {
 			report("output '%s' has path '%s', should be '%s'", o.Name, got, want)
 		}
 		if got, ok := d.Getenv(o.Name); !ok {

@@ -14,21 +14,25 @@
 // derivation gives back the same bytes.
 package drv
 
+import "github.com/nbuild/nbuild/store"
+
 // Output is one entry of a derivation's outputs, in ATerm order
-// (name, path, hashAlgo, hash). Path is "" for floating, deferred and
-// impure outputs; HashAlgo is "" for input-addressed and deferred ones;
-// Hash is lowercase hex for fixed outputs, "impure" for impure ones.
+// (name, path, hashAlgo, hash). Path is the zero store.Path for floating,
+// deferred and impure outputs (whose paths are not known before the build;
+// the file has "" there); HashAlgo is "" for input-addressed and deferred
+// ones; Hash is lowercase hex for fixed outputs, "impure" for impure ones.
 type Output struct {
 	Name     string
-	Path     string
+	Path     store.Path
 	HashAlgo string
 	Hash     string
 }
 
-// InputDrv names an input derivation and the outputs of it that are used.
-// Outputs are sorted.
+// InputDrv names an input derivation (the store path of its .drv file,
+// never the zero Path in a valid derivation) and the outputs of it that
+// are used. Outputs are sorted.
 type InputDrv struct {
-	Path    string
+	Path    store.Path
 	Outputs []string
 }
 

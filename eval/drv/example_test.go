@@ -36,7 +36,7 @@ func ExampleParse() {
 		log.Fatal(err)
 	}
 	for i, o := range outs {
-		fmt.Printf("%s: %s (declared: %v)\n", o.Name, o.Path.Name(), o.Path.String() == d.Outputs[i].Path)
+		fmt.Printf("%s: %s (declared: %v)\n", o.Name, o.Path.Name(), o.Path == d.Outputs[i].Path)
 	}
 	fmt.Println("system:", d.Platform)
 	// Output:

@@ -107,12 +107,7 @@ func TestFixturesPaths(t *testing.T) {
 			continue
 		}
 		for i, o := range outs {
-			want := d.Outputs[i].Path
-			got := ""
-			if !o.Path.IsZero() {
-				got = o.Path.String()
-			}
-			if got != want {
+			if got, want := o.Path, d.Outputs[i].Path; got != want {
 				t.Errorf("%s: output %s path = %q, want %q", path, o.Name, got, want)
 			}
 			if env, _ := d.Getenv(o.Name); env != o.EnvValue() {
@@ -259,8 +254,8 @@ func TestPlaceholders(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, in := range d.InputDrvs {
-			ip := store.MustParsePath(in.Path)
-			id, err := load(in.Path)
+			ip := in.Path
+			id, err := load(in.Path.String())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -336,8 +331,8 @@ func TestHasherCycle(t *testing.T) {
 	const b = "/nix/store/11111111111111111111111111111111-b.drv"
 	mk := func(in string) *Derivation {
 		return &Derivation{
-			Outputs:   []Output{{Name: "out", Path: outPath}},
-			InputDrvs: []InputDrv{{Path: in, Outputs: []string{"out"}}},
+			Outputs:   []Output{{Name: "out", Path: store.MustParsePath(outPath)}},
+			InputDrvs: []InputDrv{{Path: store.MustParsePath(in), Outputs: []string{"out"}}},
 			Env:       []EnvVar{{Key: "name", Value: "x"}},
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+
+	"github.com/nbuild/nbuild/store"
 )
 
 // FuzzParse: Parse never panics; whatever it accepts is written back byte
@@ -79,7 +81,7 @@ func FuzzEscape(f *testing.F) {
 		if !bytes.Equal(got, want) {
 			t.Fatalf("appendEscaped(%q) = %q, want %q", s, got, want)
 		}
-		d := &Derivation{Outputs: []Output{{Name: "out", Path: outPath}}, Platform: "p", Builder: s}
+		d := &Derivation{Outputs: []Output{{Name: "out", Path: store.MustParsePath(outPath)}}, Platform: "p", Builder: s}
 		back, err := Parse(d.AppendATerm(nil))
 		if err != nil || back.Builder != s {
 			t.Fatalf("Parse of escaped %q: %v, %q", s, err, back)

@@ -32,12 +32,12 @@ func TestHasherNamesMissingInput(t *testing.T) {
 	// Remove an input of an input: the deeper derivation must be named.
 	var mid, deep string
 	for _, x := range d.InputDrvs {
-		in, err := drv.FileLoader(root)(x.Path)
+		in, err := drv.FileLoader(root)(x.Path.String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(in.InputDrvs) > 0 {
-			mid, deep = x.Path, in.InputDrvs[0].Path
+			mid, deep = x.Path.String(), in.InputDrvs[0].Path.String()
 			break
 		}
 	}

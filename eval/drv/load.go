@@ -65,9 +65,11 @@ func Closure(ctx context.Context, roots []string, load Loader) (map[string]*Deri
 			return nil, err
 		}
 		res[p] = d
+		var buf [len(store.StoreDir) + 1 + store.HashPartLen + 1 + store.MaxNameLen]byte
 		for _, in := range d.InputDrvs {
-			if _, ok := res[in.Path]; !ok {
-				todo = append(todo, in.Path)
+			// Looked up by its text without making a string of it.
+			if _, ok := res[string(in.Path.AppendTo(buf[:0]))]; !ok {
+				todo = append(todo, in.Path.String())
 			}
 		}
 		for _, s := range d.InputSrcs {

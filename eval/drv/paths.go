@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
@@ -58,20 +59,33 @@ func DrvPath(d *Derivation) (store.Path, error) {
 	if name == "" {
 		return store.Path{}, fmt.Errorf("drv: derivation has no name")
 	}
-	// The references, sorted and unique, are already full store paths:
-	// build the "text:<ref>:<ref>…" type from them directly.
+	// The references, sorted and unique, as full store paths: build the
+	// "text:<ref>:<ref>…" type from them directly. The input derivations'
+	// paths are written into one block (never modified after) and viewed.
 	refs := make([]string, 0, len(d.InputSrcs)+len(d.InputDrvs))
-	refs = append(refs, d.InputSrcs...)
+	for _, r := range d.InputSrcs {
+		if reason := checkStorePath(r); reason != "" {
+			return store.Path{}, fmt.Errorf("drv: reference %q: %s", r, reason)
+		}
+		refs = append(refs, r)
+	}
+	size := 0
 	for _, in := range d.InputDrvs {
-		refs = append(refs, in.Path)
+		size += pathLen(in.Path)
+	}
+	text := make([]byte, 0, size)
+	for _, in := range d.InputDrvs {
+		if in.Path.IsZero() {
+			return store.Path{}, fmt.Errorf("drv: input derivation without a path")
+		}
+		k := len(text)
+		text = in.Path.AppendTo(text)
+		refs = append(refs, unsafe.String(&text[k], len(text)-k))
 	}
 	sort.Strings(refs)
 	refs = slices.Compact(refs)
 	n := len("text")
 	for _, r := range refs {
-		if reason := checkStorePath(r); reason != "" {
-			return store.Path{}, fmt.Errorf("drv: reference %q: %s", r, reason)
-		}
 		n += 1 + len(r)
 	}
 	typ := make([]byte, 0, n)
@@ -135,7 +149,7 @@ type Loader func(drvPath string) (*Derivation, error)
 type Hasher struct {
 	load Loader
 	mu   sync.RWMutex
-	memo map[string]memoEntry
+	memo map[store.Path]memoEntry
 }
 
 type memoEntry struct {
@@ -145,7 +159,7 @@ type memoEntry struct {
 
 // NewHasher returns a Hasher reading derivations with load.
 func NewHasher(load Loader) *Hasher {
-	return &Hasher{load: load, memo: make(map[string]memoEntry)}
+	return &Hasher{load: load, memo: make(map[store.Path]memoEntry)}
 }
 
 // InputError says which input derivation of which derivation could not be
@@ -172,34 +186,35 @@ func (e *InputError) Unwrap() error { return e.Err }
 // unmasked: the value derivations depending on it use
 // (2.8 derivations.cc pathDerivationModulo).
 func (h *Hasher) HashModulo(drvPath string) (ModuloHash, error) {
-	e, err := h.hashPath(drvPath, nil)
+	p, err := store.ParsePath(drvPath)
+	if err != nil {
+		return ModuloHash{}, fmt.Errorf("drv: input derivation: %w", err)
+	}
+	e, err := h.hashPath(p, nil)
 	return e.hash, err
 }
 
-func (h *Hasher) hashPath(drvPath string, chain map[string]bool) (memoEntry, error) {
+func (h *Hasher) hashPath(p store.Path, chain map[store.Path]bool) (memoEntry, error) {
 	h.mu.RLock()
-	e, ok := h.memo[drvPath]
+	e, ok := h.memo[p]
 	h.mu.RUnlock()
 	if ok {
 		return e, nil
 	}
-	if chain[drvPath] {
+	drvPath := p.String()
+	if chain[p] {
 		return memoEntry{}, fmt.Errorf("drv: %s depends on itself", drvPath)
-	}
-	p, err := store.ParsePath(drvPath)
-	if err != nil {
-		return memoEntry{}, fmt.Errorf("drv: input derivation: %w", err)
 	}
 	d, err := h.load(drvPath)
 	if err != nil {
 		return memoEntry{}, err
 	}
 	if chain == nil {
-		chain = make(map[string]bool)
+		chain = make(map[store.Path]bool)
 	}
-	chain[drvPath] = true
+	chain[p] = true
 	mh, err := h.modulo(d, NameFromDrvPath(p), false, chain)
-	delete(chain, drvPath)
+	delete(chain, p)
 	if err != nil {
 		var ie *InputError
 		if errors.As(err, &ie) {
@@ -215,7 +230,7 @@ func (h *Hasher) hashPath(drvPath string, chain map[string]bool) (memoEntry, err
 		e.outputs[i] = d.Outputs[i].Name
 	}
 	h.mu.Lock()
-	h.memo[drvPath] = e
+	h.memo[p] = e
 	h.mu.Unlock()
 	return e, nil
 }
@@ -228,7 +243,7 @@ func (h *Hasher) Modulo(d *Derivation, name string, maskOutputs bool) (ModuloHas
 	return h.modulo(d, name, maskOutputs, nil)
 }
 
-func (h *Hasher) modulo(d *Derivation, name string, mask bool, chain map[string]bool) (ModuloHash, error) {
+func (h *Hasher) modulo(d *Derivation, name string, mask bool, chain map[store.Path]bool) (ModuloHash, error) {
 	kind, err := d.Kind()
 	if err != nil {
 		return ModuloHash{}, err
@@ -258,7 +273,7 @@ func (h *Hasher) modulo(d *Derivation, name string, mask bool, chain map[string]
 			if errors.As(err, &ie) {
 				return ModuloHash{}, err // named where it happened
 			}
-			return ModuloHash{}, &InputError{Input: in.Path, Err: err}
+			return ModuloHash{}, &InputError{Input: in.Path.String(), Err: err}
 		}
 		for _, o := range in.Outputs {
 			if !slices.Contains(e.outputs, o) {

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
+
+	"github.com/nbuild/nbuild/store"
 )
 
 // TestStringScanners: strings dense in the bytes the word-at-a-time
@@ -37,7 +39,7 @@ func TestStringScanners(t *testing.T) {
 		s := string(randBytes(n))
 		pad := string(bytes.Repeat([]byte("p"), rng.IntN(9)))
 		d := &Derivation{
-			Outputs:  []Output{{Name: "out", Path: outPath}},
+			Outputs:  []Output{{Name: "out", Path: store.MustParsePath(outPath)}},
 			Platform: "x86_64-linux",
 			Builder:  pad + s,
 			Args:     []string{s, pad},

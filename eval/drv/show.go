@@ -83,6 +83,10 @@ func (w *jsonWriter) str(k, v string) {
 
 func (w *jsonWriter) list(k string, l []string) {
 	w.key(k)
+	w.listBody(l)
+}
+
+func (w *jsonWriter) listBody(l []string) {
 	w.open('[')
 	for _, s := range l {
 		w.elem()
@@ -110,7 +114,8 @@ func (w *jsonWriter) derivation(path string, d *Derivation) error {
 		w.open('{')
 		switch kind {
 		case InputAddressed:
-			w.str("path", o.Path)
+			w.key("path")
+			w.b = appendJSONPath(w.b, o.Path)
 		case FixedOutput:
 			fh, err := o.FixedHash()
 			if err != nil {
@@ -137,7 +142,10 @@ func (w *jsonWriter) derivation(path string, d *Derivation) error {
 	w.key("inputDrvs")
 	w.open('{')
 	for _, in := range d.InputDrvs {
-		w.list(in.Path, in.Outputs)
+		w.elem()
+		w.b = appendJSONPath(w.b, in.Path)
+		w.b = append(w.b, ':', ' ')
+		w.listBody(in.Outputs)
 	}
 	w.close('}')
 	w.str("system", d.Platform)
@@ -151,6 +159,14 @@ func (w *jsonWriter) derivation(path string, d *Derivation) error {
 	w.close('}')
 	w.close('}')
 	return nil
+}
+
+// appendJSONPath is appendJSONString(dst, p.String()) without the string:
+// a store path has nothing to escape.
+func appendJSONPath(dst []byte, p store.Path) []byte {
+	dst = append(dst, '"')
+	dst = p.AppendTo(dst)
+	return append(dst, '"')
 }
 
 // appendJSONString quotes s as 2.8 src/libutil/json.cc toJSON does: " and

@@ -3,10 +3,12 @@ package drv
 import (
 	"strings"
 	"testing"
+
+	"github.com/nbuild/nbuild/store"
 )
 
 func benchUnescape(b *testing.B, s string) {
-	d := &Derivation{Outputs: []Output{{Name: "out", Path: outPath}}, Platform: "p", Builder: s}
+	d := &Derivation{Outputs: []Output{{Name: "out", Path: store.MustParsePath(outPath)}}, Platform: "p", Builder: s}
 	text := d.AppendATerm(nil)
 	start := strings.Index(string(text), `"p",`) + 4
 	r := start + strings.IndexByte(string(text[start:]), '\\')

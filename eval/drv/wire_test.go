@@ -6,12 +6,13 @@ import (
 	"testing"
 
 	"github.com/nbuild/nbuild/nar/wire"
+	"github.com/nbuild/nbuild/store"
 )
 
 func TestAppendBasicWire(t *testing.T) {
 	d := &Derivation{
-		Outputs:   []Output{{Name: "dev", Path: "/nix/store/a-x-dev"}, {Name: "out", Path: "/nix/store/b-x"}},
-		InputDrvs: []InputDrv{{Path: "/nix/store/c-y.drv", Outputs: []string{"out"}}},
+		Outputs:   []Output{{Name: "dev", Path: store.MustParsePath("/nix/store/00000000000000000000000000000000-x-dev")}, {Name: "out", Path: store.MustParsePath("/nix/store/11111111111111111111111111111111-x")}},
+		InputDrvs: []InputDrv{{Path: store.MustParsePath("/nix/store/22222222222222222222222222222222-y.drv"), Outputs: []string{"out"}}},
 		InputSrcs: []string{"/nix/store/d-src"},
 		Platform:  "x86_64-linux", Builder: "/bin/sh", Args: []string{"-c", "echo \"hi\"\n"},
 		Env: []EnvVar{{Key: "a", Value: "1"}, {Key: "b", Value: ""}},
@@ -32,7 +33,7 @@ func TestAppendBasicWire(t *testing.T) {
 		s, _ := r.ReadString()
 		got = append(got, s)
 	}
-	want := "dev|/nix/store/a-x-dev|||out|/nix/store/b-x|||a|1|b|"
+	want := "dev|/nix/store/00000000000000000000000000000000-x-dev|||out|/nix/store/11111111111111111111111111111111-x|||a|1|b|"
 	if strings.Join(got, "|") != want || strings.Join(srcs, ",") != "/nix/store/d-src" ||
 		platform != "x86_64-linux" || builder != "/bin/sh" || len(args) != 2 || args[1] != "echo \"hi\"\n" {
 		t.Errorf("decoded %q srcs %q %q %q %q", got, srcs, platform, builder, args)

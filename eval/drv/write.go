@@ -3,6 +3,8 @@ package drv
 import (
 	"math/bits"
 	"slices"
+
+	"github.com/nbuild/nbuild/store"
 )
 
 // escapes maps the bytes printString escapes to the letter after the
@@ -41,7 +43,7 @@ func (d *Derivation) appendATerm(dst []byte, inputs []hashedInput, mask bool) []
 		if mask {
 			dst = append(dst, `""`...)
 		} else {
-			dst = appendRaw(dst, o.Path)
+			dst = appendPath(dst, o.Path)
 		}
 		dst = append(dst, ',')
 		dst = appendRaw(dst, o.HashAlgo)
@@ -52,11 +54,15 @@ func (d *Derivation) appendATerm(dst []byte, inputs []hashedInput, mask bool) []
 	dst = append(dst, "],["...)
 	if inputs != nil {
 		for i, in := range inputs {
-			dst = appendInput(dst, i, in.hex, in.outs)
+			dst = appendInputStart(dst, i)
+			dst = appendRaw(dst, in.hex)
+			dst = appendInputOutputs(dst, in.outs)
 		}
 	} else {
 		for i, in := range d.InputDrvs {
-			dst = appendInput(dst, i, in.Path, in.Outputs)
+			dst = appendInputStart(dst, i)
+			dst = appendPath(dst, in.Path)
+			dst = appendInputOutputs(dst, in.Outputs)
 		}
 	}
 	dst = append(dst, "],["...)
@@ -91,13 +97,16 @@ func (d *Derivation) appendATerm(dst []byte, inputs []hashedInput, mask bool) []
 	return dst
 }
 
-// appendInput writes the i'th inputDrvs entry.
-func appendInput(dst []byte, i int, path string, outs []string) []byte {
+// appendInputStart and appendInputOutputs write the i'th inputDrvs entry
+// around its path (or hash).
+func appendInputStart(dst []byte, i int) []byte {
 	if i > 0 {
 		dst = append(dst, ',')
 	}
-	dst = append(dst, '(')
-	dst = appendRaw(dst, path)
+	return append(dst, '(')
+}
+
+func appendInputOutputs(dst []byte, outs []string) []byte {
 	dst = append(dst, ",["...)
 	dst = appendRawList(dst, outs)
 	return append(dst, "])"...)
@@ -117,10 +126,10 @@ func (d *Derivation) sizeHint() int {
 	n := 20 + len(d.Platform) + len(d.Builder)
 	for i := range d.Outputs {
 		o := &d.Outputs[i]
-		n += 12 + len(o.Name) + len(o.Path) + len(o.HashAlgo) + len(o.Hash)
+		n += 12 + len(o.Name) + pathLen(o.Path) + len(o.HashAlgo) + len(o.Hash)
 	}
 	for _, in := range d.InputDrvs {
-		n += 8 + len(in.Path)
+		n += 8 + pathLen(in.Path)
 		for _, o := range in.Outputs {
 			n += 3 + len(o)
 		}
@@ -135,6 +144,22 @@ func (d *Derivation) sizeHint() int {
 		n += 8 + len(e.Key) + len(e.Value)
 	}
 	return n
+}
+
+// pathLen is the length of p's text: 0 for the zero Path.
+func pathLen(p store.Path) int {
+	if p.IsZero() {
+		return 0
+	}
+	return len(store.StoreDir) + 1 + store.HashPartLen + 1 + len(p.Name())
+}
+
+// appendPath writes p quoted ("" for the zero Path), as appendRaw writes
+// its text.
+func appendPath(dst []byte, p store.Path) []byte {
+	dst = append(dst, '"')
+	dst = p.AppendTo(dst)
+	return append(dst, '"')
 }
 
 // appendRaw writes s quoted without escaping (printUnquotedString).

@@ -199,11 +199,7 @@ func closure(ctx context.Context, roots []store.Path, load Loader) ([]store.Path
 func drvInputs(p store.Path, d *drv.Derivation) ([]store.Path, error) {
 	out := make([]store.Path, 0, len(d.InputDrvs))
 	for _, in := range d.InputDrvs {
-		q, err := store.ParsePath(in.Path)
-		if err != nil {
-			return nil, fmt.Errorf("derivation %s: input %w", p, err)
-		}
-		out = append(out, q)
+		out = append(out, in.Path)
 	}
 	for _, s := range d.InputSrcs {
 		if !strings.HasSuffix(s, ".drv") {
@@ -321,9 +317,8 @@ func (d *differ) mapPaths(n, o store.Path) error {
 			if no.Name != oo.Name {
 				continue
 			}
-			np, err1 := store.ParsePath(no.Path)
-			op, err2 := store.ParsePath(oo.Path)
-			if err1 == nil && err2 == nil {
+			np, op := no.Path, oo.Path
+			if !np.IsZero() && !op.IsZero() {
 				d.hashMap[np.HashPart()] = rename{newName: np.Name(), oldBase: op.Base()}
 			}
 		}
@@ -551,11 +546,9 @@ func names(paths []string) string {
 func (d *differ) mappedInputs(nd *drv.Derivation) string {
 	var out []string
 	for _, in := range nd.InputDrvs {
-		name := names([]string{in.Path})
-		if p, err := store.ParsePath(in.Path); err == nil {
-			if o, ok := d.pair[p]; ok {
-				name = o.Name()
-			}
+		name := in.Path.Name()
+		if o, ok := d.pair[in.Path]; ok {
+			name = o.Name()
 		}
 		out = append(out, name+"!"+strings.Join(in.Outputs, ","))
 	}
@@ -567,7 +560,7 @@ func (d *differ) mappedInputs(nd *drv.Derivation) string {
 func inputNames(d *drv.Derivation) string {
 	var out []string
 	for _, in := range d.InputDrvs {
-		out = append(out, names([]string{in.Path})+"!"+strings.Join(in.Outputs, ","))
+		out = append(out, in.Path.Name()+"!"+strings.Join(in.Outputs, ","))
 	}
 	sort.Strings(out)
 	return strings.Join(out, " ")

@@ -54,7 +54,7 @@ func TestWhy(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := store.MustParsePath(aDrv.InputSrcs[0])
-	aOut := store.MustParsePath(aDrv.Outputs[0].Path)
+	aOut := aDrv.Outputs[0].Path
 
 	cases := []struct {
 		name   string

@@ -99,26 +99,21 @@ func Matches(roots []store.Path, name string, load Loader) ([]Match, error) {
 		if err != nil {
 			return nil, err
 		}
-		visit := func(s string) error {
-			q, err := store.ParsePath(s)
-			if err != nil {
-				return fmt.Errorf("derivation %s: input %w", p, err)
-			}
+		visit := func(q store.Path) {
 			if !seen[q] {
 				seen[q], from[q] = true, p
 				todo = append(todo, q)
 			}
-			return nil
 		}
 		for _, in := range d.InputDrvs {
-			if err := visit(in.Path); err != nil {
-				return nil, err
-			}
+			visit(in.Path)
 		}
 		for _, s := range d.InputSrcs {
-			if err := visit(s); err != nil {
-				return nil, err
+			q, err := store.ParsePath(s)
+			if err != nil {
+				return nil, fmt.Errorf("derivation %s: input %w", p, err)
 			}
+			visit(q)
 		}
 	}
 	set := exact

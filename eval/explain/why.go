@@ -75,36 +75,31 @@ func Why(ctx context.Context, roots []store.Path, target store.Path, load Loader
 				return nil, err
 			}
 			for _, o := range d.Outputs {
-				if o.Path == target.String() {
+				if o.Path == target {
 					found = append(found, p)
 					res.Output = o.Name
 				}
 			}
-			edge := func(s string, via []string) error {
-				q, err := store.ParsePath(s)
-				if err != nil {
-					return fmt.Errorf("derivation %s: input %w", p, err)
-				}
+			edge := func(q store.Path, via []string) {
 				dq, seen := dist[q]
 				if !seen {
 					dist[q] = dist[p] + 1
 					next = append(next, q)
 				} else if dq != dist[p]+1 {
-					return nil
+					return
 				}
 				preds[q] = append(preds[q], pred{from: p, via: via})
 				count[q] = satAdd(count[q], count[p])
-				return nil
 			}
 			for _, in := range d.InputDrvs {
-				if err := edge(in.Path, in.Outputs); err != nil {
-					return nil, err
-				}
+				edge(in.Path, in.Outputs)
 			}
 			for _, s := range d.InputSrcs {
-				if err := edge(s, []string{"source"}); err != nil {
-					return nil, err
+				q, err := store.ParsePath(s)
+				if err != nil {
+					return nil, fmt.Errorf("derivation %s: input %w", p, err)
 				}
+				edge(q, []string{"source"})
 			}
 		}
 		frontier = next

@@ -56,7 +56,7 @@ func Load(ctx context.Context, storeRoot string, roots []store.Path, opts Option
 	}
 	l := &loader{
 		keep:  opts.KeepDerivations,
-		index: make(map[string]NodeID),
+		index: make(map[store.Path]NodeID),
 	}
 	l.cond.L = &l.mu
 	var rootIDs []NodeID
@@ -64,7 +64,7 @@ func Load(ctx context.Context, storeRoot string, roots []store.Path, opts Option
 		if !p.IsDerivation() {
 			return nil, &LoadError{Path: p, Err: ErrNotDerivation}
 		}
-		if id, isNew := l.discover(p.String(), -1); isNew {
+		if id, isNew := l.discover(p, -1); isNew {
 			rootIDs = append(rootIDs, id)
 		}
 	}
@@ -111,13 +111,13 @@ type loader struct {
 
 	mu      sync.Mutex
 	cond    sync.Cond
-	index   map[string]NodeID // full .drv path -> discovery number
+	index   map[store.Path]NodeID // .drv path -> discovery number
 	recs    []*record
 	queue   []NodeID // discovered, not yet taken by a worker
 	active  int      // taken, not yet finished
 	waiting int      // workers in cond.Wait
 	err     error
-	text    []byte   // holds the index's keys (see discover)
+	text    []byte   // holds the index's keys' names (see discover)
 	recSlab []record // records are carved from it
 }
 
@@ -137,35 +137,34 @@ func carve[T any](slab *[]T, n int) []T {
 }
 
 // record is a node being loaded; its Inputs' To are discovery numbers.
+// Its node's Path is set when it is discovered.
 type record struct {
-	path string // the .drv path as found in the referrer
 	node Node
 	from NodeID // the node that discovered it; -1 for a root
 	drv  *drv.Derivation
 }
 
 // discover returns the discovery number of the .drv path p, queueing it
-// when new. Paths are compared as strings (the text form of a store path
-// is unique) and decoded once, by the worker that loads the node. Called
-// with l.mu held (or before the workers start).
-func (l *loader) discover(p string, from NodeID) (NodeID, bool) {
+// when new. Called with l.mu held (or before the workers start).
+func (l *loader) discover(p store.Path, from NodeID) (NodeID, bool) {
 	if id, ok := l.index[p]; ok {
 		return id, false
 	}
 	id := NodeID(len(l.recs))
-	// p may alias the parser's buffer of a whole .drv file: it is copied
-	// into a block of path text shared by many nodes, and its record
+	// p's name may alias the parser's buffer of a whole .drv file: it is
+	// copied into a block of names shared by many nodes, and its record
 	// carved from a block of records (two allocations per hundreds of
 	// nodes instead of two per node, under the lock every worker takes).
-	if cap(l.text)-len(l.text) < len(p) {
-		l.text = make([]byte, 0, max(len(p), 16<<10))
+	name := p.Name()
+	if cap(l.text)-len(l.text) < len(name) {
+		l.text = make([]byte, 0, max(len(name), 16<<10))
 	}
 	k := len(l.text)
-	l.text = append(l.text, p...)
-	p = unsafe.String(&l.text[k], len(p))
+	l.text = append(l.text, name...)
+	p, _ = store.NewPath(p.Digest(), unsafe.String(&l.text[k], len(name))) // a valid name
 	l.index[p] = id
 	rec := carve(&l.recSlab, 1)
-	rec[0] = record{path: p, from: from}
+	rec[0] = record{node: Node{Path: p}, from: from}
 	l.recs = append(l.recs, &rec[0])
 	l.queue = append(l.queue, id)
 	return id, true
@@ -220,13 +219,7 @@ func (l *loader) work() {
 				if rec.from >= 0 {
 					from = l.recs[rec.from].node.Path
 				}
-				if rec.node.Path.IsZero() {
-					// Its path did not parse: blame the referrer.
-					err = fmt.Errorf("input derivation %q: %w", rec.path, err)
-					l.err = &LoadError{Path: from, Err: err}
-				} else {
-					l.err = &LoadError{Path: rec.node.Path, From: from, Err: err}
-				}
+				l.err = &LoadError{Path: rec.node.Path, From: from, Err: err}
 			}
 			l.cond.Broadcast()
 			continue
@@ -249,7 +242,8 @@ type worker struct {
 	name   nameBuf
 	buf    []byte
 	parser drv.Parser
-	inputs []string              // the last loaded node's input derivations
+	inputs []store.Path          // the last loaded node's input derivations
+	base   []byte                // the base name of the .drv being read
 	srcs   map[string]store.Path // input sources: drvs share many
 	// strs and lists intern strings and output-name lists; per worker, so
 	// no lock: a string is kept at most once per worker.
@@ -358,17 +352,14 @@ func (w *worker) parseRead(dir *storeDir, base string, full bool) (*drv.Derivati
 // load reads rec's derivation and fills rec.node, except the inputs' To,
 // which the caller sets from w.inputs.
 func (w *worker) load(dir *storeDir, rec *record) error {
-	p, err := store.ParsePath(rec.path)
-	if err != nil {
-		return err
-	}
 	n := &rec.node
-	n.Path = p
+	p := n.Path
 	if !p.IsDerivation() {
 		return ErrNotDerivation
 	}
-	// The base name, without making it again from the digest.
-	d, err := w.parse(dir, rec.path[len(store.StoreDir)+1:])
+	// The base name, in a buffer read does not retain.
+	w.base = p.AppendBase(w.base[:0])
+	d, err := w.parse(dir, unsafe.String(unsafe.SliceData(w.base), len(w.base)))
 	if err != nil {
 		return err
 	}
@@ -376,12 +367,8 @@ func (w *worker) load(dir *storeDir, rec *record) error {
 	n.Outputs = carve(&w.outSlab, len(d.Outputs))
 	for i, o := range d.Outputs {
 		n.Outputs[i].Name = w.internString(o.Name)
-		if o.Path != "" {
-			p, err := parsePath(o.Path)
-			if err != nil {
-				return fmt.Errorf("output %q: %w", o.Name, err)
-			}
-			n.Outputs[i].Path = p
+		if !o.Path.IsZero() {
+			n.Outputs[i].Path = clonePath(o.Path)
 		}
 	}
 	w.inputs = w.inputs[:0]

@@ -520,22 +520,14 @@ func directInputs(d *drv.Derivation) ([]store.Path, error) {
 		start = append(start, p)
 	}
 	for _, in := range d.InputDrvs {
-		dp, err := store.ParsePath(in.Path)
-		if err != nil {
-			return nil, err
-		}
-		id, err := readDerivation(dp)
+		id, err := readDerivation(in.Path)
 		if err != nil {
 			return nil, err
 		}
 		for _, o := range id.Outputs {
 			for _, want := range in.Outputs {
-				if o.Name == want && o.Path != "" {
-					p, err := store.ParsePath(o.Path)
-					if err != nil {
-						return nil, err
-					}
-					start = append(start, p)
+				if o.Name == want && !o.Path.IsZero() {
+					start = append(start, o.Path)
 				}
 			}
 		}

@@ -104,11 +104,7 @@ func (g *dag) jobs(t *testing.T, drvs []store.Path) ([]executor.Job, []sched.Job
 		}
 		ej[i] = executor.Job{Drv: p, Keep: root[i]}
 		for _, o := range d.Outputs {
-			op, err := store.ParsePath(o.Path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ej[i].Outputs = append(ej[i].Outputs, op)
+			ej[i].Outputs = append(ej[i].Outputs, o.Path)
 		}
 		var feats []string
 		if f := g.feature[i]; f != "" {

@@ -109,14 +109,10 @@ func drvOutputs(infos []*store.PathInfo) ([]store.Path, error) {
 			return nil, fmt.Errorf("%s: %w", info.Path, err)
 		}
 		for _, o := range d.Outputs {
-			if o.Path == "" {
+			if o.Path.IsZero() {
 				continue // floating CA: not known before it is built
 			}
-			p, err := store.ParsePath(o.Path)
-			if err != nil {
-				return nil, fmt.Errorf("%s: output %s: %w", info.Path, o.Name, err)
-			}
-			outs = append(outs, p)
+			outs = append(outs, o.Path)
 		}
 	}
 	return outs, nil
@@ -271,8 +267,8 @@ func remoteDrvOutputs(ctx context.Context, remote *daemon.Conn, infos []*store.P
 			return nil, fmt.Errorf("%s: %w", info.Path, err)
 		}
 		for _, o := range d.Outputs {
-			if p, err := store.ParsePath(o.Path); err == nil {
-				outs = append(outs, p)
+			if !o.Path.IsZero() {
+				outs = append(outs, o.Path)
 			}
 		}
 	}

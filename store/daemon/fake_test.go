@@ -399,7 +399,7 @@ func TestNewerDaemon(t *testing.T) {
 		t.Fatalf("version %#x trust %d nix %q", c.Version(), c.Trust(), c.NixVersion())
 	}
 	d := &drv.Derivation{
-		Outputs:  []drv.Output{{Name: "out", Path: out}},
+		Outputs:  []drv.Output{{Name: "out", Path: store.MustParsePath(out)}},
 		Platform: "x86_64-linux", Builder: "/bin/sh", Args: []string{"-c", "true"},
 		Env: []drv.EnvVar{{Key: "out", Value: out}},
 	}

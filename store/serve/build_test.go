@@ -55,14 +55,14 @@ func TestBuildDerivationOverSSH(t *testing.T) {
 	// Nix 2.8 sends builtOutputs whatever version the client announced;
 	// reading them proves the stream stayed in step.
 	out := d.Outputs[0].Path
-	if got := res.BuiltOutputs["out"]; got.String() != out {
+	if got := res.BuiltOutputs["out"]; got != out {
 		t.Errorf("BuiltOutputs = %v, want out → %s", res.BuiltOutputs, out)
 	}
-	b, err := os.ReadFile(filepath.Join(h.StoreDir(), filepath.Base(out)))
+	b, err := os.ReadFile(filepath.Join(h.StoreDir(), out.Base()))
 	if err != nil || string(b) != "built by nbuild\n" {
 		t.Errorf("output on host: %q, %v", b, err)
 	}
-	h.MustRun("nix-store", "--verify-path", out)
+	h.MustRun("nix-store", "--verify-path", out.String())
 
 	// Same connection: a failing build is a result, not a broken stream.
 	badPath, bad := instantiate(t, h, "serve-build-fail", `echo going to fail >&2; exit 3`)
@@ -81,7 +81,7 @@ func TestBuildDerivationOverSSH(t *testing.T) {
 	if err := c.BuildPaths(ctxT(t), []store.DerivedPath{store.BuiltPath(p3, "out")}, serve.BuildOptions{}); err != nil {
 		t.Fatalf("BuildPaths: %v", err)
 	}
-	h.MustRun("nix-store", "--verify-path", d3.Outputs[0].Path)
+	h.MustRun("nix-store", "--verify-path", d3.Outputs[0].Path.String())
 	if err := c.BuildPaths(ctxT(t), []store.DerivedPath{store.BuiltPath(badPath)}, serve.BuildOptions{}); err == nil {
 		t.Error("BuildPaths of a failing derivation succeeded")
 	} else if !errors.As(err, &be) {
