@@ -24,6 +24,9 @@
 //     sends one Result on a channel) and the real clock (tests run it under
 //     testing/synctest); Simulate drives the very same Scheduler with
 //     virtual time and known durations.
+//   - SimCache: simulated timelines kept in a directory, keyed by
+//     everything a simulation depends on, so the same plan asked for
+//     again is read rather than simulated.
 //   - Policy: PolicyCriticalPath (longest remaining path first, on the
 //     machine where the job is expected to finish first, counting queueing,
 //     speed factor and the bytes of inputs the machine lacks) or PolicyNix
