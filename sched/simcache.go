@@ -254,14 +254,9 @@ func decodeTimeline(data []byte, plan *Plan, policy Policy) (*Timeline, error) {
 		r = r[n:]
 		return v
 	}
-	sv := func() int64 {
-		v, n := binary.Varint(r)
-		if n <= 0 {
-			bad = true
-			return 0
-		}
-		r = r[n:]
-		return v
+	sv := func() int64 { // binary.AppendVarint's zig-zag
+		u := uv()
+		return int64(u>>1) ^ -int64(u&1)
 	}
 	n := uv()
 	// An entry takes at least 6 bytes: no count beyond the data is
